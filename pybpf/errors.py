@@ -1,0 +1,140 @@
+"""The exceptions pybpf raises: one base class, one subclass per kind of failure.
+
+Every message says what happened, where, and what to do about it. Catch :class:`BPFError` to
+handle them all; the command-line tools print ``str(err)`` and exit non-zero, never a traceback.
+"""
+
+import errno as _errno
+import os
+
+
+class BPFError(Exception):
+    """Base class of every error pybpf raises on purpose."""
+
+
+class AssemblerError(BPFError, ValueError):
+    """An instruction cannot be built or encoded: bad operand, unknown helper, unresolved label.
+
+    ``index`` is the instruction's position in the program (None when not yet placed) and
+    ``source`` its text (the DSL call or the assembly line) when known.
+    """
+
+    def __init__(self, message, index=None, source=None):
+        self.message = message
+        self.index = index
+        self.source = source
+        where = ""
+        if index is not None:
+            where = f"instruction {index}"
+            if source:
+                where += f" ({source})"
+            where += ": "
+        elif source:
+            where = f"{source}: "
+        super().__init__(where + message)
+
+
+class DecodeError(BPFError, ValueError):
+    """Bytes that are not a valid eBPF instruction (disassembler input, ELF program text)."""
+
+    def __init__(self, message, offset=None):
+        self.offset = offset
+        prefix = f"at byte offset {offset}: " if offset is not None else ""
+        super().__init__(prefix + message)
+
+
+class SyscallError(BPFError, OSError):
+    """A bpf() or perf_event_open() call failed; ``errno`` and the command are kept."""
+
+    def __init__(self, err, command, message=None):
+        self.command = command
+        text = message or f"{command} failed: {os.strerror(err)}"
+        OSError.__init__(self, err, text)
+
+    def __str__(self):
+        return self.strerror
+
+
+class BPFPermissionError(SyscallError, PermissionError):
+    """The caller lacks a capability (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) for this operation."""
+
+    def __init__(self, err, command, capability="CAP_BPF", message=None):
+        self.capability = capability
+        text = message or (
+            f"{command}: {os.strerror(err)}: needs {capability} "
+            f"(run as root, e.g. with sudo)"
+        )
+        super().__init__(err, command, text)
+
+
+class MapError(SyscallError):
+    """A map operation failed for a reason other than a missing key."""
+
+
+class MapKeyError(MapError, KeyError):
+    """The key is not in the map (ENOENT on lookup or delete)."""
+
+    def __str__(self):
+        return self.strerror
+
+
+class MapFullError(MapError):
+    """The map has max_entries elements and cannot take a new key (E2BIG)."""
+
+
+class KeyExistsError(MapError):
+    """The key is already present and the update asked for NOEXIST (EEXIST)."""
+
+
+class VerifierError(SyscallError):
+    """The kernel's verifier rejected a program.
+
+    ``log`` is the whole verifier log, ``summary`` its telling line(s), ``insn_index`` the raw
+    instruction slot the verifier stopped at (None if unknown), ``source_index`` the index of
+    the DSL instruction it maps to and ``source`` that instruction's comment or text.
+    """
+
+    def __init__(self, err, message, log="", summary="", insn_index=None,
+                 source_index=None, source=None):
+        self.log = log
+        self.summary = summary
+        self.insn_index = insn_index
+        self.source_index = source_index
+        self.source = source
+        super().__init__(err, "BPF_PROG_LOAD", message)
+
+
+class AttachError(BPFError):
+    """A program could not be attached to its hook (unknown tracepoint, wrong program type...)."""
+
+
+class TracefsError(AttachError):
+    """tracefs is not mounted and could not be mounted; the message says how to mount it."""
+
+
+class NotSupportedError(BPFError):
+    """The running kernel lacks a feature; the message names the minimum kernel version."""
+
+
+class ElfError(BPFError):
+    """A malformed or unsupported ELF object; ``section`` and ``offset`` say where."""
+
+    def __init__(self, message, section=None, offset=None):
+        self.section = section
+        self.offset = offset
+        where = ""
+        if section is not None:
+            where = f"section {section}"
+            if offset is not None:
+                where += f"+{offset:#x}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class BTFError(ElfError):
+    """Malformed BTF type information (bad type id, string offset, loop...)."""
+
+
+def errno_name(err):
+    """``ENOENT`` for 2: the symbolic name of an errno value, for messages."""
+    return _errno.errorcode.get(err, f"errno {err}")

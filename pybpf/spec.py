@@ -1,0 +1,79 @@
+"""Specs: what a program or a map *is*, as plain data, before the kernel knows of it.
+
+The DSL (:mod:`pybpf.asm`) and the ELF loader (:mod:`pybpf.elf`) both produce these objects;
+:class:`pybpf.maps.Map`, :class:`pybpf.program.Program` and
+:class:`pybpf.collection.Collection` turn them into kernel objects (file descriptors). A spec
+never holds a file descriptor, so the same spec can be loaded many times.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional
+
+from .abi import MapType, ProgType
+
+
+@dataclass
+class MapSpec:
+    """A map to create with ``BPF_MAP_CREATE``.
+
+    ``key_type``/``value_type`` are optional ``construct`` types used to encode and decode
+    keys and values (e.g. ``Int32ul``); without them keys and values are ``bytes``.
+    ``data`` is the initial content of element 0 of an array map (ELF ``.data``/``.rodata``),
+    ``freeze`` makes the map read-only for user space after it is filled (``.rodata``).
+    """
+
+    name: str
+    type: MapType
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int = 0
+    key_type: Any = None
+    value_type: Any = None
+    inner_map: Optional["MapSpec"] = None
+    numa_node: Optional[int] = None
+    data: Optional[bytes] = None
+    freeze: bool = False
+    pinning: Optional[str] = None
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+
+    def copy(self, **changes):
+        """A copy of this spec with ``changes`` applied."""
+        return replace(self, **changes)
+
+
+@dataclass
+class ProgramSpec:
+    """A program to load with ``BPF_PROG_LOAD``.
+
+    ``insns`` is a list of :class:`pybpf.asm.Instruction`, possibly with symbolic references
+    (labels, map names) that loading resolves. ``section`` is libbpf's section name
+    (``tracepoint/syscalls/sys_enter_execve``) and tells where the program attaches.
+    """
+
+    name: str
+    type: ProgType
+    insns: List[Any]
+    license: str = "GPL"
+    section: str = ""
+    expected_attach_type: int = 0
+    attach_target: str = ""
+    kern_version: int = 0
+    btf: Any = None
+    func_info: Any = None
+    line_info: Any = None
+
+    def copy(self, **changes):
+        """A copy of this spec (the instruction list copied too) with ``changes`` applied."""
+        changes.setdefault("insns", list(self.insns))
+        return replace(self, **changes)
+
+
+@dataclass
+class CollectionSpec:
+    """Programs and the maps they use, by name: what one ELF object or one DSL module defines."""
+
+    maps: Dict[str, MapSpec] = field(default_factory=dict)
+    programs: Dict[str, ProgramSpec] = field(default_factory=dict)
+    btf: Any = None
