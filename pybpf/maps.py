@@ -1,0 +1,551 @@
+"""BPF maps: kernel key/value stores shared by BPF programs and user space, as Python dicts.
+
+A map is created with ``BPF_MAP_CREATE`` and named by a file descriptor. Its keys and values
+are fixed-size byte strings (``key_size``, ``value_size``) and it holds at most
+``max_entries`` elements:
+
+- **hash** maps (``HASH``, ``LRU_HASH``) hold any keys; an update adds or overwrites, a full
+  map refuses new keys (``E2BIG``) unless it is an LRU map, which evicts the least recently
+  used one.
+- **array** maps (``ARRAY``) have the keys ``0 .. max_entries-1`` (a ``u32``) from birth;
+  elements always exist (zero-filled) and cannot be deleted.
+- **per-CPU** variants (``PERCPU_HASH``, ``PERCPU_ARRAY``, ``LRU_PERCPU_HASH``) keep one value
+  per possible CPU so programs update them without atomics; user space reads and writes all of
+  them at once, each padded to 8 bytes. Here such a value is a list, one item per CPU.
+- a **ring buffer** (``RINGBUF``) has no keys at all: it is read with
+  :class:`pybpf.ringbuf.RingBuffer`, so dict operations on it raise :class:`MapError`.
+
+User space walks a map one key at a time (``BPF_MAP_GET_NEXT_KEY`` then
+``BPF_MAP_LOOKUP_ELEM``: two system calls per element) or, since Linux 5.6, many elements per
+call with the **batch** commands (``BPF_MAP_LOOKUP_BATCH`` and friends), which is what makes
+reading 100k elements fast. :class:`Map` offers both behind the ``MutableMapping`` interface.
+
+Keys and values are ``bytes`` of exactly the map's sizes, or Python objects when the map is
+given ``construct`` types (``key_type=Int32ul``); common integer types are decoded with a
+precompiled :class:`struct.Struct` over the whole batch buffer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import ItemsView, MutableMapping, ValuesView
+from contextlib import suppress
+
+import construct
+
+from . import syscalls
+from .abi import MapType, UpdateFlags
+from .errors import KeyExistsError, MapError, MapFullError, MapKeyError, SyscallError
+from .spec import MapSpec
+
+BPFFS = "/sys/fs/bpf"
+DEFAULT_CHUNK = 16384  # elements asked for per batch system call
+
+PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
+                          MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
+ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
+KEYLESS_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.QUEUE,
+                           MapType.STACK, MapType.BLOOM_FILTER})
+
+ENOTSUPP = 524  # kernel-internal "not supported" that leaks to user space
+NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
+
+
+def _usage_error(message):
+    """A MapError for a mistake made before any system call (wrong type, size, closed map)."""
+    return MapError(errno.EINVAL, "pybpf.maps", message)
+
+
+def _round_up8(size):
+    return (size + 7) & ~7
+
+
+class _Codec:
+    """Turns one kind of map slot (a key, or one CPU's value) into bytes and back.
+
+    ``size`` is the slot's size in the kernel, ``stride`` the distance between two slots in a
+    buffer (per-CPU values are padded to 8 bytes). ``ctype`` is a construct type or None (bytes).
+    """
+
+    def __init__(self, what, ctype, size, stride):
+        self.what, self.ctype, self.size, self.stride = what, ctype, size, stride
+        if ctype is not None:
+            _check_size(what, ctype, size)
+        self._struct = _fast_struct(ctype, stride - size)
+
+    def encode(self, obj):
+        """``obj`` as exactly ``stride`` bytes; MapError saying what to pass if it does not fit."""
+        if self.ctype is None:
+            return self._check_bytes(obj).ljust(self.stride, b"\0")
+        try:
+            if self._struct is not None:
+                return self._struct.pack(obj)
+            return self.ctype.build(obj).ljust(self.stride, b"\0")
+        except (struct.error, construct.ConstructError) as exc:
+            raise _usage_error(f"cannot encode {self.what} {obj!r} with the map's "
+                               f"{self.what} type: {exc}") from None
+
+    def decode(self, data):
+        """Every slot in ``data`` (a multiple of ``stride`` bytes), decoded, as a list."""
+        if self._struct is not None:
+            return [item for (item,) in self._struct.iter_unpack(data)]
+        view = memoryview(data)
+        slots = [view[i:i + self.size] for i in range(0, len(view), self.stride)]
+        if self.ctype is None:
+            return [bytes(slot) for slot in slots]
+        return [self.ctype.parse(slot) for slot in slots]
+
+    def _check_bytes(self, obj):
+        if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) == self.size:
+            return bytes(obj)
+        got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
+        hint = ""
+        if isinstance(obj, int):
+            hint = (f"; pass ({obj}).to_bytes({self.size}, 'little'), or create the map with "
+                    f"{self.what}_type=construct.Int{self.size * 8}ul to use ints")
+        raise _usage_error(f"{self.what} must be bytes of length {self.size} (the map's "
+                           f"{self.what}_size), got {got}{hint}")
+
+
+def _check_size(what, ctype, size):
+    """Refuse a construct type whose size differs from the map's, before any system call."""
+    try:
+        type_size = ctype.sizeof()
+    except construct.ConstructError:
+        raise _usage_error(f"{what} type has no fixed size; map {what}s are {size} bytes, "
+                           f"use a fixed-size construct type") from None
+    if type_size != size:
+        raise _usage_error(f"{what} type is {type_size} bytes, map {what}_size is {size}")
+
+
+def _fast_struct(ctype, padding):
+    """A struct.Struct equivalent to a plain integer/float construct type, else None."""
+    if not isinstance(ctype, construct.FormatField):
+        return None
+    return struct.Struct(ctype.fmtstr + (f"{padding}x" if padding else ""))
+
+
+class _ItemsView(ItemsView):
+    """``map.items()``: iterates without failing when keys vanish meanwhile."""
+
+    def __iter__(self):
+        return self._mapping._iter_items()
+
+
+class _ValuesView(ValuesView):
+    """``map.values()``: iterates without failing when keys vanish meanwhile."""
+
+    def __iter__(self):
+        return (value for _, value in self._mapping._iter_items())
+
+
+class Map(MutableMapping):
+    """A BPF map owned through its file descriptor, used like a dict.
+
+    ``len(m)`` walks the whole map (the kernel keeps no count). Iteration tolerates elements
+    deleted meanwhile (they are skipped); since a hash map restarts from its first key when the
+    current key is deleted, a walk longer than ``max_entries`` steps raises :class:`MapError`
+    instead of looping forever. ``update()`` is the kernel's (key, value, flags), not
+    ``dict.update``.
+    """
+
+    def __init__(self, spec: MapSpec, *, btf_fd: int = 0):
+        self._bind(spec)
+        self._fd = self._create(spec, btf_fd)
+        self._fill(spec)
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, type, key_size, value_size, max_entries, *, flags=0, name="",
+               key_type=None, value_type=None):
+        """Create a new map (``BPF_MAP_CREATE``) from its parameters."""
+        return cls(MapSpec(name=name, type=MapType(type), key_size=key_size,
+                           value_size=value_size, max_entries=max_entries, flags=flags,
+                           key_type=key_type, value_type=value_type))
+
+    @classmethod
+    def from_pinned(cls, path, *, key_type=None, value_type=None):
+        """Open the map pinned at ``path`` on a bpf file system (``BPF_OBJ_GET``)."""
+        m = cls._from_fd(syscalls.obj_get(path), key_type, value_type)
+        m._pinned = path
+        return m
+
+    @classmethod
+    def from_id(cls, map_id, *, key_type=None, value_type=None):
+        """Open an existing map by its kernel id (as listed by ``bpftool map``)."""
+        return cls._from_fd(syscalls.map_get_fd_by_id(map_id), key_type, value_type)
+
+    @classmethod
+    def _from_fd(cls, fd, key_type, value_type):
+        """Wrap a map fd we now own, describing it with ``BPF_OBJ_GET_INFO_BY_FD``."""
+        try:
+            info = syscalls.obj_get_info_by_fd(fd, "map")
+            spec = MapSpec(name=info["name"], type=MapType(info["type"]),
+                           key_size=info["key_size"], value_size=info["value_size"],
+                           max_entries=info["max_entries"], flags=info["map_flags"],
+                           key_type=key_type, value_type=value_type)
+            m = cls.__new__(cls)
+            m._bind(spec)
+        except BaseException:
+            os.close(fd)
+            raise
+        m._fd = fd
+        return m
+
+    def _bind(self, spec):
+        """Remember ``spec`` and compile its key/value codecs (checking the sizes up front)."""
+        self._fd, self._pinned = -1, None
+        self.spec = spec
+        self.type = MapType(spec.type)
+        self._ncpus = syscalls.possible_cpus() if self.type in PERCPU_TYPES else 1
+        stride = _round_up8(spec.value_size) if self.type in PERCPU_TYPES else spec.value_size
+        self._keys = _Codec("key", spec.key_type, spec.key_size, spec.key_size)
+        self._values = _Codec("value", spec.value_type, spec.value_size, stride)
+        self._value_bytes = stride * self._ncpus
+
+    @staticmethod
+    def _create(spec, btf_fd):
+        inner_fd = 0
+        inner = Map(spec.inner_map) if spec.inner_map is not None else None
+        try:
+            if inner is not None:
+                inner_fd = inner.fd
+            return syscalls.map_create(
+                spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags,
+                spec.name, inner_map_fd=inner_fd, numa_node=spec.numa_node, btf_fd=btf_fd,
+                btf_key_type_id=spec.btf_key_type_id, btf_value_type_id=spec.btf_value_type_id)
+        finally:
+            if inner is not None:
+                inner.close()
+
+    def _fill(self, spec):
+        """Write ``spec.data`` into element 0 (global data sections) and freeze if asked."""
+        if spec.data is not None:
+            value = bytes(spec.data).ljust(self._value_bytes, b"\0")
+            syscalls.map_update_elem(self.fd, bytes(self.key_size), value)
+        if spec.freeze:
+            self.freeze()
+
+    # --- attributes ---------------------------------------------------------------------
+
+    @property
+    def fd(self):
+        """The map's file descriptor; MapError once the map is closed."""
+        if self._fd < 0:
+            raise _usage_error(f"map {self.name!r} is closed; open it again "
+                               f"(Map.from_pinned / Map.from_id) to use it")
+        return self._fd
+
+    name = property(lambda self: self.spec.name, doc="The map's name (at most 15 bytes).")
+    key_size = property(lambda self: self.spec.key_size, doc="Bytes per key.")
+    value_size = property(lambda self: self.spec.value_size, doc="Bytes per value (per CPU).")
+    max_entries = property(lambda self: self.spec.max_entries, doc="Capacity.")
+
+    @property
+    def id(self):
+        """The kernel's id of this map (what ``bpftool map show`` lists)."""
+        return syscalls.obj_get_info_by_fd(self.fd, "map")["id"]
+
+    def __repr__(self):
+        state = "closed" if self._fd < 0 else f"fd={self._fd}"
+        return (f"<Map {self.name!r} {self.type.name} key_size={self.key_size} "
+                f"value_size={self.value_size} max_entries={self.max_entries} {state}>")
+
+    def _keyed_fd(self, op):
+        """The fd for a key/value operation; a clear error for maps that have no keys."""
+        fd = self.fd
+        if self.type in KEYLESS_TYPES:
+            hint = " (read it with pybpf.ringbuf.RingBuffer)" if "RINGBUF" in self.type.name \
+                else ""
+            raise _usage_error(f"{op}: {self.type.name} map {self.name!r} has no keys, so dict "
+                               f"operations do not apply{hint}")
+        return fd
+
+    # --- encoding -------------------------------------------------------------------------
+
+    def _encode_value(self, value):
+        if self.type not in PERCPU_TYPES:
+            return self._values.encode(value)
+        if not isinstance(value, (list, tuple)) or len(value) != self._ncpus:
+            raise _usage_error(f"per-CPU map {self.name!r} needs a list of {self._ncpus} values "
+                               f"(one per possible CPU), got {value!r}")
+        return b"".join(self._values.encode(v) for v in value)
+
+    def _decode_values(self, data):
+        """The values in a buffer of whole entries: a list per entry for per-CPU maps."""
+        items = self._values.decode(data)
+        if self.type not in PERCPU_TYPES:
+            return items
+        n = self._ncpus
+        return [items[i:i + n] for i in range(0, len(items), n)]
+
+    def _error(self, exc, op, key=None):
+        """``exc`` re-raised as the MapError subclass its errno means, naming map and key
+        (``key`` None: one of the keys of a batch)."""
+        where = f"map {self.name!r}"
+        which = "one of the keys" if key is None else f"key {key!r}"
+        err = exc.errno
+        if err == errno.ENOENT or (err == errno.E2BIG and self.type in ARRAY_TYPES):
+            extra = f" (array indexes are 0..{self.max_entries - 1})" \
+                if self.type in ARRAY_TYPES else ""
+            return MapKeyError(err, op, f"{which} is not in {where}{extra}")
+        if err == errno.E2BIG:
+            return MapFullError(err, op, f"{where} is full ({self.max_entries} entries): delete "
+                                         f"some, or create it with a larger max_entries")
+        if err == errno.EEXIST:
+            return KeyExistsError(err, op, f"{which} is already in {where} "
+                                           f"(the update asked for NOEXIST)")
+        if err == errno.EPERM and op in ("BPF_MAP_UPDATE_ELEM", "BPF_MAP_UPDATE_BATCH"):
+            return MapError(err, op, f"{where} refused the update: it is frozen or read-only "
+                                     f"for user space (or you lack CAP_BPF)")
+        return exc
+
+    # --- single elements ------------------------------------------------------------------
+
+    def __getitem__(self, key):
+        raw = self._lookup_raw(self._keys.encode(key), key)
+        return self._decode_values(raw)[0]
+
+    def lookup(self, key, default=None):
+        """The value of ``key``, or ``default`` when the map has no such key."""
+        try:
+            return self[key]
+        except MapKeyError:
+            return default
+
+    def __setitem__(self, key, value):
+        self.update(key, value)
+
+    def update(self, key, value, flags=UpdateFlags.ANY):
+        """Set ``key`` to ``value``; ``flags`` NOEXIST creates only, EXIST overwrites only.
+
+        Raises KeyExistsError (NOEXIST, key present), MapKeyError (EXIST, key absent; or an
+        array index out of range), MapFullError (no room for a new key).
+        """
+        fd = self._keyed_fd("update")
+        raw_key, raw_value = self._keys.encode(key), self._encode_value(value)
+        try:
+            syscalls.map_update_elem(fd, raw_key, raw_value, flags)
+        except SyscallError as exc:
+            raise self._error(exc, "BPF_MAP_UPDATE_ELEM", key) from None
+
+    def __delitem__(self, key):
+        fd = self._keyed_fd("delete")
+        if self.type in ARRAY_TYPES:
+            raise _usage_error(f"array map {self.name!r} elements always exist and cannot be "
+                               f"deleted; assign a zero value instead")
+        try:
+            syscalls.map_delete_elem(fd, self._keys.encode(key))
+        except SyscallError as exc:
+            raise self._error(exc, "BPF_MAP_DELETE_ELEM", key) from None
+
+    def __contains__(self, key):
+        try:
+            self._lookup_raw(self._keys.encode(key), key)
+        except MapKeyError:
+            return False
+        return True
+
+    def _lookup_raw(self, raw_key, key):
+        try:
+            return syscalls.map_lookup_elem(self._keyed_fd("lookup"), raw_key, self._value_bytes)
+        except SyscallError as exc:
+            raise self._error(exc, "BPF_MAP_LOOKUP_ELEM", key) from None
+
+    # --- iteration ------------------------------------------------------------------------
+
+    def _raw_keys(self):
+        """Every key as bytes, by ``BPF_MAP_GET_NEXT_KEY``, at most ``max_entries`` steps."""
+        fd = self._keyed_fd("iterate")
+        key = None
+        for _ in range(self.max_entries):
+            key = syscalls.map_get_next_key(fd, key, self.key_size)
+            if key is None:
+                return
+            yield key
+        if syscalls.map_get_next_key(fd, key, self.key_size) is not None:
+            raise MapError(errno.EAGAIN, "BPF_MAP_GET_NEXT_KEY",
+                           f"iteration of map {self.name!r} aborted after {self.max_entries} "
+                           f"steps: keys were deleted meanwhile and the walk restarted from the "
+                           f"first key; retry, or use lookup_batch()")
+
+    def _raw_items(self):
+        """(key, value) bytes pairs; keys deleted between next-key and lookup are skipped."""
+        for raw_key in self._raw_keys():
+            try:
+                yield raw_key, syscalls.map_lookup_elem(self._fd, raw_key, self._value_bytes)
+            except MapKeyError:
+                continue
+
+    def _iter_items(self):
+        for raw_key, raw_value in self._raw_items():
+            yield self._keys.decode(raw_key)[0], self._decode_values(raw_value)[0]
+
+    def __iter__(self):
+        return (self._keys.decode(raw)[0] for raw in self._raw_keys())
+
+    def __len__(self):
+        """The number of elements, counted by walking every key (one system call each)."""
+        return sum(1 for _ in self._raw_keys())
+
+    def items(self):
+        return _ItemsView(self)
+
+    def values(self):
+        return _ValuesView(self)
+
+    def clear(self):
+        """Delete every element; array maps, whose elements cannot go, are zero-filled."""
+        fd = self._keyed_fd("clear")
+        if self.type in ARRAY_TYPES:
+            zero = bytes(self._value_bytes)
+            for raw_key in self._raw_keys():
+                syscalls.map_update_elem(fd, raw_key, zero)
+            return
+        for raw_key in list(self._raw_keys()):
+            with suppress(MapKeyError):
+                syscalls.map_delete_elem(fd, raw_key)
+
+    # --- batch operations -----------------------------------------------------------------
+
+    def lookup_batch(self, chunk=DEFAULT_CHUNK):
+        """Every (key, value) pair, read ``chunk`` elements per ``BPF_MAP_LOOKUP_BATCH`` call.
+
+        Falls back to key-by-key iteration where the kernel or map type has no batch lookup.
+        """
+        found = self._batch(syscalls.map_lookup_batch, chunk)
+        if found is None:
+            return list(self._iter_items())
+        return self._decode_pairs(*found)
+
+    def lookup_and_delete_batch(self, chunk=DEFAULT_CHUNK):
+        """Every (key, value) pair, deleting them as they are read (hash maps only)."""
+        if self.type in ARRAY_TYPES:
+            raise _usage_error(f"array map {self.name!r} elements cannot be deleted; "
+                               f"use lookup_batch() and assign zero values instead")
+        found = self._batch(syscalls.map_lookup_and_delete_batch, chunk)
+        if found is None:
+            return self._lookup_and_delete_each()
+        return self._decode_pairs(*found)
+
+    def update_batch(self, pairs, flags=UpdateFlags.ANY):
+        """Set many (key, value) pairs with one ``BPF_MAP_UPDATE_BATCH``; returns how many."""
+        fd = self._keyed_fd("update_batch")
+        pairs = list(pairs.items() if hasattr(pairs, "items") else pairs)
+        keys = b"".join(self._keys.encode(k) for k, _ in pairs)
+        values = b"".join(self._encode_value(v) for _, v in pairs)
+        try:
+            return syscalls.map_update_batch(fd, keys, values, len(pairs), elem_flags=flags)
+        except SyscallError as exc:
+            if exc.errno not in NO_BATCH_ERRNOS:
+                raise self._error(exc, "BPF_MAP_UPDATE_BATCH") from None
+        for key, value in pairs:
+            self.update(key, value, flags)
+        return len(pairs)
+
+    def delete_batch(self, keys):
+        """Delete many keys with one ``BPF_MAP_DELETE_BATCH``; returns how many."""
+        fd = self._keyed_fd("delete_batch")
+        keys = list(keys)
+        raw = b"".join(self._keys.encode(k) for k in keys)
+        try:
+            return syscalls.map_delete_batch(fd, raw, len(keys))
+        except SyscallError as exc:
+            if exc.errno not in NO_BATCH_ERRNOS or self.type in ARRAY_TYPES:
+                raise self._error(exc, "BPF_MAP_DELETE_BATCH") from None
+        for key in keys:
+            del self[key]
+        return len(keys)
+
+    def _batch(self, command, chunk):
+        """Run a batch lookup command to the end: (keys bytes, values bytes), or None when
+        the kernel has no batch support for this map (the caller then walks key by key)."""
+        fd = self._keyed_fd("lookup_batch")
+        keys, values, cursor = [], [], None
+        while True:
+            try:
+                k, v, _, cursor_out, done = command(fd, cursor, self.key_size,
+                                                    self._value_bytes, chunk)
+            except SyscallError as exc:
+                if exc.errno == errno.ENOSPC:  # a hash bucket larger than chunk: regrow
+                    chunk *= 2
+                    continue
+                if cursor is None and exc.errno in NO_BATCH_ERRNOS:
+                    return None
+                raise
+            keys.append(k)
+            values.append(v)
+            if done:
+                return b"".join(keys), b"".join(values)
+            cursor = cursor_out
+
+    def _decode_pairs(self, keys, values):
+        return list(zip(self._keys.decode(keys), self._decode_values(values)))
+
+    def _lookup_and_delete_each(self):
+        """The slow path of lookup_and_delete_batch: take the first key until none is left."""
+        fd, pairs = self._keyed_fd("lookup_and_delete"), []
+        for _ in range(self.max_entries):
+            raw_key = syscalls.map_get_next_key(fd, None, self.key_size)
+            if raw_key is None:
+                break
+            with suppress(MapKeyError):
+                raw_value = syscalls.map_lookup_elem(fd, raw_key, self._value_bytes)
+                syscalls.map_delete_elem(fd, raw_key)
+                pairs.append((raw_key, raw_value))
+        return self._decode_pairs(b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs))
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def freeze(self):
+        """Make the map read-only for user space from now on (``BPF_MAP_FREEZE``)."""
+        syscalls.map_freeze(self.fd)
+
+    def pin(self, path):
+        """Pin the map at ``path`` on a bpf file system so it outlives this process."""
+        _require_bpffs(path)
+        syscalls.obj_pin(self.fd, path)
+        self._pinned = path
+
+    def unpin(self):
+        """Remove the pin made by pin() or opened by from_pinned(); no-op when not pinned."""
+        if self._pinned is not None:
+            os.unlink(self._pinned)
+            self._pinned = None
+
+    def close(self):
+        """Close the file descriptor (the kernel frees the map once no one holds it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _filesystem_type(path):
+    """The type of the file system ``path`` lives on (longest mount point in /proc/self/mounts)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            point, fstype = line.split()[1:3]
+            point = point.replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fstype
+    return kind
+
+
+def _require_bpffs(path):
+    """Refuse to pin outside a bpf file system, saying how to mount one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if _filesystem_type(directory) != "bpf":
+        raise _usage_error(f"cannot pin at {path}: {directory} is not on a bpf file system; "
+                           f"mount one first, as root: mount -t bpf bpf {BPFFS}")

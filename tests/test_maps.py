@@ -1,0 +1,369 @@
+"""Tests of pybpf.maps: every map type, dict semantics, batch ops, errors, pinning, bpftool."""
+
+import errno
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+from construct import Bytes, Int32ul, Int64ul, Struct
+
+from pybpf import syscalls
+from pybpf.abi import MapType, UpdateFlags
+from pybpf.errors import KeyExistsError, MapError, MapFullError, MapKeyError, SyscallError
+from pybpf.maps import Map
+from pybpf.spec import MapSpec
+
+from conftest import require_tool
+
+pytestmark = pytest.mark.kernel
+
+HASHES = [MapType.HASH, MapType.LRU_HASH, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH]
+ARRAYS = [MapType.ARRAY, MapType.PERCPU_ARRAY]
+PERCPU = {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH}
+
+
+def u32_u64(type=MapType.HASH, max_entries=64, **kw):
+    """A map with u32 keys and u64 values, decoded as ints."""
+    return Map.create(type, 4, 8, max_entries, name="test", key_type=Int32ul,
+                      value_type=Int64ul, **kw)
+
+
+def value_for(map_type, n):
+    """What to store for ``n``: an int, or one int per CPU (all different) for per-CPU maps."""
+    if map_type in PERCPU:
+        return [n * 100 + cpu for cpu in range(syscalls.possible_cpus())]
+    return n
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A private bpf file system mounted for this test only."""
+    path = tmp_path / "bpffs"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "bpf", "bpf", str(path)]).returncode != 0:
+        pytest.skip("cannot mount a bpf file system here (needs root)")
+    yield path
+    subprocess.run(["umount", str(path)], check=True)
+
+
+# --- every map type ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("map_type", HASHES + ARRAYS, ids=lambda t: t.name)
+def test_each_type_roundtrip(map_type):
+    with u32_u64(map_type, max_entries=8) as m:
+        for k in range(8):
+            m[k] = value_for(map_type, k)
+        assert {k: m[k] for k in range(8)} == {k: value_for(map_type, k) for k in range(8)}
+        assert dict(m.lookup_batch()) == {k: value_for(map_type, k) for k in range(8)}
+        assert dict(m.items()) == dict(m.lookup_batch())
+        assert len(m) == 8
+
+
+@pytest.mark.parametrize("map_type", [t for t in HASHES + ARRAYS if t in PERCPU],
+                         ids=lambda t: t.name)
+def test_percpu_values_are_lists_of_possible_cpus(map_type):
+    ncpus = syscalls.possible_cpus()
+    with Map.create(map_type, 4, 4, 4, key_type=Int32ul, value_type=Int32ul) as m:
+        m[1] = list(range(ncpus))  # 4-byte values: padded to 8 bytes per CPU in the kernel
+        assert m[1] == list(range(ncpus))
+        assert dict(m.lookup_batch())[1] == list(range(ncpus))
+        with pytest.raises(MapError, match=f"list of {ncpus} values"):
+            m[1] = 7
+
+
+def test_ringbuf_is_create_only():
+    with Map.create(MapType.RINGBUF, 0, 0, 4096, name="events") as rb:
+        assert rb.fd >= 0 and rb.type == MapType.RINGBUF
+        with pytest.raises(MapError, match="RINGBUF map 'events' has no keys.*RingBuffer"):
+            rb[b""]
+        with pytest.raises(MapError, match="no keys"):
+            list(rb)
+        with pytest.raises(MapError, match="no keys"):
+            rb.lookup_batch()
+
+
+def test_lru_hash_evicts_instead_of_failing():
+    with u32_u64(MapType.LRU_HASH, max_entries=16) as m:
+        for k in range(100):
+            m[k] = k
+        assert 0 < len(m) <= 100 and m[99] == 99
+
+
+# --- dict semantics ---------------------------------------------------------------------------
+
+
+def test_dict_semantics():
+    with u32_u64() as m:
+        m.update(1, 10)
+        m[2] = 20
+        assert 1 in m and 3 not in m
+        assert m[2] == 20 and m.lookup(3) is None and m.lookup(3, -1) == -1 and m.get(2) == 20
+        assert sorted(m) == [1, 2] and sorted(m.keys()) == [1, 2]
+        assert sorted(m.values()) == [10, 20] and sorted(m.items()) == [(1, 10), (2, 20)]
+        assert len(m) == 2
+        del m[1]
+        assert 1 not in m and m.pop(2) == 20 and len(m) == 0
+        m[5] = 50
+        m.clear()
+        assert len(m) == 0 and list(m) == []
+
+
+def test_update_flags():
+    with u32_u64() as m:
+        m.update(1, 10, UpdateFlags.NOEXIST)
+        with pytest.raises(KeyExistsError, match="key 1 is already in map 'test'"):
+            m.update(1, 11, UpdateFlags.NOEXIST)
+        m.update(1, 12, UpdateFlags.EXIST)
+        assert m[1] == 12
+        with pytest.raises(MapKeyError, match="key 2 is not in map 'test'"):
+            m.update(2, 20, UpdateFlags.EXIST)
+
+
+def test_array_semantics():
+    with u32_u64(MapType.ARRAY, max_entries=4) as m:
+        assert dict(m.items()) == {0: 0, 1: 0, 2: 0, 3: 0} and len(m) == 4
+        m[3] = 33
+        with pytest.raises(MapError, match="cannot be deleted"):
+            del m[3]
+        with pytest.raises(MapKeyError, match=r"key 4 is not in .*0\.\.3"):
+            m[4] = 1
+        with pytest.raises(MapKeyError):
+            m[4]
+        m.clear()
+        assert m[3] == 0
+
+
+def test_typed_struct_and_bytes():
+    value = Struct("pid" / Int32ul, "comm" / Bytes(12))
+    with Map.create(MapType.HASH, 16, 16, 8, key_type=Bytes(16), value_type=value) as m:
+        m[b"k" * 16] = dict(pid=42, comm=b"bash".ljust(12, b"\0"))
+        got = m[b"k" * 16]
+        assert got.pid == 42 and got.comm.rstrip(b"\0") == b"bash"
+        assert m.lookup_batch()[0][0] == b"k" * 16
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_missing_key_is_a_keyerror_naming_the_key():
+    with u32_u64() as m:
+        with pytest.raises(KeyError):
+            m[7]
+        with pytest.raises(MapKeyError, match="key 7 is not in map 'test'"):
+            del m[7]
+
+
+def test_full_map():
+    with u32_u64(max_entries=2) as m:
+        m[1], m[2] = 1, 2
+        with pytest.raises(MapFullError, match=r"map 'test' is full \(2 entries\)") as info:
+            m[3] = 3
+        assert info.value.errno == errno.E2BIG
+        m[2] = 22  # overwriting an existing key still works
+
+
+def test_type_size_checked_before_creating():
+    with pytest.raises(MapError, match="key type is 8 bytes, map key_size is 4"):
+        Map.create(MapType.HASH, 4, 8, 4, key_type=Int64ul)
+    with pytest.raises(MapError, match="value type is 4 bytes, map value_size is 8"):
+        Map.create(MapType.HASH, 4, 8, 4, value_type=Int32ul)
+
+
+def test_untyped_map_wants_exact_bytes():
+    with Map.create(MapType.HASH, 4, 8, 4) as m:
+        with pytest.raises(MapError, match=r"bytes of length 4.*got int.*\(5\)\.to_bytes\(4"):
+            m[5] = bytes(8)
+        with pytest.raises(MapError, match="key must be bytes of length 4.*got 8 bytes"):
+            m[bytes(8)] = bytes(8)
+        with pytest.raises(MapError, match="value must be bytes of length 8"):
+            m[bytes(4)] = b"x"
+        m[b"\1\0\0\0"] = bytes(range(8))
+        assert m[b"\1\0\0\0"] == bytes(range(8))
+
+
+def test_unencodable_value():
+    with u32_u64() as m:
+        with pytest.raises(MapError, match="cannot encode value -1"):
+            m[1] = -1
+
+
+def test_closed_map():
+    m = u32_u64()
+    m.close()
+    m.close()  # idempotent
+    with pytest.raises(MapError, match="map 'test' is closed"):
+        m[1]
+    with pytest.raises(MapError, match="closed"):
+        m.fd
+
+
+def test_frozen_map_refuses_updates():
+    with u32_u64(MapType.ARRAY, max_entries=2) as m:
+        m[0] = 5
+        m.freeze()
+        with pytest.raises(MapError, match="frozen"):
+            m[0] = 6
+        assert m[0] == 5
+
+
+def test_spec_data_and_freeze():
+    spec = MapSpec(name=".rodata", type=MapType.ARRAY, key_size=4, value_size=8,
+                   max_entries=1, data=b"abc", freeze=True)
+    with Map(spec) as m:
+        assert m[b"\0\0\0\0"] == b"abc".ljust(8, b"\0")
+
+
+# --- iteration under change ------------------------------------------------------------------
+
+
+def test_iteration_skips_keys_deleted_by_another_handle(monkeypatch):
+    with u32_u64() as m, Map.from_id(m.id, key_type=Int32ul) as other:
+        for k in range(10):
+            m[k] = k
+        real_next_key = syscalls.map_get_next_key
+
+        def next_key_then_delete_odd(fd, key, key_size):
+            nxt = real_next_key(fd, key, key_size)
+            if nxt is not None and Int32ul.parse(nxt) % 2:
+                del other[Int32ul.parse(nxt)]  # gone before the lookup of the walk
+            return nxt
+
+        monkeypatch.setattr(syscalls, "map_get_next_key", next_key_then_delete_odd)
+        assert dict(m.items()) == {k: k for k in range(0, 10, 2)}
+
+
+def test_iteration_bounded_when_the_walk_keeps_restarting(monkeypatch):
+    with u32_u64(max_entries=8) as m, Map.from_id(m.id, key_type=Int32ul,
+                                                    value_type=Int64ul) as other:
+        for k in range(8):
+            m[k] = k
+        real_next_key = syscalls.map_get_next_key
+        fresh = iter(range(100, 10**6))
+
+        def delete_current_and_add_one(fd, key, key_size):
+            if key is not None:  # the current key vanishes: the kernel restarts the walk
+                del other[Int32ul.parse(key)]
+                other[next(fresh)] = 0
+            return real_next_key(fd, key, key_size)
+
+        monkeypatch.setattr(syscalls, "map_get_next_key", delete_current_and_add_one)
+        with pytest.raises(MapError, match="aborted after 8 steps"):
+            list(m)
+
+
+# --- batch operations ------------------------------------------------------------------------
+
+
+def test_batch_roundtrip():
+    with u32_u64(max_entries=5000) as m:
+        assert m.update_batch({k: k * 3 for k in range(5000)}) == 5000
+        assert dict(m.lookup_batch()) == {k: k * 3 for k in range(5000)}
+        assert m.delete_batch(range(1000)) == 1000 and len(m) == 4000
+        taken = m.lookup_and_delete_batch(chunk=512)
+        assert dict(taken) == {k: k * 3 for k in range(1000, 5000)} and len(m) == 0
+
+
+def test_batch_regrows_on_enospc(monkeypatch):
+    real = syscalls.map_lookup_batch
+    seen = []
+
+    def spy(fd, in_batch, key_size, value_size, count, *args, **kw):
+        try:
+            return real(fd, in_batch, key_size, value_size, count, *args, **kw)
+        except SyscallError as exc:
+            seen.append(exc.errno)
+            raise
+
+    monkeypatch.setattr(syscalls, "map_lookup_batch", spy)
+    with u32_u64(max_entries=1000) as m:
+        m.update_batch((k, k) for k in range(1000))
+        assert dict(m.lookup_batch(chunk=1)) == {k: k for k in range(1000)}
+    assert errno.ENOSPC in seen  # some hash bucket held two keys
+
+
+def test_batch_falls_back_without_kernel_support(monkeypatch):
+    def no_batch(*args, **kw):
+        raise SyscallError(errno.EINVAL, "BPF_MAP_LOOKUP_BATCH")
+
+    monkeypatch.setattr(syscalls, "map_lookup_batch", no_batch)
+    monkeypatch.setattr(syscalls, "map_lookup_and_delete_batch", no_batch)
+    monkeypatch.setattr(syscalls, "map_update_batch", no_batch)
+    monkeypatch.setattr(syscalls, "map_delete_batch", no_batch)
+    with u32_u64(MapType.PERCPU_HASH, max_entries=100) as m:
+        m.update_batch({k: value_for(m.type, k) for k in range(100)})
+        assert dict(m.lookup_batch()) == {k: value_for(m.type, k) for k in range(100)}
+        m.delete_batch(range(50))
+        assert dict(m.lookup_and_delete_batch()) == {k: value_for(m.type, k)
+                                                     for k in range(50, 100)}
+        assert len(m) == 0
+
+
+def test_batch_falls_back_for_devmap():
+    """Device maps have no batch lookup (ENOTSUPP): the walk is key by key, and skips the
+    empty slots that get_next_key reports but lookup does not find."""
+    lo = socket.if_nametoindex("lo")
+    with Map.create(MapType.DEVMAP, 4, 4, 4, key_type=Int32ul, value_type=Int32ul) as m:
+        m[0] = m[2] = lo
+        assert m.lookup_batch() == [(0, lo), (2, lo)]
+
+
+def test_batch_errors_name_the_map():
+    with u32_u64(max_entries=2) as m:
+        with pytest.raises(MapKeyError, match="one of the keys is not in map 'test'"):
+            m.delete_batch([1])
+        with pytest.raises(MapFullError, match="map 'test' is full"):
+            m.update_batch({1: 1, 2: 2, 3: 3})
+
+
+# --- pinning, ids, bpftool -------------------------------------------------------------------
+
+
+def test_pin_and_from_pinned(bpffs):
+    path = str(bpffs / "counts")
+    with u32_u64() as m:
+        m[1] = 11
+        m.pin(path)
+    with Map.from_pinned(path, key_type=Int32ul, value_type=Int64ul) as again:
+        assert again[1] == 11 and again.type == MapType.HASH and again.max_entries == 64
+        again.unpin()
+        assert not os.path.exists(path)
+
+
+def test_pin_outside_bpffs_says_how_to_mount(tmp_path):
+    with u32_u64() as m:
+        with pytest.raises(MapError, match="not on a bpf file system.*mount -t bpf bpf"):
+            m.pin(str(tmp_path / "counts"))
+
+
+def test_from_id_reads_the_same_map():
+    with u32_u64() as m, Map.from_id(m.id, key_type=Int32ul, value_type=Int64ul) as same:
+        m[3] = 30
+        assert same[3] == 30 and same.name == "test" and same.key_size == 4
+
+
+def bpftool_dump(map_id):
+    """``bpftool map dump id N -j`` as {key bytes: value bytes or [bytes per CPU]}."""
+    out = subprocess.run([require_tool("bpftool"), "map", "dump", "id", str(map_id), "-j"],
+                         check=True, capture_output=True, text=True).stdout
+    as_bytes = lambda hexes: bytes(int(h, 16) for h in hexes)  # noqa: E731
+    result = {}
+    for entry in json.loads(out):
+        if "values" in entry:
+            result[as_bytes(entry["key"])] = [as_bytes(v["value"]) for v in entry["values"]]
+        else:
+            result[as_bytes(entry["key"])] = as_bytes(entry["value"])
+    return result
+
+
+@pytest.mark.parametrize("map_type", [MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH],
+                         ids=lambda t: t.name)
+def test_matches_bpftool_dump(map_type):
+    with Map.create(map_type, 4, 8, 100) as m:
+        for k in range(100):
+            key = k.to_bytes(4, "little")
+            m[key] = ([bytes([k, cpu]) * 4 for cpu in range(syscalls.possible_cpus())]
+                      if map_type in PERCPU else (k * 7).to_bytes(8, "little"))
+        assert bpftool_dump(m.id) == dict(m.lookup_batch()) == dict(m.items())
