@@ -1,0 +1,32 @@
+#!/bin/sh
+# Install what pybpf needs on a Debian host, for the Python interpreter $PYTHON (python3).
+#   tools/setup.sh          runtime: construct and pyelftools (nothing compiled, no toolchain)
+#   tools/setup.sh --test   also pytest, hypothesis, and the oracles llvm, clang, bpftool, bpftrace
+# Python packages come from pip when the interpreter has a usable pip, else from Debian.
+set -eu
+PYTHON=${PYTHON:-python3}
+apt_updated=
+apt_install() {
+    [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+python_deps() {  # $1: modules to import, $2: pip names, $3: Debian package names
+    "$PYTHON" -c "import $1" 2>/dev/null && return 0
+    if "$PYTHON" -m pip --version >/dev/null 2>&1 && "$PYTHON" -m pip install -q $2 2>/dev/null; then
+        return 0
+    fi
+    apt_install $3
+}
+python_deps "construct, elftools" "construct pyelftools" "python3-construct python3-pyelftools"
+if [ "${1:-}" = "--test" ]; then
+    python_deps "pytest, hypothesis" "pytest hypothesis" "python3-pytest python3-hypothesis"
+    missing=
+    for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace; do
+        command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
+    done
+    [ -z "$missing" ] || apt_install $missing
+fi
+# tracepoints are found through tracefs; mount it if this host has not
+if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
