@@ -1,0 +1,778 @@
+"""Load clang-compiled BPF ELF objects (``clang -O2 -g -target bpf -c``) into specs.
+
+An ELF relocatable object is a list of *sections* (named byte ranges) plus a *symbol table*
+(names for offsets inside sections) and *relocation sections* (``.rel<name>``: "the 8 bytes at
+offset X of section <name> refer to symbol S"). A BPF object uses them this way:
+
+* every executable section holds programs, one per ``STT_FUNC`` symbol; the section's name
+  (libbpf's convention, ``SEC("tracepoint/syscalls/sys_enter_execve")``) says the program type
+  and where it attaches. ``.text`` holds the functions programs call (bpf-to-bpf calls);
+* ``.maps`` holds BTF-defined maps (their parameters live in the BTF types of the variables),
+  ``maps`` legacy ``struct bpf_map_def`` records; ``.data``, ``.rodata*`` and ``.bss`` hold
+  global variables, each section becoming a one-element array map;
+* ``license`` and ``version`` hold the license string and a kernel version.
+
+The compiler cannot know map file descriptors or where ``.text`` functions will land, so it
+leaves relocations (``Documentation/bpf/llvm_reloc.rst``): ``R_BPF_64_64`` on a 64-bit
+immediate load of a map (or of a global variable: map value + offset, or of a callback
+function), ``R_BPF_64_32`` on a call to a function. This module interprets them into the
+symbolic references of :mod:`pybpf.asm` (``ref`` = map name or function label) which loading
+resolves, exactly as for programs written with the DSL. ``R_BPF_64_ABS64/ABS32`` appear in data
+and debug sections and ``R_BPF_64_NODYLD32`` in ``.BTF``/``.BTF.ext``: they are never applied
+as addresses (there is no address space to apply them to).
+
+pyelftools reads only the container (headers, section bytes, symbols, relocation records); all
+BPF meaning is given here. Malformed input raises :class:`pybpf.errors.ElfError` (or
+:class:`BTFError`) naming the section and offset, never an internal exception.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from elftools.common.exceptions import ELFError as _PyElfError
+from elftools.construct import ConstructError as _PyElfConstructError
+from elftools.elf.elffile import ELFFile
+
+from . import abi
+from .abi import AttachType as A, MapFlags, MapType, ProgType as P
+from .asm.insn import Instruction
+from .btf import BTF, BTFExt, Kind
+from .errors import BTFError, DecodeError, ElfError
+from .spec import CollectionSpec, MapSpec, ProgramSpec
+
+EM_NONE, EM_BPF = 0, 247
+SHT_NOBITS, SHT_SYMTAB, SHT_REL = 8, 2, 9
+SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
+SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
+R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32 = 0, 1, 2, 3
+R_BPF_64_NODYLD32, R_BPF_64_32 = 4, 10
+RELOC_NAMES = {R_BPF_NONE: "R_BPF_NONE", R_BPF_64_64: "R_BPF_64_64",
+               R_BPF_64_ABS64: "R_BPF_64_ABS64", R_BPF_64_ABS32: "R_BPF_64_ABS32",
+               R_BPF_64_NODYLD32: "R_BPF_64_NODYLD32", R_BPF_64_32: "R_BPF_64_32"}
+LD_IMM64, CALL = 0x18, 0x85
+INSN_SIZE = 8
+LIBBPF_PIN_BY_NAME = 1
+
+# libbpf's section names: (name, program type, expected attach type, takes "/<target>").
+# A name taking a target matches "name" and "name/<anything>"; the others match exactly.
+SECTIONS = [
+    ("socket", P.SOCKET_FILTER, 0, False),
+    ("sk_reuseport/migrate", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT_OR_MIGRATE, False),
+    ("sk_reuseport", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT, False),
+    ("kprobe", P.KPROBE, 0, True),
+    ("kretprobe", P.KPROBE, 0, True),
+    ("uprobe", P.KPROBE, 0, True),
+    ("uretprobe", P.KPROBE, 0, True),
+    ("ksyscall", P.KPROBE, 0, True),
+    ("kretsyscall", P.KPROBE, 0, True),
+    ("usdt", P.KPROBE, 0, True),
+    ("kprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True),
+    ("kretprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True),
+    ("tc/ingress", P.SCHED_CLS, A.TCX_INGRESS, False),
+    ("tc/egress", P.SCHED_CLS, A.TCX_EGRESS, False),
+    ("tcx/ingress", P.SCHED_CLS, A.TCX_INGRESS, False),
+    ("tcx/egress", P.SCHED_CLS, A.TCX_EGRESS, False),
+    ("tc", P.SCHED_CLS, 0, False),
+    ("classifier", P.SCHED_CLS, 0, False),
+    ("action", P.SCHED_ACT, 0, False),
+    ("tracepoint", P.TRACEPOINT, 0, True),
+    ("tp", P.TRACEPOINT, 0, True),
+    ("raw_tracepoint", P.RAW_TRACEPOINT, 0, True),
+    ("raw_tp", P.RAW_TRACEPOINT, 0, True),
+    ("raw_tracepoint.w", P.RAW_TRACEPOINT_WRITABLE, 0, True),
+    ("raw_tp.w", P.RAW_TRACEPOINT_WRITABLE, 0, True),
+    ("tp_btf", P.TRACING, A.TRACE_RAW_TP, True),
+    ("fentry", P.TRACING, A.TRACE_FENTRY, True),
+    ("fexit", P.TRACING, A.TRACE_FEXIT, True),
+    ("fmod_ret", P.TRACING, A.MODIFY_RETURN, True),
+    ("fentry.s", P.TRACING, A.TRACE_FENTRY, True),
+    ("fexit.s", P.TRACING, A.TRACE_FEXIT, True),
+    ("fmod_ret.s", P.TRACING, A.MODIFY_RETURN, True),
+    ("freplace", P.EXT, 0, True),
+    ("lsm", P.LSM, A.LSM_MAC, True),
+    ("lsm.s", P.LSM, A.LSM_MAC, True),
+    ("lsm_cgroup", P.LSM, A.LSM_CGROUP, True),
+    ("iter", P.TRACING, A.TRACE_ITER, True),
+    ("iter.s", P.TRACING, A.TRACE_ITER, True),
+    ("syscall", P.SYSCALL, 0, False),
+    ("xdp/devmap", P.XDP, A.XDP_DEVMAP, False),
+    ("xdp/cpumap", P.XDP, A.XDP_CPUMAP, False),
+    ("xdp.frags", P.XDP, A.XDP, False),
+    ("xdp", P.XDP, A.XDP, False),
+    ("perf_event", P.PERF_EVENT, 0, False),
+    ("lwt_in", P.LWT_IN, 0, False),
+    ("lwt_out", P.LWT_OUT, 0, False),
+    ("lwt_xmit", P.LWT_XMIT, 0, False),
+    ("lwt_seg6local", P.LWT_SEG6LOCAL, 0, False),
+    ("sockops", P.SOCK_OPS, A.CGROUP_SOCK_OPS, False),
+    ("sk_skb/stream_parser", P.SK_SKB, A.SK_SKB_STREAM_PARSER, False),
+    ("sk_skb/stream_verdict", P.SK_SKB, A.SK_SKB_STREAM_VERDICT, False),
+    ("sk_skb/verdict", P.SK_SKB, A.SK_SKB_VERDICT, False),
+    ("sk_skb", P.SK_SKB, 0, False),
+    ("sk_msg", P.SK_MSG, A.SK_MSG_VERDICT, False),
+    ("lirc_mode2", P.LIRC_MODE2, A.LIRC_MODE2, False),
+    ("flow_dissector", P.FLOW_DISSECTOR, A.FLOW_DISSECTOR, False),
+    ("cgroup_skb/ingress", P.CGROUP_SKB, A.CGROUP_INET_INGRESS, False),
+    ("cgroup_skb/egress", P.CGROUP_SKB, A.CGROUP_INET_EGRESS, False),
+    ("cgroup/skb", P.CGROUP_SKB, 0, False),
+    ("cgroup/sock_create", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False),
+    ("cgroup/sock_release", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_RELEASE, False),
+    ("cgroup/sock", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False),
+    ("cgroup/post_bind4", P.CGROUP_SOCK, A.CGROUP_INET4_POST_BIND, False),
+    ("cgroup/post_bind6", P.CGROUP_SOCK, A.CGROUP_INET6_POST_BIND, False),
+    ("cgroup/bind4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_BIND, False),
+    ("cgroup/bind6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_BIND, False),
+    ("cgroup/connect4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_CONNECT, False),
+    ("cgroup/connect6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_CONNECT, False),
+    ("cgroup/connect_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_CONNECT, False),
+    ("cgroup/sendmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_SENDMSG, False),
+    ("cgroup/sendmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_SENDMSG, False),
+    ("cgroup/sendmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_SENDMSG, False),
+    ("cgroup/recvmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_RECVMSG, False),
+    ("cgroup/recvmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_RECVMSG, False),
+    ("cgroup/recvmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_RECVMSG, False),
+    ("cgroup/getpeername4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETPEERNAME, False),
+    ("cgroup/getpeername6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETPEERNAME, False),
+    ("cgroup/getsockname4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETSOCKNAME, False),
+    ("cgroup/getsockname6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETSOCKNAME, False),
+    ("cgroup/sysctl", P.CGROUP_SYSCTL, A.CGROUP_SYSCTL, False),
+    ("cgroup/getsockopt", P.CGROUP_SOCKOPT, A.CGROUP_GETSOCKOPT, False),
+    ("cgroup/setsockopt", P.CGROUP_SOCKOPT, A.CGROUP_SETSOCKOPT, False),
+    ("cgroup/dev", P.CGROUP_DEVICE, A.CGROUP_DEVICE, False),
+    ("struct_ops", P.STRUCT_OPS, 0, True),
+    ("sk_lookup", P.SK_LOOKUP, A.SK_LOOKUP, False),
+    ("netfilter", P.NETFILTER, A.NETFILTER, False),
+]
+
+
+def section_program_type(section: str):
+    """``(ProgType, expected attach type, attach target)`` for a libbpf section name.
+
+    The longest matching name wins (``kprobe.multi/x`` over ``kprobe``); an unknown name is an
+    ElfError that lists the known ones.
+    """
+    best = None
+    for name, prog_type, attach_type, has_target in SECTIONS:
+        if section == name or (has_target and section.startswith(name + "/")):
+            if best is None or len(name) > len(best[0]):
+                best = (name, prog_type, attach_type)
+    if best is None:
+        known = ", ".join(name + ("[/...]" if target else "") for name, _, _, target in SECTIONS)
+        raise ElfError(f"unknown program section name {section!r}; known names (libbpf's "
+                       f"conventions): {known}", section)
+    name, prog_type, attach_type = best
+    return prog_type, attach_type, section[len(name) + 1:]
+
+
+def load_spec(source) -> CollectionSpec:
+    """The maps and programs of a BPF ELF object (a path, or the file's bytes)."""
+    return _Object(*_read(source)).collection_spec()
+
+
+def _read(source):
+    """``(bytes, object name)`` from a path or from bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "obj"
+    path = os.fspath(source)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ElfError(f"cannot read {path}: {exc.strerror}") from None
+    return data, os.path.basename(path).split(".")[0]
+
+
+# -- the ELF container ----------------------------------------------------------------------
+
+@dataclass
+class Section:
+    """One ELF section, read eagerly: ``data`` is empty for NOBITS (``.bss``)."""
+
+    index: int
+    name: str
+    type: int
+    flags: int
+    size: int
+    link: int
+    info: int
+    data: bytes
+
+    @property
+    def executable(self):
+        return bool(self.flags & SHF_EXECINSTR)
+
+
+@dataclass
+class Symbol:
+    """One symbol: ``value`` is its offset in section ``shndx`` (0: undefined)."""
+
+    index: int
+    name: str
+    value: int
+    size: int
+    type: str  # STT_FUNC, STT_OBJECT, STT_SECTION, STT_NOTYPE...
+    bind: str  # STB_GLOBAL, STB_LOCAL, STB_WEAK
+    shndx: int
+
+
+@dataclass
+class Relocation:
+    """One ``Elf64_Rel``: the ``type`` fix-up at ``offset`` of its section, against ``symbol``."""
+
+    offset: int
+    type: int
+    symbol: Symbol
+
+
+_ELF_HEADER = struct.Struct("<4sBBBBB7xHHIQQQIHHHHHH")
+
+
+def _check_header(data):
+    """Check what pyelftools would trip over or misread: class, byte order, machine, tables."""
+    if len(data) < _ELF_HEADER.size:
+        raise ElfError(f"truncated file: {len(data)} bytes, an ELF header needs 64", "ELF header")
+    (magic, klass, endian, _, _, _, e_type, machine, _, _, _, shoff, _, _, _, _, shentsize,
+     shnum, shstrndx) = _ELF_HEADER.unpack_from(data)
+    if magic != b"\x7fELF":
+        raise ElfError("not an ELF file (no \\x7fELF magic)", "ELF header", 0)
+    if klass != 2:
+        raise ElfError("not a 64-bit ELF object (BPF objects are ELFCLASS64)", "ELF header", 4)
+    if endian != 1:
+        raise ElfError("big-endian object: build for this host's byte order with "
+                       "`clang -target bpfel` (or bpf on a little-endian host)", "ELF header", 5)
+    if machine not in (EM_BPF, EM_NONE):
+        raise ElfError(f"e_machine is {machine}, not EM_BPF ({EM_BPF}): not a BPF object "
+                       "(compile with clang -target bpf)", "ELF header", 18)
+    if e_type != 1:
+        raise ElfError(f"e_type is {e_type}, not ET_REL: pass the object file (clang -c)",
+                       "ELF header", 16)
+    if shnum == 0 or shentsize != 64 or shoff + shnum * 64 > len(data):
+        raise ElfError(f"section header table ({shnum} entries of {shentsize} bytes at "
+                       f"{shoff:#x}) does not fit in the file ({len(data)} bytes): truncated?",
+                       "ELF header", 40)
+    if shstrndx >= shnum:
+        raise ElfError(f"section name table index {shstrndx} is out of range ({shnum} "
+                       "sections)", "ELF header", 62)
+
+
+def _read_sections(elf, data):
+    sections = []
+    for index in range(elf.num_sections()):
+        s = elf.get_section(index)
+        start, size = s["sh_offset"], s["sh_size"]
+        name = s.name or f"#{index}"
+        if s["sh_type"] != "SHT_NOBITS" and start + size > len(data):
+            raise ElfError(f"section data ({size} bytes at {start:#x}) runs past the end of "
+                           f"the file ({len(data)} bytes): truncated?", name)
+        content = b"" if s["sh_type"] == "SHT_NOBITS" else data[start:start + size]
+        sections.append(Section(index, name, _sh_type(s), s["sh_flags"], size,
+                                s["sh_link"], s["sh_info"], content))
+    return sections
+
+
+def _sh_type(section):
+    header = section.header
+    return {"SHT_SYMTAB": SHT_SYMTAB, "SHT_REL": SHT_REL, "SHT_NOBITS": SHT_NOBITS}.get(
+        header["sh_type"], -1)
+
+
+def _read_symbols(elf, sections):
+    symtab = [s for s in sections if s.type == SHT_SYMTAB]
+    if not symtab:
+        return []
+    if len(symtab) > 1:
+        raise ElfError("more than one symbol table", symtab[1].name)
+    section = elf.get_section(symtab[0].index)
+    if symtab[0].link >= len(sections):
+        raise ElfError(f"string table index {symtab[0].link} is out of range",
+                       symtab[0].name)
+    symbols = []
+    for index, sym in enumerate(section.iter_symbols()):
+        shndx = sym["st_shndx"]
+        if isinstance(shndx, str):  # SHN_UNDEF, SHN_ABS, SHN_COMMON...
+            shndx = SHN_UNDEF if shndx == "SHN_UNDEF" else -1
+        elif shndx >= len(sections):
+            raise ElfError(f"symbol {index} ({sym.name!r}) is in section {shndx}, but there "
+                           f"are only {len(sections)} sections", symtab[0].name, index * 24)
+        symbols.append(Symbol(index, sym.name, sym["st_value"], sym["st_size"],
+                              sym["st_info"]["type"], sym["st_info"]["bind"], shndx))
+    return symbols
+
+
+def _read_relocations(elf, sections, symbols):
+    """``{target section index: [Relocation]}`` from every SHT_REL section."""
+    relocations = {}
+    for section in sections:
+        if section.type != SHT_REL:
+            continue
+        if section.info >= len(sections):
+            raise ElfError(f"relocations for section index {section.info}, which does not "
+                           "exist", section.name)
+        target = sections[section.info]
+        entries = relocations.setdefault(target.index, [])
+        for number, rel in enumerate(elf.get_section(section.index).iter_relocations()):
+            entries.append(_relocation(rel, number, section, target, symbols))
+    return relocations
+
+
+def _relocation(rel, number, section, target, symbols):
+    offset, sym = rel["r_offset"], rel["r_info_sym"]
+    if sym >= len(symbols):
+        raise ElfError(f"relocation {number} refers to symbol {sym}, but there are only "
+                       f"{len(symbols)} symbols", section.name, number * 16)
+    width = 4 if rel["r_info_type"] in (R_BPF_64_ABS32, R_BPF_64_NODYLD32) else 8
+    if offset + width > target.size:
+        raise ElfError(f"relocation {number} points at offset {offset:#x}, past the end of "
+                       f"{target.name} ({target.size} bytes)", section.name, number * 16)
+    return Relocation(offset, rel["r_info_type"], symbols[sym])
+
+
+class Container:
+    """The sections, symbols and relocations of an ELF object, read and checked eagerly."""
+
+    def __init__(self, data: bytes):
+        _check_header(data)
+        try:
+            elf = ELFFile(io.BytesIO(data))
+            self.sections = _read_sections(elf, data)
+            self.symbols = _read_symbols(elf, self.sections)
+            self.relocations = _read_relocations(elf, self.sections, self.symbols)
+        except (_PyElfError, _PyElfConstructError, UnicodeDecodeError, ValueError,
+                struct.error) as exc:
+            raise ElfError(f"malformed ELF object: {exc}") from None
+
+    def section(self, name) -> Optional[Section]:
+        """The first section called ``name``, or None."""
+        return next((s for s in self.sections if s.name == name), None)
+
+    def symbols_in(self, section: Section, types=None) -> List[Symbol]:
+        """The named symbols of ``section`` (of ``types`` when given), by offset."""
+        found = [s for s in self.symbols if s.shndx == section.index and s.name
+                 and s.type != "STT_SECTION" and (types is None or s.type in types)]
+        return sorted(found, key=lambda s: s.value)
+
+
+# -- from container to specs ---------------------------------------------------------------
+
+@dataclass
+class Function:
+    """One function symbol of an executable section, with its decoded instructions."""
+
+    name: str
+    section: Section
+    offset: int  # bytes from the start of the section
+    insns: List[Instruction]
+    slots: List[int]  # the section byte offset of each instruction
+
+
+class _Object:
+    """Turns one ELF object into a CollectionSpec; each step reads what earlier ones found."""
+
+    def __init__(self, data: bytes, name: str):
+        self.elf = Container(data)
+        self.name = name
+        self.license = self._license()
+        self.kern_version = self._version()
+        self.btf, self.btf_ext = self._btf()
+        self.maps: Dict[str, MapSpec] = {}
+        self.map_symbols: Dict[tuple, str] = {}  # (section index, offset) -> map name
+        self.data_maps: Dict[int, str] = {}  # data section index -> map name
+        self._collect_maps()
+        self.functions = self._functions()
+
+    def collection_spec(self) -> CollectionSpec:
+        programs = {}
+        for function in self.functions.values():
+            if function.section.name != ".text":
+                programs[function.name] = self._program(function)
+        raw_btf = self.btf.encode() if self.btf is not None else None
+        return CollectionSpec(maps=self.maps, programs=programs, btf=raw_btf)
+
+    # -- license, version, BTF ------------------------------------------------------------
+
+    def _license(self):
+        section = self.elf.section("license")
+        if section is None:
+            return ""
+        return section.data.split(b"\0", 1)[0].decode("ascii", "replace")
+
+    def _version(self):
+        section = self.elf.section("version")
+        if section is None:
+            return 0
+        if len(section.data) != 4:
+            raise ElfError(f"version section is {len(section.data)} bytes, expected a u32",
+                           "version")
+        return int.from_bytes(section.data, "little")
+
+    def _btf(self):
+        section = self.elf.section(".BTF")
+        if section is None:
+            return None, None
+        btf = BTF.parse(section.data)
+        btf.fixup_datasecs(*self._datasec_layout(btf))
+        ext_section = self.elf.section(".BTF.ext")
+        ext = BTFExt.parse(ext_section.data, btf) if ext_section is not None else None
+        return btf, ext
+
+    def _datasec_layout(self, btf):
+        """Section sizes and ``(section, variable) -> offset`` for the BTF DATASEC fix-up."""
+        sizes, offsets = {}, {}
+        for type_id in range(1, len(btf.types)):
+            if btf.kind(type_id) != Kind.DATASEC:
+                continue
+            section = self.elf.section(btf.name(type_id))
+            if section is None:
+                continue  # reported by fixup_datasecs
+            sizes[section.name] = section.size
+            for symbol in self.elf.symbols_in(section):
+                offsets[(section.name, symbol.name)] = symbol.value
+        return sizes, offsets
+
+    # -- maps -----------------------------------------------------------------------------
+
+    def _collect_maps(self):
+        for section in self.elf.sections:
+            if section.name == ".maps":
+                self._btf_maps(section)
+            elif section.name == "maps":
+                self._legacy_maps(section)
+            elif _is_data_section(section):
+                self._data_map(section)
+
+    def _add_map(self, spec, section, offset):
+        if spec.name in self.maps:
+            raise ElfError(f"two maps are called {spec.name!r}", section.name, offset)
+        self.maps[spec.name] = spec
+        self.map_symbols[(section.index, offset)] = spec.name
+
+    def _btf_maps(self, section):
+        if self.btf is None:
+            raise ElfError("BTF-defined maps need the .BTF section: compile with -g",
+                           section.name)
+        datasec = self.btf.find(".maps", Kind.DATASEC)
+        if datasec is None:
+            raise BTFError("no DATASEC '.maps' describes the .maps section", ".BTF")
+        for name, var, offset, _ in self.btf.datasec_vars(datasec):
+            self._add_map(_btf_map(self.btf, name, var, section, offset), section, offset)
+
+    def _legacy_maps(self, section):
+        symbols = self.elf.symbols_in(section)
+        if not symbols:
+            raise ElfError("legacy maps section without map symbols", section.name)
+        size = section.size // len(symbols)
+        if size < _MAP_DEF.size:
+            raise ElfError(f"{len(symbols)} maps in {section.size} bytes: each struct "
+                           f"bpf_map_def needs {_MAP_DEF.size}", section.name)
+        for symbol in symbols:
+            self._add_map(_legacy_map(symbol, section, size), section, symbol.value)
+
+    def _data_map(self, section):
+        name = _kernel_name(section.name)
+        btf_id = 0
+        if self.btf is not None:
+            btf_id = self.btf.find(section.name, Kind.DATASEC) or 0
+        rodata = section.name.startswith(".rodata")
+        spec = MapSpec(
+            name=name, type=MapType.ARRAY, key_size=4, value_size=section.size, max_entries=1,
+            flags=MapFlags.RDONLY_PROG if rodata else 0,
+            data=None if section.type == SHT_NOBITS else section.data, freeze=rodata,
+            btf_value_type_id=btf_id,
+            value_type=self.btf.construct_for(btf_id) if btf_id else None)
+        self._add_map(spec, section, 0)
+        self.data_maps[section.index] = name
+
+    # -- programs -------------------------------------------------------------------------
+
+    def _functions(self) -> Dict[tuple, Function]:
+        """Every function of every executable section, by (section index, byte offset)."""
+        functions = {}
+        for section in self.elf.sections:
+            if not section.executable or not section.size:
+                continue
+            if section.name != ".text":
+                section_program_type(section.name)  # unknown names fail early
+            decoded = _decode_section(section)
+            symbols = self.elf.symbols_in(section, ("STT_FUNC",))
+            if not symbols:
+                raise ElfError("executable section without function symbols", section.name)
+            for symbol in symbols:
+                functions[(section.index, symbol.value)] = _function(symbol, section, decoded)
+        return functions
+
+    def _program(self, entry: Function) -> ProgramSpec:
+        """The entry function, then every function it calls (transitively), linked by label."""
+        prog_type, attach_type, target = section_program_type(entry.section.name)
+        linker = _Linker(self, entry)
+        return ProgramSpec(
+            name=entry.name, type=prog_type, insns=linker.insns, license=self.license,
+            section=entry.section.name, expected_attach_type=attach_type,
+            attach_target=target, kern_version=self.kern_version,
+            func_info=linker.func_info(), line_info=linker.line_info())
+
+    def relocations_of(self, function: Function) -> Dict[int, Relocation]:
+        """The relocations inside ``function``, by section byte offset."""
+        start, end = function.offset, function.offset + function.slots[-1] + 16
+        return {r.offset: r for r in self.elf.relocations.get(function.section.index, [])
+                if start <= r.offset < end}
+
+    def function_at(self, section_index, offset, where, at) -> Function:
+        """The function starting at ``offset`` of a section, else ElfError at ``where``+``at``."""
+        function = self.functions.get((section_index, offset))
+        if function is None:
+            target = self.elf.sections[section_index].name
+            raise ElfError(f"call or function reference to {target}+{offset:#x}, where no "
+                           "function starts", where, at)
+        return function
+
+
+def _is_data_section(section):
+    names = (".data", ".rodata", ".bss")
+    return bool(section.flags & SHF_ALLOC) and section.size > 0 and any(
+        section.name == n or section.name.startswith(n + ".") for n in names)
+
+
+def _kernel_name(name):
+    """A map name the kernel accepts: at most 15 characters of [A-Za-z0-9_.]."""
+    clean = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+    return clean[:abi.BPF_OBJ_NAME_LEN - 1]
+
+
+_MAP_DEF = struct.Struct("<5I")  # struct bpf_map_def: type, key/value size, max_entries, flags
+
+
+def _map_type(value, name, section, offset):
+    try:
+        return MapType(value)
+    except ValueError:
+        raise ElfError(f"map {name!r} has unsupported map type {value}", section.name,
+                       offset) from None
+
+
+def _legacy_map(symbol, section, size):
+    if symbol.value + size > section.size:
+        raise ElfError(f"map {symbol.name!r} at {symbol.value:#x} does not fit in the section",
+                       section.name, symbol.value)
+    record = section.data[symbol.value:symbol.value + size]
+    map_type, key_size, value_size, max_entries, flags = _MAP_DEF.unpack_from(record)
+    if any(record[_MAP_DEF.size:]):
+        raise ElfError(f"map {symbol.name!r} uses struct bpf_map_def fields past map_flags "
+                       "(id, pinning, inner maps), which pybpf does not support",
+                       section.name, symbol.value + _MAP_DEF.size)
+    return MapSpec(name=symbol.name,
+                   type=_map_type(map_type, symbol.name, section, symbol.value),
+                   key_size=key_size, value_size=value_size, max_entries=max_entries,
+                   flags=flags)
+
+
+_BTF_MAP_INTS = {"type", "max_entries", "map_flags", "key_size", "value_size", "pinning",
+                 "numa_node", "map_extra"}
+
+
+def _btf_map(btf, name, var, section, offset):
+    """A MapSpec from the BTF of a ``.maps`` variable: a struct of __uint/__type fields."""
+    struct_id = btf.skip_qualifiers(btf.types[var].size_type) if btf.kind(var) == Kind.VAR \
+        else 0
+    if btf.kind(struct_id) != Kind.STRUCT:
+        raise BTFError(f"map {name!r} is not a struct variable", section.name, offset)
+    ints, types = {}, {}
+    for field, type_id, _, _ in btf.members(struct_id):
+        pointee = btf.types[btf.skip_qualifiers(type_id)]
+        if btf.kind(btf.skip_qualifiers(type_id)) != Kind.PTR:
+            raise BTFError(f"map {name!r} field {field!r} is not a __uint/__type pointer",
+                           section.name, offset)
+        if field in _BTF_MAP_INTS:
+            nelems = btf.array_nelems(pointee.size_type)
+            if nelems is None:
+                raise BTFError(f"map {name!r} field {field!r} is not __uint(...)",
+                               section.name, offset)
+            ints[field] = nelems
+        elif field in ("key", "value"):
+            types[field] = pointee.size_type
+        else:
+            raise ElfError(f"map {name!r} has field {field!r}, which pybpf does not support "
+                           f"(known: {', '.join(sorted(_BTF_MAP_INTS))}, key, value)",
+                           section.name, offset)
+    return _btf_map_spec(btf, name, ints, types, section, offset)
+
+
+def _btf_map_spec(btf, name, ints, types, section, offset):
+    if "type" not in ints:
+        raise ElfError(f"map {name!r} has no __uint(type, ...)", section.name, offset)
+    key_id, value_id = types.get("key", 0), types.get("value", 0)
+    pinning = ints.get("pinning", 0)
+    if pinning not in (0, LIBBPF_PIN_BY_NAME):
+        raise ElfError(f"map {name!r} has unsupported pinning {pinning}", section.name, offset)
+    return MapSpec(
+        name=name, type=_map_type(ints["type"], name, section, offset),
+        key_size=btf.size_of(key_id) if key_id else ints.get("key_size", 0),
+        value_size=btf.size_of(value_id) if value_id else ints.get("value_size", 0),
+        max_entries=ints.get("max_entries", 0), flags=ints.get("map_flags", 0),
+        numa_node=ints.get("numa_node"), pinning="by_name" if pinning else None,
+        btf_key_type_id=key_id, btf_value_type_id=value_id,
+        key_type=btf.construct_for(key_id) if key_id else None,
+        value_type=btf.construct_for(value_id) if value_id else None)
+
+
+def _decode_section(section):
+    """``{byte offset: Instruction}`` of an executable section."""
+    if section.size % INSN_SIZE:
+        raise ElfError(f"size {section.size} is not a multiple of 8 (one instruction)",
+                       section.name)
+    decoded, offset = {}, 0
+    while offset < section.size:
+        try:
+            insn = Instruction.decode(section.data, offset)
+        except DecodeError as exc:
+            raise ElfError(f"undecodable instruction: {exc}", section.name, offset) from None
+        decoded[offset] = insn
+        offset += insn.slots * INSN_SIZE
+    return decoded
+
+
+def _function(symbol, section, decoded):
+    start, end = symbol.value, symbol.value + symbol.size
+    if start % INSN_SIZE or symbol.size <= 0 or end > section.size or start not in decoded:
+        raise ElfError(f"function {symbol.name!r} ({symbol.size} bytes at {start:#x}) does "
+                       "not cover whole instructions inside the section", section.name, start)
+    offsets = [o for o in range(start, end, INSN_SIZE) if o in decoded]
+    last = offsets[-1]
+    if last + decoded[last].slots * INSN_SIZE > end:
+        raise ElfError(f"function {symbol.name!r} ends inside a 64-bit load", section.name,
+                       last)
+    return Function(symbol.name, section, start, [decoded[o] for o in offsets],
+                    [o - start for o in offsets])
+
+
+class _Linker:
+    """Builds one program: relocated copies of its functions, entry first, callees after."""
+
+    def __init__(self, obj: _Object, entry: Function):
+        self.obj = obj
+        self.placed: List[tuple] = []  # (function, first slot in the program)
+        self.insns: List[Instruction] = []
+        queue, seen = [entry], {id(entry)}
+        while queue:
+            function = queue.pop(0)
+            for callee in self._append(function):
+                if id(callee) not in seen:
+                    seen.add(id(callee))
+                    queue.append(callee)
+
+    def _append(self, function):
+        """Append ``function``'s relocated instructions; returns the functions it references."""
+        slot = sum(insn.slots for insn in self.insns)
+        self.placed.append((function, slot))
+        relocations = self.obj.relocations_of(function)
+        lines = _line_comments(self.obj, function)
+        callees = []
+        for index, insn in enumerate(function.insns):
+            where = function.offset + function.slots[index]
+            insn = Instruction(insn.opcode, insn.dst, insn.src, insn.off, insn.imm,
+                               labels=(function.name,) if index == 0 else (),
+                               comment=lines.get(where))
+            relocation = relocations.get(where)
+            if relocation is not None:
+                callees += self._relocate(insn, relocation, function.section, where)
+            elif insn.opcode == CALL and insn.src == abi.PSEUDO_CALL:
+                callees.append(self._local_call(insn, function.section, where))
+            self.insns.append(insn)
+        return callees
+
+    def _local_call(self, insn, section, where):
+        """A call inside one section needs no relocation: imm is already relative."""
+        callee = self.obj.function_at(section.index, where + (insn.imm + 1) * INSN_SIZE,
+                                      section.name, where)
+        insn.ref = callee.name
+        return callee
+
+    def _relocate(self, insn, relocation, section, where):
+        """Give ``insn`` the symbolic meaning of its relocation; returns referenced functions."""
+        symbol = relocation.symbol
+        if symbol.shndx == SHN_UNDEF or symbol.shndx < 0:
+            raise ElfError(f"reference to {symbol.name or 'an absolute symbol'!r}, which is "
+                           "not defined in this object (extern, kfunc or ksym: not supported)",
+                           section.name, where)
+        target = self.obj.elf.sections[symbol.shndx]
+        if relocation.type == R_BPF_64_32 and insn.opcode == CALL and insn.src == 1:
+            offset = symbol.value + (insn.imm + 1) * INSN_SIZE
+            callee = self.obj.function_at(target.index, offset, section.name, where)
+            insn.ref, insn.imm = callee.name, -1
+            return [callee]
+        if relocation.type == R_BPF_64_64 and insn.opcode == LD_IMM64:
+            return self._relocate_load(insn, symbol, target, section, where)
+        raise ElfError(f"unsupported relocation {RELOC_NAMES.get(relocation.type, 'type')} "
+                       f"({relocation.type}) on instruction opcode {insn.opcode:#04x} against "
+                       f"{symbol.name!r}", section.name, where)
+
+    def _relocate_load(self, insn, symbol, target, section, where):
+        """``ld_imm64`` of a map, of a global variable (map value + offset) or of a function."""
+        addend = insn.imm & 0xFFFFFFFF  # REL relocations keep their addend in the instruction
+        key = (target.index, symbol.value + addend)
+        if key in self.obj.map_symbols:
+            insn.src, insn.imm, insn.ref = abi.PSEUDO_MAP_FD, 0, self.obj.map_symbols[key]
+            return []
+        if target.index in self.obj.data_maps:
+            offset = symbol.value + addend
+            if offset >= target.size:
+                raise ElfError(f"reference to {symbol.name}+{offset:#x}, past the end of "
+                               f"{target.name}", section.name, where)
+            insn.src, insn.imm = abi.PSEUDO_MAP_VALUE, offset << 32
+            insn.ref = self.obj.data_maps[target.index]
+            return []
+        if target.executable:
+            callee = self.obj.function_at(target.index, symbol.value + addend, section.name,
+                                          where)
+            insn.src, insn.imm, insn.ref = abi.PSEUDO_FUNC, 0, callee.name
+            return [callee]
+        raise ElfError(f"64-bit load of {symbol.name!r} in section {target.name!r}, which is "
+                       "neither a map, global data nor code", section.name, where)
+
+    def func_info(self) -> bytes:
+        """``bpf_func_info`` records (slot, FUNC type id) for every placed function."""
+        ext = self.obj.btf_ext
+        if ext is None:
+            return b""
+        records = []
+        for function, slot in self.placed:
+            infos = ext.func_info.get(function.section.name, [])
+            match = [i for i in infos if i.insn_off == function.offset]
+            if not match:
+                return b""  # the kernel wants func_info for all functions or none
+            records.append(struct.pack("<II", slot, match[0].type_id))
+        return b"".join(records)
+
+    def line_info(self) -> bytes:
+        """``bpf_line_info`` records with slots counted from the program's start."""
+        ext = self.obj.btf_ext
+        if ext is None:
+            return b""
+        records = []
+        for function, slot in self.placed:
+            end = function.offset + function.slots[-1]
+            for info in ext.line_info.get(function.section.name, []):
+                if function.offset <= info.insn_off <= end:
+                    records.append(struct.pack(
+                        "<4I", slot + (info.insn_off - function.offset) // INSN_SIZE,
+                        info.file_name_off, info.line_off, info.line_col))
+        return b"".join(records)
+
+
+def _line_comments(obj, function) -> Dict[int, str]:
+    """``{section byte offset: C source line}`` where the source line changes."""
+    if obj.btf_ext is None:
+        return {}
+    comments, previous = {}, None
+    for info in obj.btf_ext.line_info.get(function.section.name, []):
+        if info.insn_off in comments or (info.file_name_off, info.line) == previous:
+            continue
+        previous = (info.file_name_off, info.line)
+        text = obj.btf.string(info.line_off).strip()
+        if text:
+            comments[info.insn_off] = text
+    return comments
