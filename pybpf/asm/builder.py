@@ -1,0 +1,360 @@
+"""The DSL: a :class:`Builder` whose every method call appends one instruction.
+
+Names follow RFC 9669: ALU64 operations are bare (``add``), ALU32 ones end in ``32``
+(``add32``); a :class:`~pybpf.asm.insn.Register` as second operand selects the register (X)
+form, an int the immediate (K) form. Jump targets are label names or slot offsets. Every
+operand is checked when the call is made, and a bad one raises AssemblerError naming the
+instruction's index and the call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+
+from pybpf import helpers
+from pybpf.asm import opcodes as oc
+from pybpf.asm.insn import Instruction, Register, validate
+from pybpf.errors import AssemblerError
+
+
+def _dsl(method):
+    """Run a builder method, validate its instruction, append it; errors name the call."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            insn = method(self, *args, **kwargs)
+            validate(insn)
+        except AssemblerError as exc:
+            text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+            raise AssemblerError(exc.message, len(self._insns),
+                                 f"{method.__name__}({text})") from None
+        return self._append(insn)
+
+    return wrapper
+
+
+def imm32(value):
+    """``value`` as a signed 32-bit immediate; accepts -2**31..2**32-1 (unsigned wraps)."""
+    if isinstance(value, Register) or not isinstance(value, int) or isinstance(value, bool):
+        raise AssemblerError(f"expected an integer immediate, got {value!r}")
+    if not -(1 << 31) <= value < 1 << 32:
+        raise AssemblerError(f"immediate {value} does not fit in 32 bits "
+                             "(-2147483648..4294967295); load 64-bit constants with lddw")
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def imm64(value):
+    """``value`` as the unsigned 64-bit immediate of lddw; accepts -2**63..2**64-1."""
+    if isinstance(value, Register) or not isinstance(value, int) or isinstance(value, bool):
+        raise AssemblerError(f"expected an integer immediate, got {value!r}")
+    if not -(1 << 63) <= value < 1 << 64:
+        raise AssemblerError(f"immediate {value} does not fit in 64 bits "
+                             "(-2**63..2**64-1)")
+    return value & 0xFFFFFFFFFFFFFFFF
+
+
+def register(value):
+    """``value`` as a register number; Register or int 0..10."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        raise AssemblerError(f"expected a register R0-R10, got {value!r}")
+    return int(value)
+
+
+def helper_id(helper):
+    """The id of a helper given by name (``map_lookup_elem`` or ``bpf_...``) or number."""
+    if isinstance(helper, int) and not isinstance(helper, bool):
+        if not 0 <= helper < 1 << 31:
+            raise AssemblerError(f"helper id {helper} is out of range 0..2**31-1")
+        return helper
+    name = str(helper)
+    if name.startswith("bpf_"):
+        name = name[4:]
+    if name in helpers.HELPERS:
+        return helpers.HELPERS[name]
+    close = difflib.get_close_matches(name, helpers.HELPERS, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise AssemblerError(f"unknown helper {helper!r}{hint}")
+
+
+def _target(target):
+    """(off, ref) for a jump target: a label name or an int slot offset."""
+    if isinstance(target, str):
+        return 0, target
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target, None
+    raise AssemblerError(f"jump target must be a label name or an int offset, got {target!r}")
+
+
+def _op(name, **selectors):
+    """The Op of ``name`` matching ``selectors``, or AssemblerError listing what exists."""
+    try:
+        return oc.find(name, **selectors)
+    except KeyError:
+        ops = oc.BY_NAME[name]
+        if "size" in selectors:
+            sizes = ", ".join(str(op.size) for op in ops)
+            raise AssemblerError(f"{name} has no {selectors['size']}-byte form "
+                                 f"(sizes: {sizes})") from None
+        values = ", ".join(str(op.value) for op in ops)
+        raise AssemblerError(f"{name} width must be one of {values}, "
+                             f"not {selectors.get('value')}") from None
+
+
+def _alu(name, semantics, attr):
+    def method(self, dst, src):
+        if isinstance(src, Register):
+            op = _op(name, x=True)
+            return Instruction(op.opcode, register(dst), int(src), op.value)
+        op = _op(name, x=False)
+        return Instruction(op.opcode, register(dst), 0, op.value, imm32(src))
+    method.__name__ = attr
+    method.__doc__ = semantics + " (src: a register, or an int immediate)."
+    return _dsl(method)
+
+
+def _jump(name, semantics):
+    def method(self, dst, src, target):
+        off, ref = _target(target)
+        if isinstance(src, Register):
+            return Instruction(_op(name, x=True).opcode, register(dst), int(src), off, ref=ref)
+        return Instruction(_op(name, x=False).opcode, register(dst), 0, off, imm32(src), ref=ref)
+    method.__name__ = name
+    method.__doc__ = semantics + ": to ``target``, a label name or a slot offset."
+    return _dsl(method)
+
+
+def _atomic(name, semantics):
+    def method(self, size, dst, off, src):
+        op = _op(name, size=size)
+        return Instruction(op.opcode, register(dst), register(src), off, op.value)
+    method.__name__ = name
+    method.__doc__ = semantics + "; size W or DW."
+    return _dsl(method)
+
+
+class Builder:
+    """Collects instructions; ``b.instructions`` is the program."""
+
+    def __init__(self):
+        self._insns = []
+        self._labels = []
+        self._seen_labels = set()
+        self._comment = None
+
+    @property
+    def instructions(self):
+        """The list of instructions built so far (a label must not be left dangling)."""
+        if self._labels:
+            raise AssemblerError(f"label {self._labels[0]!r} at the end of the program names "
+                                 "no instruction; add one after it (e.g. exit())",
+                                 len(self._insns))
+        return self._insns
+
+    def _append(self, insn):
+        if self._labels:
+            insn.labels = tuple(self._labels)
+            self._labels = []
+        if self._comment is not None:
+            insn.comment, self._comment = self._comment, None
+        self._insns.append(insn)
+        return insn
+
+    def label(self, name):
+        """Name the next instruction ``name`` (a jump or call target)."""
+        if name in self._seen_labels:
+            raise AssemblerError(f"duplicate label {name!r}", len(self._insns), f"label({name!r})")
+        self._seen_labels.add(name)
+        self._labels.append(name)
+
+    def comment(self, text):
+        """Attach ``text`` (e.g. the C line implemented) to the next instruction."""
+        self._comment = text if self._comment is None else f"{self._comment}\n{text}"
+
+    @_dsl
+    def neg(self, dst):
+        """dst = -dst."""
+        return Instruction(_op("neg").opcode, register(dst))
+
+    @_dsl
+    def neg32(self, dst):
+        """dst = -dst, 32-bit."""
+        return Instruction(_op("neg32").opcode, register(dst))
+
+    @_dsl
+    def movsx(self, dst, src, bits):
+        """dst = src sign-extended from its low 8, 16 or 32 bits."""
+        op = _op("movsx", value=bits)
+        return Instruction(op.opcode, register(dst), register(src), bits)
+
+    @_dsl
+    def movsx32(self, dst, src, bits):
+        """dst = low 32 bits of src sign-extended from its low 8 or 16 bits."""
+        op = _op("movsx32", value=bits)
+        return Instruction(op.opcode, register(dst), register(src), bits)
+
+    @_dsl
+    def le(self, dst, bits):
+        """dst = dst converted to little endian (16, 32 or 64 bits)."""
+        return Instruction(_op("le").opcode, register(dst), imm=bits)
+
+    @_dsl
+    def be(self, dst, bits):
+        """dst = dst converted to big endian (16, 32 or 64 bits)."""
+        return Instruction(_op("be").opcode, register(dst), imm=bits)
+
+    @_dsl
+    def bswap(self, dst, bits):
+        """dst = dst byte-swapped unconditionally (16, 32 or 64 bits)."""
+        return Instruction(_op("bswap").opcode, register(dst), imm=bits)
+
+    @_dsl
+    def ja(self, target):
+        """Jump to ``target`` (16-bit offset)."""
+        off, ref = _target(target)
+        return Instruction(_op("ja").opcode, off=off, ref=ref)
+
+    @_dsl
+    def gotol(self, target):
+        """Jump to ``target`` (32-bit offset, for long distances)."""
+        off, ref = _target(target)
+        return Instruction(_op("gotol").opcode, imm=off, ref=ref)
+
+    @_dsl
+    def may_goto(self, target):
+        """Fall through while the loop budget lasts, then jump to ``target``."""
+        off, ref = _target(target)
+        return Instruction(_op("may_goto").opcode, off=off, ref=ref)
+
+    @_dsl
+    def call(self, helper):
+        """Call a kernel helper by name (``"map_lookup_elem"``, ``"bpf_..."``) or id."""
+        return Instruction(_op("call").opcode, imm=helper_id(helper))
+
+    @_dsl
+    def call_local(self, target):
+        """Call the subprogram at label ``target`` (bpf-to-bpf call)."""
+        off, ref = _target(target)
+        return Instruction(_op("call_local").opcode, src=oc.CALL_LOCAL, imm=off, ref=ref)
+
+    @_dsl
+    def call_kfunc(self, btf_id, fd_index=0):
+        """Call the kernel function with ``btf_id`` (``fd_index``: module BTF in fd_array)."""
+        return Instruction(_op("call_kfunc").opcode, src=oc.CALL_KFUNC, off=fd_index,
+                           imm=imm32(btf_id))
+
+    @_dsl
+    def exit(self):
+        """Return r0 to the caller."""
+        return Instruction(_op("exit").opcode)
+
+    @_dsl
+    def ldx(self, size, dst, src, off=0):
+        """dst = *(size *)(src + off), zero-extended."""
+        return Instruction(_op("ldx", size=size).opcode, register(dst), register(src), off)
+
+    @_dsl
+    def ldxsx(self, size, dst, src, off=0):
+        """dst = *(size *)(src + off), sign-extended (size B, H or W)."""
+        return Instruction(_op("ldxsx", size=size).opcode, register(dst), register(src), off)
+
+    @_dsl
+    def st(self, size, dst, off, imm):
+        """*(size *)(dst + off) = imm."""
+        return Instruction(_op("st", size=size).opcode, register(dst), 0, off, imm32(imm))
+
+    @_dsl
+    def stx(self, size, dst, off, src):
+        """*(size *)(dst + off) = src."""
+        return Instruction(_op("stx", size=size).opcode, register(dst), register(src), off)
+
+    @_dsl
+    def ld_abs(self, size, imm):
+        """r0 = *(size *)(packet + imm) in network order (legacy socket-filter access)."""
+        return Instruction(_op("ld_abs", size=size).opcode, imm=imm32(imm))
+
+    @_dsl
+    def ld_ind(self, size, src, imm):
+        """r0 = *(size *)(packet + src + imm) in network order (legacy)."""
+        return Instruction(_op("ld_ind", size=size).opcode, 0, register(src), imm=imm32(imm))
+
+    @_dsl
+    def load_acquire(self, size, dst, src, off=0):
+        """dst = *(size *)(src + off) with acquire ordering."""
+        op = _op("load_acquire", size=size)
+        return Instruction(op.opcode, register(dst), register(src), off, op.value)
+
+    @_dsl
+    def store_release(self, size, dst, off, src):
+        """*(size *)(dst + off) = src with release ordering."""
+        op = _op("store_release", size=size)
+        return Instruction(op.opcode, register(dst), register(src), off, op.value)
+
+    @_dsl
+    def lddw(self, dst, value):
+        """dst = a 64-bit constant (two slots)."""
+        return Instruction(oc.LD_IMM64, register(dst), 0, 0, imm64(value))
+
+    @_dsl
+    def ld_map_fd(self, dst, map_):
+        """dst = pointer to a map, by name (resolved at load time) or by fd."""
+        return _ld_pseudo(1, dst, map_)
+
+    @_dsl
+    def ld_map_value(self, dst, map_, offset=0):
+        """dst = pointer to byte ``offset`` of a map's value (global data)."""
+        return _ld_pseudo(2, dst, map_, offset)
+
+    @_dsl
+    def ld_btf_id(self, dst, btf_id, module_fd=0):
+        """dst = address of the kernel variable with ``btf_id`` (module BTF fd)."""
+        return _ld_pseudo(3, dst, btf_id, module_fd)
+
+    @_dsl
+    def ld_func(self, dst, target):
+        """dst = address of the subprogram at label ``target`` (a callback)."""
+        return _ld_pseudo(4, dst, target)
+
+    @_dsl
+    def ld_map_idx(self, dst, index):
+        """dst = pointer to the map at ``fd_array[index]``."""
+        return _ld_pseudo(5, dst, index)
+
+    @_dsl
+    def ld_map_idx_value(self, dst, index, offset=0):
+        """dst = pointer to byte ``offset`` of the value of map ``fd_array[index]``."""
+        return _ld_pseudo(6, dst, index, offset)
+
+
+def _ld_pseudo(src, dst, value, high=0):
+    """A 64-bit immediate load with pseudo source ``src``; a str ``value`` is a reference."""
+    if isinstance(value, str):
+        low, ref = 0, value
+    else:
+        low, ref = imm32(value) & 0xFFFFFFFF, None
+    return Instruction(oc.LD_IMM64, register(dst), src, 0,
+                       (imm32(high) & 0xFFFFFFFF) << 32 | low, ref=ref)
+
+
+def _add_generated_methods():
+    """ALU, conditional jump and atomic methods, one per row of the opcode tables."""
+    for name, _code, _sym, _off, sem in oc.ALU_OPS:
+        attr = name + "_" if name in ("or", "and") else name  # or/and are Python keywords
+        setattr(Builder, attr, _alu(name, sem, attr))
+        setattr(Builder, name + "32", _alu(name + "32", sem + ", 32-bit", name + "32"))
+    for name, _code, _sym, sem in oc.JMP_OPS:
+        setattr(Builder, name, _jump(name, sem))
+        setattr(Builder, name + "32", _jump(name + "32", sem + ", comparing the low 32 bits"))
+    for name, _imm, sym in oc.ATOMIC_OPS:
+        setattr(Builder, "atomic_" + name,
+                _atomic("atomic_" + name, f"*(size *)(dst + off) {sym}= src, atomically"))
+        setattr(Builder, "atomic_fetch_" + name,
+                _atomic("atomic_fetch_" + name,
+                        f"src = old *(dst + off), then it {sym}= src, atomically"))
+    Builder.xchg = _atomic("xchg", "swap src with *(size *)(dst + off), atomically")
+    Builder.cmpxchg = _atomic("cmpxchg",
+                              "if *(dst + off) == r0 store src there; r0 = the old value")
+
+
+_add_generated_methods()

@@ -1,0 +1,201 @@
+"""The :class:`Instruction` value type and its one encoder and one decoder.
+
+An instruction is five numbers (opcode, dst, src, off, imm) plus metadata that does not take
+part in equality: the labels defined at it, the label or map name it refers to (``ref``) and a
+comment shown above it in listings. ``validate`` checks the numbers against the opcode tables
+of :mod:`pybpf.asm.opcodes`; the builder, the text parser and the decoder all call it, so an
+instruction that exists as an :class:`Instruction` is a valid one.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pybpf.asm import opcodes as oc
+from pybpf.errors import AssemblerError, DecodeError
+
+SLOT = struct.Struct("<BBhi")  # opcode, src<<4 | dst, off, imm
+SLOT_SIZE = SLOT.size
+_UNSIGNED_IMM = struct.Struct("<BBhI")  # the same slot with an unsigned imm, for ld_imm64
+
+
+class Register(int):
+    """A register number, kept apart from plain ints so ``add(R1, R2)`` differs from ``add(R1, 2)``."""
+
+    def __repr__(self):
+        return f"R{int(self)}"
+
+
+R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = (Register(i) for i in range(11))
+RFP = R10  # the read-only frame pointer
+B, H, W, DW = 1, 2, 4, 8  # access sizes in bytes
+
+
+@dataclass
+class Instruction:
+    """One eBPF instruction: the five encoded fields plus metadata excluded from ``==``.
+
+    ``imm`` is signed 32-bit, except for the 64-bit immediate load where it holds the whole
+    64-bit value as unsigned. ``ref`` names the label a jump, call or ld_func targets, or the
+    map a map load refers to; it must be resolved (:func:`pybpf.asm.resolve`) before encoding.
+    """
+
+    opcode: int
+    dst: int = 0
+    src: int = 0
+    off: int = 0
+    imm: int = 0
+    labels: tuple = field(default=(), compare=False)
+    ref: Optional[str] = field(default=None, compare=False)
+    comment: Optional[str] = field(default=None, compare=False)
+
+    @property
+    def slots(self):
+        """Number of 8-byte slots: 2 for the 64-bit immediate load, else 1."""
+        return 2 if self.opcode == oc.LD_IMM64 else 1
+
+    @property
+    def op(self):
+        """The :class:`~pybpf.asm.opcodes.Op` this instruction is (None if invalid)."""
+        return oc.lookup(self.opcode, self.src, self.off, self.imm)
+
+    def encode(self):
+        """The instruction's 8 (or 16) bytes, little endian."""
+        if self.ref is not None:
+            raise AssemblerError(
+                f"unresolved reference to {self.ref!r}: link the program with "
+                "pybpf.asm.resolve(insns, maps) before encoding")
+        regs = self.src << 4 | self.dst
+        try:
+            if self.opcode == oc.LD_IMM64:
+                return (_UNSIGNED_IMM.pack(self.opcode, regs, self.off, self.imm & 0xFFFFFFFF)
+                        + _UNSIGNED_IMM.pack(0, 0, 0, self.imm >> 32))
+            return SLOT.pack(self.opcode, regs, self.off, self.imm)
+        except struct.error as exc:
+            raise AssemblerError(f"field out of range ({exc}); check the instruction with "
+                                 "pybpf.asm.validate") from None
+
+    @classmethod
+    def decode(cls, data, offset=0):
+        """The instruction starting at byte ``offset`` of ``data``; raises DecodeError."""
+        if len(data) - offset < SLOT_SIZE:
+            raise DecodeError(f"{len(data) - offset} bytes left, an instruction needs 8", offset)
+        opcode, regs, off, imm = SLOT.unpack_from(data, offset)
+        if opcode == oc.LD_IMM64:
+            if len(data) - offset < 2 * SLOT_SIZE:
+                raise DecodeError("the 64-bit immediate load needs a second 8-byte slot", offset)
+            zero, zero_regs, zero_off, high = _UNSIGNED_IMM.unpack_from(data, offset + 8)
+            if zero or zero_regs or zero_off:
+                raise DecodeError("second slot of a 64-bit immediate load must have zero "
+                                  "opcode, registers and offset", offset + 8)
+            imm = (high << 32) | (imm & 0xFFFFFFFF)
+        insn = cls(opcode, regs & 0x0F, regs >> 4, off, imm)
+        problem = check(insn)
+        if problem:
+            raise DecodeError(f"{problem} (bytes {data[offset:offset + 8].hex(' ')})", offset)
+        return insn
+
+
+def decode_all(data):
+    """Every instruction in ``data`` (a multiple of 8 bytes), in order."""
+    if len(data) % SLOT_SIZE:
+        raise DecodeError(f"{len(data)} bytes is not a whole number of 8-byte instructions")
+    insns, offset, decode = [], 0, Instruction.decode
+    while offset < len(data):
+        insn = decode(data, offset)
+        insns.append(insn)
+        offset += 16 if insn.opcode == oc.LD_IMM64 else 8
+    return insns
+
+
+def check(insn):
+    """None if ``insn`` is a valid instruction, else a sentence saying what is wrong."""
+    op = insn.op
+    if op is None:
+        return _why_no_op(insn)
+    values = (insn.dst, insn.src, insn.off, insn.imm)
+    for name, rule, value in zip(("dst", "src", "off", "imm"), oc.FIELDS[op.form], values):
+        problem = _RULES[rule](value, op, insn)
+        if problem:
+            return f"{name} {problem}"
+    return None
+
+
+def validate(insn):
+    """Raise AssemblerError (without position) unless ``insn`` is valid."""
+    problem = check(insn)
+    if problem:
+        raise AssemblerError(problem)
+
+
+def _why_no_op(insn):
+    """Explain an opcode (or discriminator) that names no operation."""
+    opcode = insn.opcode
+    cls = oc.CLASS_NAMES[opcode & 0x07]
+    if opcode == 0x8D:
+        return "callx (opcode 0x8d, call through a register) is not part of Linux eBPF"
+    entry = oc.BY_OPCODE.get(opcode)
+    if entry is None:
+        return f"opcode {opcode:#04x} (class {cls}) is not an eBPF instruction"
+    field_name, choices = entry
+    allowed = ", ".join(str(v) if v < 16 else hex(v) for v in sorted(choices))
+    value = getattr(insn, field_name)
+    shown = value if field_name != "imm" else hex(value & 0xFFFFFFFF)
+    return f"opcode {opcode:#04x} needs {field_name} in {{{allowed}}}, not {shown}"
+
+
+def _register(value, op, insn, writable=False):
+    top = 9 if writable else 10
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        if writable and value == 10:
+            return "is r10, the read-only frame pointer; it cannot be written"
+        return f"must be a register r0-r{top}, not {value!r}"
+    return None
+
+
+def _signed(bits):
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def rule(value, op, insn):
+        if not low <= value <= high:
+            return f"{value} does not fit in {bits} signed bits ({low}..{high})"
+        return None
+    return rule
+
+
+def _shift(value, op, insn):
+    top = 63 if insn.opcode & 0x07 == oc.ALU64 else 31
+    if not 0 <= value <= top:
+        return f"shift count {value} is out of range 0..{top}"
+    return None
+
+
+def _width(value, op, insn):
+    if value not in (16, 32, 64):
+        return f"byte swap width must be 16, 32 or 64, not {value}"
+    return None
+
+
+def _u64(value, op, insn):
+    if not 0 <= value < 1 << 64:
+        return f"{value} is not a 64-bit value stored unsigned (0..2**64-1)"
+    return None
+
+
+def _zero(value, op, insn):
+    return None if value == 0 else f"must be 0 for {op.name}, not {value}"
+
+
+_RULES = {
+    "reg": _register,
+    "wreg": lambda value, op, insn: _register(value, op, insn, writable=True),
+    "zero": _zero,
+    "key": lambda value, op, insn: None,
+    "s16": _signed(16),
+    "s32": _signed(32),
+    "shift": _shift,
+    "width": _width,
+    "u64": _u64,
+}

@@ -1,0 +1,421 @@
+"""The text syntax of instructions: llvm-objdump's, both ways (format and parse).
+
+The text is what ``llvm-objdump -d --mattr=+alu32`` (LLVM 14) prints: ``r1 += 5``,
+``w1 = w2``, ``if r1 == 0 goto +2``, ``*(u32 *)(r10 - 4) = w1``, ``call 14``,
+``r1 = 4886718345 ll``. Instructions LLVM 14 does not know use newer LLVM's syntax
+(``r1 s/= r3``, ``r1 = (s8)r4``, ``r0 = *(s8 *)(r1 + 0)``, ``r1 = bswap16 r1``,
+``gotol +3``, ``may_goto +2``, ``r0 = load_acquire((u64 *)(r1 + 0))``,
+``store_release((u8 *)(r1 + 0), w2)``, ``*(u32 *)(r10 - 4) = 5``).
+
+Where LLVM 14's text drops information, one small extension keeps it (so that parsing the
+text gives back the same instruction): ``call pc+N`` for a local call (LLVM: ``call N``),
+``call kfunc ID`` for a kernel function call, a fourth ``ld_pseudo`` operand for a non-zero
+second immediate (``ld_pseudo r1, 2, 3, 8``), ``skb[r1 + 2]`` for a non-zero LD_IND
+immediate. Symbolic references print as names: ``goto out``, ``call func``,
+``r1 = my_map ll`` (a map load by name), ``ld_pseudo r1, 2, my_data, 8``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pybpf import helpers
+from pybpf.asm import opcodes as oc
+from pybpf.asm.builder import helper_id, imm32
+from pybpf.asm.insn import Instruction, check, validate
+from pybpf.errors import AssemblerError
+
+_ALU_NAME = {sym: name for name, _code, sym, _off, _sem in oc.ALU_OPS}
+_JMP_NAME = {sym: name for name, _code, sym, _sem in oc.JMP_OPS}
+_ATOMIC_NAME = {sym: name for name, _imm, sym in oc.ATOMIC_OPS}
+
+
+# ---------------------------------------------------------------------------------- format
+
+def format_insn(insn):
+    """The instruction as llvm-objdump -d prints it (see the module docstring)."""
+    op = insn.op
+    if op is None:
+        raise AssemblerError(check(insn))
+    return _FORMAT[op.form](insn, op)
+
+
+def _reg(opcode, number):
+    """``r3`` for 64-bit operations, ``w3`` for 32-bit ones."""
+    return f"r{number}" if oc.is_alu64(opcode) else f"w{number}"
+
+
+def _sized(size, number):
+    """``w3`` for accesses narrower than 8 bytes (alu32 view), ``r3`` for 8-byte ones."""
+    return f"r{number}" if size == 8 else f"w{number}"
+
+
+def _mem(base, off):
+    return f"(r{base} {'-' if off < 0 else '+'} {abs(off)})"
+
+
+def _target(insn, value):
+    return insn.ref if insn.ref is not None else f"{value:+d}"
+
+
+def _alu(insn, op):
+    dst = _reg(insn.opcode, insn.dst)
+    src = _reg(insn.opcode, insn.src) if op.form == "alu_x" else str(insn.imm)
+    return f"{dst} {op.symbol}= {src}" if op.symbol else f"{dst} = {src}"
+
+
+def _jmp(insn, op):
+    src = _reg(insn.opcode, insn.src) if op.form == "jmp_x" else str(insn.imm)
+    return (f"if {_reg(insn.opcode, insn.dst)} {op.symbol} {src} "
+            f"goto {_target(insn, insn.off)}")
+
+
+def _call(insn, op):
+    if insn.src == oc.CALL_HELPER:
+        return f"call {insn.imm}"
+    return f"call {insn.ref}" if insn.ref is not None else f"call pc{insn.imm:+d}"
+
+
+def _call_kfunc(insn, op):
+    return f"call kfunc {insn.imm}" + (f", {insn.off}" if insn.off else "")
+
+
+def _ldx(insn, op):
+    if op.name == "ldxsx":
+        return f"r{insn.dst} = *(s{op.size * 8} *){_mem(insn.src, insn.off)}"
+    return f"{_sized(op.size, insn.dst)} = *(u{op.size * 8} *){_mem(insn.src, insn.off)}"
+
+
+def _atomic(insn, op):
+    ptr = f"(u{op.size * 8} *){_mem(insn.dst, insn.off)}"
+    src = _sized(op.size, insn.src)
+    if op.name == "store_release":
+        return f"store_release({ptr}, {src})"
+    if op.name == "cmpxchg":
+        name, r0 = ("cmpxchg_64", "r0") if op.size == 8 else ("cmpxchg32_32", "w0")
+        return f"{r0} = {name}({_mem(insn.dst, insn.off)[1:-1]}, {r0}, {src})"
+    return f"lock *{ptr} {op.symbol}= {src}"
+
+
+def _atomic_fetch(insn, op):
+    src = _sized(op.size, insn.src)
+    if op.name == "xchg":
+        name = "xchg_64" if op.size == 8 else "xchg32_32"
+        return f"{src} = {name}({_mem(insn.dst, insn.off)[1:-1]}, {src})"
+    return f"{src} = {op.name}((u{op.size * 8} *){_mem(insn.dst, insn.off)}, {src})"
+
+
+def _lddw(insn, op):
+    if insn.src == 0:
+        value = insn.imm - (1 << 64) if insn.imm >= 1 << 63 else insn.imm
+        return f"r{insn.dst} = {value} ll"
+    if insn.src == 1 and insn.ref is not None and insn.imm >> 32 == 0:
+        return f"r{insn.dst} = {insn.ref} ll"
+    low = insn.ref if insn.ref is not None else insn.imm & 0xFFFFFFFF
+    high = insn.imm >> 32
+    return f"ld_pseudo\tr{insn.dst}, {insn.src}, {low}" + (f", {high}" if high else "")
+
+
+def _ld_ind(insn, op):
+    index = f"r{insn.src}" if not insn.imm else _mem(insn.src, insn.imm)[1:-1]
+    return f"r0 = *(u{op.size * 8} *)skb[{index}]"
+
+
+_FORMAT = {
+    "alu_k": _alu,
+    "shift_k": _alu,
+    "alu_x": _alu,
+    "neg": lambda i, op: f"{_reg(i.opcode, i.dst)} = -{_reg(i.opcode, i.dst)}",
+    "movsx": lambda i, op: f"{_reg(i.opcode, i.dst)} = (s{i.off}){_reg(i.opcode, i.src)}",
+    "end": lambda i, op: f"r{i.dst} = {op.symbol}{i.imm} r{i.dst}",
+    "ja": lambda i, op: f"goto {_target(i, i.off)}",
+    "gotol": lambda i, op: f"gotol {_target(i, i.imm)}",
+    "may_goto": lambda i, op: f"may_goto {_target(i, i.off)}",
+    "jmp_k": _jmp,
+    "jmp_x": _jmp,
+    "call": _call,
+    "call_kfunc": _call_kfunc,
+    "exit": lambda i, op: "exit",
+    "ldx": _ldx,
+    "st": lambda i, op: f"*(u{op.size * 8} *){_mem(i.dst, i.off)} = {i.imm}",
+    "stx": lambda i, op: f"*(u{op.size * 8} *){_mem(i.dst, i.off)} = {_sized(op.size, i.src)}",
+    "atomic": _atomic,
+    "atomic_fetch": _atomic_fetch,
+    "load_acquire": lambda i, op: (f"{_sized(op.size, i.dst)} = load_acquire("
+                                   f"(u{op.size * 8} *){_mem(i.src, i.off)})"),
+    "lddw": _lddw,
+    "ld_abs": lambda i, op: f"r0 = *(u{op.size * 8} *)skb[{i.imm}]",
+    "ld_ind": _ld_ind,
+}
+
+
+# ----------------------------------------------------------------------------------- parse
+
+_R = r"([rw])(\d+)"  # a register: prefix, number
+_N = r"(-?(?:0x[0-9a-fA-F]+|\d+))"  # a number
+_NAME = r"([A-Za-z_.$][\w.$]*)"
+_T = r"([+-]\d+|[A-Za-z_.$][\w.$]*)"  # a jump target: offset or label
+_M = r"\(r(\d+) ([+-]) (\d+)\)"  # a memory operand (base + offset)
+_SZ = r"(8|16|32|64)"
+
+
+def _ops(symbols):
+    return "|".join(re.escape(s) for s in sorted(symbols, key=len, reverse=True) if s)
+
+
+_ALU_SYMS, _JMP_SYMS = _ops(_ALU_NAME), _ops(_JMP_NAME)
+
+
+def _num(text):
+    return int(text, 0)
+
+
+def _disp(sign, digits):
+    return -int(digits) if sign == "-" else int(digits)
+
+
+def _suffix(prefix):
+    return "" if prefix == "r" else "32"
+
+
+def _p_alu(m):
+    dp, d, sym, sp, s, n = m.groups()
+    name = _ALU_NAME[sym or ""] + _suffix(dp)
+    if sp is not None:
+        _same_prefix(dp, sp)
+        op = oc.find(name, x=True)
+        return Instruction(op.opcode, int(d), int(s), op.value)
+    op = oc.find(name, x=False)
+    return Instruction(op.opcode, int(d), 0, op.value, imm32(_num(n)))
+
+
+def _p_jmp(m):
+    dp, d, sym, sp, s, n, target = m.groups()
+    off, ref = _p_target(target)
+    name = _JMP_NAME[sym] + _suffix(dp)
+    if sp is not None:
+        _same_prefix(dp, sp)
+        return Instruction(oc.find(name, x=True).opcode, int(d), int(s), off, ref=ref)
+    return Instruction(oc.find(name, x=False).opcode, int(d), 0, off, imm32(_num(n)), ref=ref)
+
+
+def _p_target(text):
+    return (int(text), None) if text[0] in "+-" else (0, text)
+
+
+def _p_jump_always(opcode, field, target):
+    value, ref = _p_target(target)
+    return Instruction(opcode, ref=ref, **{field: value})
+
+
+def _p_call_name(m):
+    name = m.group(1)
+    if name.startswith("bpf_") and name[4:] in helpers.HELPERS:
+        return Instruction(oc.JMP | oc.CALL, imm=helper_id(name))
+    return Instruction(oc.JMP | oc.CALL, src=oc.CALL_LOCAL, ref=name)
+
+
+def _p_mem_op(name, size, base, sign, digits, src, imm=None):
+    op = oc.find(name, size=size)
+    return Instruction(op.opcode, int(base), src, _disp(sign, digits),
+                       op.value if imm is None else imm)
+
+
+def _p_lock(m):
+    bits, base, sign, digits, sym, _p, src = m.groups()
+    return _p_mem_op("atomic_" + _ATOMIC_NAME[sym], int(bits) // 8, base, sign, digits, int(src))
+
+
+def _p_fetch(m):
+    _p, dst, name, bits, base, sign, digits, _p2, src = m.groups()
+    return _p_mem_op("atomic_fetch_" + name, int(bits) // 8, base, sign, digits, int(src))
+
+
+def _p_xchg(m):
+    _p, dst, width, base, sign, digits, _p2, src = m.groups()
+    return _p_mem_op("xchg", 8 if width == "_64" else 4, base, sign, digits, int(src))
+
+
+def _p_cmpxchg(m):
+    _p, _r0, width, base, sign, digits, _p2, _r0b, _p3, src = m.groups()
+    return _p_mem_op("cmpxchg", 8 if width == "_64" else 4, base, sign, digits, int(src))
+
+
+def _p_load_acquire(m):
+    _p, dst, bits, base, sign, digits = m.groups()
+    op = oc.find("load_acquire", size=int(bits) // 8)
+    return Instruction(op.opcode, int(dst), int(base), _disp(sign, digits), op.value)
+
+
+def _p_store_release(m):
+    bits, base, sign, digits, _p, src = m.groups()
+    return _p_mem_op("store_release", int(bits) // 8, base, sign, digits, int(src))
+
+
+def _p_store(m):
+    bits, base, sign, digits, sp, s, n = m.groups()
+    size = int(bits) // 8
+    if sp is not None:
+        return Instruction(oc.find("stx", size=size).opcode, int(base), int(s),
+                           _disp(sign, digits))
+    return Instruction(oc.find("st", size=size).opcode, int(base), 0, _disp(sign, digits),
+                       imm32(_num(n)))
+
+
+def _p_load(m):
+    _p, dst, kind, bits, base, sign, digits = m.groups()
+    name = "ldx" if kind == "u" else "ldxsx"
+    op = oc.find(name, size=int(bits) // 8)
+    return Instruction(op.opcode, int(dst), int(base), _disp(sign, digits))
+
+
+def _p_ld_ind(m):
+    bits, src, sign, digits = m.groups()
+    imm = _disp(sign, digits) if sign else 0
+    return Instruction(oc.find("ld_ind", size=int(bits) // 8).opcode, 0, int(src), 0, imm32(imm))
+
+
+def _p_end(m):
+    _p, dst, kind, bits, _p2, dst2 = m.groups()
+    if dst != dst2:
+        raise AssemblerError(f"byte swap must name one register twice (r{dst} = {kind} r{dst})")
+    return Instruction(oc.find(kind).opcode, int(dst), imm=int(bits))
+
+
+def _p_lddw(m):
+    dst, value = m.groups()
+    if value[0].isdigit() or value[0] == "-":
+        return Instruction(oc.LD_IMM64, int(dst), 0, 0, _imm64(_num(value)))
+    return Instruction(oc.LD_IMM64, int(dst), 1, 0, 0, ref=value)
+
+
+def _imm64(value):
+    if not -(1 << 63) <= value < 1 << 64:
+        raise AssemblerError(f"immediate {value} does not fit in 64 bits (-2**63..2**64-1)")
+    return value & 0xFFFFFFFFFFFFFFFF
+
+
+def _p_ld_pseudo(m):
+    dst, src, low, high = m.groups()
+    high_bits = (imm32(_num(high)) & 0xFFFFFFFF) << 32 if high else 0
+    if low[0].isdigit() or low[0] == "-":
+        return Instruction(oc.LD_IMM64, int(dst), int(src), 0,
+                           high_bits | imm32(_num(low)) & 0xFFFFFFFF)
+    return Instruction(oc.LD_IMM64, int(dst), int(src), 0, high_bits, ref=low)
+
+
+def _p_neg(m):
+    dp, dst, sp, dst2 = m.groups()
+    _same_prefix(dp, sp)
+    if dst != dst2:
+        raise AssemblerError(f"negation must name one register twice ({dp}{dst} = -{dp}{dst})")
+    return Instruction(oc.find("neg" + _suffix(dp)).opcode, int(dst))
+
+
+def _p_movsx(m):
+    dp, dst, bits, sp, src = m.groups()
+    _same_prefix(dp, sp)
+    op = oc.find("movsx" + _suffix(dp), value=int(bits))
+    return Instruction(op.opcode, int(dst), int(src), op.value)
+
+
+def _same_prefix(*prefixes):
+    if len(set(prefixes)) > 1:
+        raise AssemblerError("mixes r (64-bit) and w (32-bit) registers in one instruction")
+
+
+_SYNTAX = [
+    (rf"goto {_T}", lambda m: _p_jump_always(oc.JMP | oc.JA, "off", m.group(1))),
+    (rf"gotol {_T}", lambda m: _p_jump_always(oc.JMP32 | oc.JA, "imm", m.group(1))),
+    (rf"may_goto {_T}", lambda m: _p_jump_always(oc.JMP | oc.JCOND, "off", m.group(1))),
+    (rf"if {_R} ({_JMP_SYMS}) (?:{_R}|{_N}) goto {_T}", _p_jmp),
+    (r"call pc([+-]\d+)", lambda m: Instruction(oc.JMP | oc.CALL, 0, oc.CALL_LOCAL, 0,
+                                                int(m.group(1)))),
+    (rf"call kfunc {_N}(?:, {_N})?", lambda m: Instruction(
+        oc.JMP | oc.CALL, 0, oc.CALL_KFUNC, int(m.group(2) or 0, 0), imm32(_num(m.group(1))))),
+    (rf"call {_N}", lambda m: Instruction(oc.JMP | oc.CALL, imm=imm32(_num(m.group(1))))),
+    (rf"call {_NAME}", _p_call_name),
+    (r"exit", lambda m: Instruction(oc.JMP | oc.EXIT)),
+    (rf"lock \*\(u{_SZ} \*\){_M} ({_ops(_ATOMIC_NAME)})= {_R}", _p_lock),
+    (rf"{_R} = atomic_fetch_(add|or|and|xor)\(\(u{_SZ} \*\){_M}, {_R}\)", _p_fetch),
+    (rf"{_R} = xchg(_64|32_32)\(r(\d+) ([+-]) (\d+), {_R}\)", _p_xchg),
+    (rf"{_R} = cmpxchg(_64|32_32)\(r(\d+) ([+-]) (\d+), {_R}, {_R}\)", _p_cmpxchg),
+    (rf"{_R} = load_acquire\(\(u{_SZ} \*\){_M}\)", _p_load_acquire),
+    (rf"store_release\(\(u{_SZ} \*\){_M}, {_R}\)", _p_store_release),
+    (rf"\*\(u{_SZ} \*\){_M} = (?:{_R}|{_N})", _p_store),
+    (rf"{_R} = \*\(([us]){_SZ} \*\){_M}", _p_load),
+    (rf"r0 = \*\(u{_SZ} \*\)skb\[{_N}\]", lambda m: Instruction(
+        oc.find("ld_abs", size=int(m.group(1)) // 8).opcode, imm=imm32(_num(m.group(2))))),
+    (rf"r0 = \*\(u{_SZ} \*\)skb\[r(\d+)(?: ([+-]) (\d+))?\]", _p_ld_ind),
+    (rf"{_R} = (le|be|bswap)(\d+) {_R}", _p_end),
+    (rf"{_R} = -{_R}", _p_neg),
+    (rf"{_R} = \(s(8|16|32)\){_R}", _p_movsx),
+    (rf"r(\d+) = (-?\w+|[A-Za-z_.$][\w.$]*) ll", _p_lddw),
+    (rf"ld_pseudo\s+r(\d+), (\d+), (-?\w+|[A-Za-z_.$][\w.$]*)(?:, {_N})?", _p_ld_pseudo),
+    (rf"{_R} (?:({_ALU_SYMS})=|=) (?:{_R}|{_N})", _p_alu),
+]
+_SYNTAX = [(re.compile(pattern + r"\Z"), build) for pattern, build in _SYNTAX]
+
+
+def parse_insn(text):
+    """One instruction from its text (no label, no comment)."""
+    line = " ".join(text.split())
+    for pattern, build in _SYNTAX:
+        match = pattern.match(line)
+        if match:
+            try:
+                insn = build(match)
+            except KeyError as exc:
+                raise AssemblerError(f"no such instruction form ({exc})") from None
+            validate(insn)
+            return insn
+    raise AssemblerError("not an instruction in llvm-objdump syntax")
+
+
+_LISTING = re.compile(r"\s*\d+:\s+(?:[0-9a-f]{2} ){7}(?:(?:[0-9a-f]{2} ){8})?[0-9a-f]{2}\s+")
+_LABEL = re.compile(r"([A-Za-z_.$][\w.$]*):\s*(.*)\Z")
+
+
+def parse(text):
+    """Instructions from assembly text: one per line, ``name:`` labels, ``;``/``#`` comments.
+
+    A whole-line comment becomes the ``comment`` of the next instruction. Lines of an
+    llvm-objdump style listing (``   3:\\tb7 01 ...\\tr1 = 0``) are accepted too.
+    """
+    insns, labels, comment, seen = [], [], None, set()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _LISTING.sub("", raw, count=1) if _LISTING.match(raw) else raw
+        code, _, note = _split_comment(line)
+        code = code.strip()
+        if not code:
+            if note is not None and note.strip():
+                comment = note.strip() if comment is None else f"{comment}\n{note.strip()}"
+            continue
+        label = _LABEL.match(code)
+        if label:
+            name, code = label.groups()
+            if name in seen:
+                raise AssemblerError(f"line {number}: duplicate label {name!r}", len(insns), raw)
+            seen.add(name)
+            labels.append(name)
+            if not code:
+                continue
+        try:
+            insn = parse_insn(code)
+        except AssemblerError as exc:
+            raise AssemblerError(f"line {number}: {exc.message}", len(insns), raw.strip()) from None
+        insn.labels, insn.comment = tuple(labels), comment
+        labels, comment = [], None
+        insns.append(insn)
+    if labels:
+        raise AssemblerError(f"label {labels[0]!r} at the end names no instruction; "
+                             "add one after it", len(insns))
+    return insns
+
+
+def _split_comment(line):
+    """(code, separator, comment text or None) split at the first ``;`` or ``#``."""
+    cut = min((i for i in (line.find(";"), line.find("#")) if i >= 0), default=-1)
+    if cut < 0:
+        return line, "", None
+    return line[:cut], line[cut], line[cut + 1:]
