@@ -116,7 +116,7 @@ def check(insn):
     if op is None:
         return _why_no_op(insn)
     values = (insn.dst, insn.src, insn.off, insn.imm)
-    for name, rule, value in zip(("dst", "src", "off", "imm"), oc.FIELDS[op.form], values):
+    for name, rule, value in zip(("dst", "src", "off", "imm"), oc.field_rules(op), values):
         problem = _RULES[rule](value, op, insn)
         if problem:
             return f"{name} {problem}"

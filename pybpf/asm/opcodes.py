@@ -245,6 +245,12 @@ for _op in OPS:
 del _op
 
 
+def field_rules(op):
+    """The FIELDS rules of ``op`` for (dst, src, off, imm), its discriminator marked "key"."""
+    names = ("dst", "src", "off", "imm")
+    return tuple("key" if name == op.key else rule for name, rule in zip(names, FIELDS[op.form]))
+
+
 def lookup(opcode, src, off, imm):
     """The Op an instruction's fields denote, or None if they denote none."""
     entry = BY_OPCODE.get(opcode)

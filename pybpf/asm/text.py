@@ -332,7 +332,7 @@ _SYNTAX = [
     (r"call pc([+-]\d+)", lambda m: Instruction(oc.JMP | oc.CALL, 0, oc.CALL_LOCAL, 0,
                                                 int(m.group(1)))),
     (rf"call kfunc {_N}(?:, {_N})?", lambda m: Instruction(
-        oc.JMP | oc.CALL, 0, oc.CALL_KFUNC, int(m.group(2) or 0, 0), imm32(_num(m.group(1))))),
+        oc.JMP | oc.CALL, 0, oc.CALL_KFUNC, _num(m.group(2) or "0"), imm32(_num(m.group(1))))),
     (rf"call {_N}", lambda m: Instruction(oc.JMP | oc.CALL, imm=imm32(_num(m.group(1))))),
     (rf"call {_NAME}", _p_call_name),
     (r"exit", lambda m: Instruction(oc.JMP | oc.EXIT)),
