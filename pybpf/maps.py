@@ -31,7 +31,7 @@ import errno
 import os
 import struct
 from collections.abc import ItemsView, MutableMapping, ValuesView
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 
 import construct
 
@@ -89,6 +89,10 @@ class _Codec:
 
     def decode(self, data):
         """Every slot in ``data`` (a multiple of ``stride`` bytes), decoded, as a list."""
+        if self._struct is not None and self.stride == self.size:
+            # one unpack of the whole buffer: "<100000L" decodes 100000 u32s in one C call
+            order, code = self.ctype.fmtstr[0], self.ctype.fmtstr[1:]
+            return list(struct.unpack(f"{order}{len(data) // self.size}{code}", data))
         if self._struct is not None:
             return [item for (item,) in self._struct.iter_unpack(data)]
         view = memoryview(data)
@@ -103,8 +107,10 @@ class _Codec:
         got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
         hint = ""
         if isinstance(obj, int):
-            hint = (f"; pass ({obj}).to_bytes({self.size}, 'little'), or create the map with "
-                    f"{self.what}_type=construct.Int{self.size * 8}ul to use ints")
+            hint = f"; pass ({obj}).to_bytes({self.size}, 'little')"
+            if self.size in (1, 2, 4, 8):
+                hint += (f", or create the map with {self.what}_type=construct."
+                         f"Int{self.size * 8}ul to use ints")
         raise _usage_error(f"{self.what} must be bytes of length {self.size} (the map's "
                            f"{self.what}_size), got {got}{hint}")
 
@@ -208,26 +214,27 @@ class Map(MutableMapping):
 
     @staticmethod
     def _create(spec, btf_fd):
-        inner_fd = 0
-        inner = Map(spec.inner_map) if spec.inner_map is not None else None
-        try:
-            if inner is not None:
-                inner_fd = inner.fd
+        """``BPF_MAP_CREATE``; a map of maps gets a temporary inner map as its template."""
+        with ExitStack() as stack:
+            inner_fd = 0
+            if spec.inner_map is not None:
+                inner_fd = stack.enter_context(Map(spec.inner_map)).fd
             return syscalls.map_create(
                 spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags,
                 spec.name, inner_map_fd=inner_fd, numa_node=spec.numa_node, btf_fd=btf_fd,
                 btf_key_type_id=spec.btf_key_type_id, btf_value_type_id=spec.btf_value_type_id)
-        finally:
-            if inner is not None:
-                inner.close()
 
     def _fill(self, spec):
         """Write ``spec.data`` into element 0 (global data sections) and freeze if asked."""
-        if spec.data is not None:
-            value = bytes(spec.data).ljust(self._value_bytes, b"\0")
-            syscalls.map_update_elem(self.fd, bytes(self.key_size), value)
-        if spec.freeze:
-            self.freeze()
+        try:
+            if spec.data is not None:
+                value = bytes(spec.data).ljust(self._value_bytes, b"\0")
+                syscalls.map_update_elem(self.fd, bytes(self.key_size), value)
+            if spec.freeze:
+                self.freeze()
+        except BaseException:
+            self.close()
+            raise
 
     # --- attributes ---------------------------------------------------------------------
 
@@ -258,7 +265,7 @@ class Map(MutableMapping):
         """The fd for a key/value operation; a clear error for maps that have no keys."""
         fd = self.fd
         if self.type in KEYLESS_TYPES:
-            hint = " (read it with pybpf.ringbuf.RingBuffer)" if "RINGBUF" in self.type.name \
+            hint = " (read it with pybpf.ringbuf.RingBuffer)" if self.type == MapType.RINGBUF \
                 else ""
             raise _usage_error(f"{op}: {self.type.name} map {self.name!r} has no keys, so dict "
                                f"operations do not apply{hint}")
@@ -486,12 +493,9 @@ class Map(MutableMapping):
         return list(zip(self._keys.decode(keys), self._decode_values(values)))
 
     def _lookup_and_delete_each(self):
-        """The slow path of lookup_and_delete_batch: take the first key until none is left."""
+        """The slow path of lookup_and_delete_batch: list the keys, then read and delete each."""
         fd, pairs = self._keyed_fd("lookup_and_delete"), []
-        for _ in range(self.max_entries):
-            raw_key = syscalls.map_get_next_key(fd, None, self.key_size)
-            if raw_key is None:
-                break
+        for raw_key in list(self._raw_keys()):
             with suppress(MapKeyError):
                 raw_value = syscalls.map_lookup_elem(fd, raw_key, self._value_bytes)
                 syscalls.map_delete_elem(fd, raw_key)

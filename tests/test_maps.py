@@ -367,3 +367,12 @@ def test_matches_bpftool_dump(map_type):
             m[key] = ([bytes([k, cpu]) * 4 for cpu in range(syscalls.possible_cpus())]
                       if map_type in PERCPU else (k * 7).to_bytes(8, "little"))
         assert bpftool_dump(m.id) == dict(m.lookup_batch()) == dict(m.items())
+
+
+def test_map_of_maps_from_spec():
+    inner = MapSpec(name="inner", type=MapType.ARRAY, key_size=4, value_size=8, max_entries=1)
+    outer = MapSpec(name="outer", type=MapType.HASH_OF_MAPS, key_size=4, value_size=4,
+                    max_entries=4, key_type=Int32ul, value_type=Int32ul, inner_map=inner)
+    with Map(outer) as m, Map(inner) as slot:
+        m[1] = slot.fd  # written as an fd, read back as the inner map's id
+        assert m[1] == slot.id
