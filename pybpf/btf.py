@@ -308,8 +308,8 @@ class _Builder:
         if kind == Kind.STRUCT:
             return self._struct(list(btf.members(type_id)), size, active | {type_id})
         if kind == Kind.DATASEC:
-            fields = [(name, var, offset * 8, 0) for name, var, offset, _ in
-                      btf.datasec_vars(type_id)]
+            fields = [(name, btf.types[var].size_type if btf.kind(var) == Kind.VAR else var,
+                       offset * 8, 0) for name, var, offset, _ in btf.datasec_vars(type_id)]
             return self._struct(fields, size, active | {type_id})
         return Bytes(size)
 

@@ -1,0 +1,369 @@
+"""The ELF loader on the committed objects of tests/elf/ (rebuilt by tests/elf/build.sh).
+
+Pure tests check the specs; bad-input tests damage the objects byte by byte; kernel tests load
+every object into the running kernel; oracle tests compare with llvm-objdump and bpftool.
+"""
+
+import json
+import os
+import struct
+import subprocess
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import require_tool
+from pybpf import abi, elf
+from pybpf.abi import AttachType, MapFlags, MapType, ProgType
+from pybpf.errors import BTFError, ElfError
+
+HERE = os.path.join(os.path.dirname(__file__), "elf")
+OBJECTS = ["calls.o", "execve.o", "globals.o", "legacy.o", "progtypes.o"]
+
+
+def path(name):
+    return os.path.join(HERE, name)
+
+
+def raw(name):
+    with open(path(name), "rb") as f:
+        return bytearray(f.read())
+
+
+def spec(name):
+    return elf.load_spec(path(name))
+
+
+def load_ref(insns, ref):
+    """The (src, imm) of the 64-bit load referring to ``ref``, for each such load."""
+    return [(i.src, i.imm) for i in insns if i.opcode == elf.LD_IMM64 and i.ref == ref]
+
+
+# -- specs ----------------------------------------------------------------------------------
+
+def test_btf_maps_take_sizes_and_type_ids_from_btf():
+    s = spec("execve.o")
+    counts, totals = s.maps["exec_count"], s.maps["event_total"]
+    assert (counts.type, counts.key_size, counts.value_size, counts.max_entries) == \
+        (MapType.HASH, 20, 16, 1024)
+    assert (totals.type, totals.key_size, totals.value_size, totals.max_entries) == \
+        (MapType.PERCPU_ARRAY, 4, 8, 2)
+    assert counts.btf_key_type_id and counts.btf_value_type_id
+    assert counts.key_type.parse(bytes(4) + b"sh".ljust(16, b"\0")).comm == "sh"
+
+
+def test_btf_map_pinning_and_flags():
+    seen = spec("progtypes.o").maps["seen"]
+    assert (seen.type, seen.pinning, seen.flags, seen.key_size) == \
+        (MapType.LRU_HASH, "by_name", 0, 8)
+
+
+def test_legacy_maps_section():
+    s = spec("legacy.o")
+    assert [(m.name, m.type, m.key_size, m.value_size, m.max_entries)
+            for m in s.maps.values()] == [("packets", MapType.ARRAY, 4, 8, 4),
+                                           ("lengths", MapType.HASH, 4, 4, 64)]
+    assert load_ref(s.programs["count_packets"].insns, "packets") == [(abi.PSEUDO_MAP_FD, 0)]
+
+
+def test_license_and_version():
+    program = spec("legacy.o").programs["record_length"]
+    assert program.license == "GPL" and program.kern_version == 0x060C00
+
+
+def test_global_data_sections_become_array_maps():
+    s = spec("globals.o")
+    data, rodata, bss = s.maps[".data"], s.maps[".rodata"], s.maps[".bss"]
+    assert (data.type, data.key_size, data.value_size, data.max_entries) == \
+        (MapType.ARRAY, 4, 24, 1)
+    assert struct.unpack("<IxxxxQQ", data.data) == (7, 1, 2)
+    assert rodata.freeze and rodata.flags & MapFlags.RDONLY_PROG and rodata.data == \
+        (42).to_bytes(4, "little")
+    assert bss.data is None and bss.value_size == 12
+    assert s.maps[".rodata.str1.1"].data[9:].startswith(b"use_globals called")
+    assert data.value_type.parse(data.data).hits == 7
+
+
+def test_global_variables_are_map_values_at_the_symbol_offset():
+    insns = spec("globals.o").programs["use_globals"].insns
+    value = abi.PSEUDO_MAP_VALUE
+    assert load_ref(insns, ".data") == [(value, 0), (value, 8 << 32)]  # hits, scratch
+    assert load_ref(insns, ".bss") == [(value, 0), (value, 8 << 32)]  # zeroed, static calls
+    assert load_ref(insns, ".rodata") == [(value, 0)]
+    assert load_ref(insns, ".rodata.str1.1") == [(value, 9 << 32)]
+
+
+def test_bpf_to_bpf_calls_append_text_functions_once():
+    s = spec("calls.o")
+    xdp = s.programs["xdp_calls"].insns
+    labels = [label for insn in xdp for label in insn.labels]
+    assert labels == ["xdp_calls", "add_one", "add_square", "square"]
+    assert [i.ref for i in xdp if i.opcode == elf.CALL and i.src == abi.PSEUDO_CALL] == \
+        ["add_square", "square"]
+    assert load_ref(xdp, "add_one") == [(abi.PSEUDO_FUNC, 0)]
+    tc = s.programs["tc_calls"].insns
+    assert [label for insn in tc for label in insn.labels] == ["tc_calls", "square"]
+
+
+def test_calls_resolve_to_the_appended_functions():
+    from pybpf import asm
+
+    insns = asm.resolve(spec("calls.o").programs["tc_calls"].insns)
+    assert (insns[1].opcode, insns[1].imm) == (elf.CALL, 1)  # square follows the exit
+
+
+def test_func_info_and_line_info_count_slots_of_the_linked_program():
+    program = spec("calls.o").programs["xdp_calls"]
+    func_info = list(struct.iter_unpack("<II", program.func_info))
+    assert [slot for slot, _ in func_info] == [0, 19, 24, 29]
+    lines = [slot for slot, _, _, _ in struct.iter_unpack("<4I", program.line_info)]
+    assert lines == sorted(lines) and lines[0] == 0
+
+
+def test_instructions_carry_their_c_source_line():
+    insns = spec("execve.o").programs["sys_enter_execve"].insns
+    comments = [i.comment for i in insns if i.comment]
+    assert comments[0] == "int sys_enter_execve(void *ctx)"
+    assert "stats = bpf_map_lookup_elem(&exec_count, &key);" in comments
+
+
+def test_several_programs_per_section_and_program_types():
+    assert set(spec("legacy.o").programs) == {"count_packets", "record_length"}
+    got = {p.name: (p.type, p.expected_attach_type, p.attach_target)
+           for p in spec("progtypes.o").programs.values()}
+    assert got == {
+        "on_unlink": (ProgType.KPROBE, 0, "do_unlinkat"),
+        "on_unlink_ret": (ProgType.KPROBE, 0, "do_unlinkat"),
+        "on_switch": (ProgType.RAW_TRACEPOINT, 0, "sched_switch"),
+        "on_getpid": (ProgType.TRACEPOINT, 0, "syscalls/sys_enter_getpid"),
+        "on_sample": (ProgType.PERF_EVENT, 0, ""),
+        "cg_ingress": (ProgType.CGROUP_SKB, AttachType.CGROUP_INET_INGRESS, ""),
+        "on_unlink_entry": (ProgType.TRACING, AttachType.TRACE_FENTRY, "do_unlinkat"),
+    }
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("tracepoint/syscalls/sys_enter_execve",
+     (ProgType.TRACEPOINT, 0, "syscalls/sys_enter_execve")),
+    ("tp/sched/sched_process_exec", (ProgType.TRACEPOINT, 0, "sched/sched_process_exec")),
+    ("raw_tracepoint/sys_enter", (ProgType.RAW_TRACEPOINT, 0, "sys_enter")),
+    ("kprobe.multi/vfs_*", (ProgType.KPROBE, AttachType.TRACE_KPROBE_MULTI, "vfs_*")),
+    ("fexit/do_exit", (ProgType.TRACING, AttachType.TRACE_FEXIT, "do_exit")),
+    ("xdp", (ProgType.XDP, AttachType.XDP, "")),
+    ("socket", (ProgType.SOCKET_FILTER, 0, "")),
+    ("tc", (ProgType.SCHED_CLS, 0, "")),
+    ("classifier", (ProgType.SCHED_CLS, 0, "")),
+    ("cgroup_skb/egress", (ProgType.CGROUP_SKB, AttachType.CGROUP_INET_EGRESS, "")),
+])
+def test_section_names(section, expected):
+    assert elf.section_program_type(section) == expected
+
+
+@pytest.mark.parametrize("section", ["sockets", "xdp2", "tracepointx/a/b", "foo"])
+def test_unknown_section_names_list_the_known_ones(section):
+    with pytest.raises(ElfError, match="known names .*tracepoint") as info:
+        elf.section_program_type(section)
+    assert info.value.section == section
+
+
+def test_bytes_and_paths_give_the_same_spec():
+    assert elf.load_spec(bytes(raw("calls.o"))) == spec("calls.o")
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+def section_header(data, name):
+    """(section header offset, section header) of section ``name`` in an object's bytes."""
+    import io
+
+    f = ELFFile(io.BytesIO(bytes(data)))
+    index = next(i for i in range(f.num_sections()) if f.get_section(i).name == name)
+    return f["e_shoff"] + index * f["e_shentsize"], f.get_section(index)
+
+
+def load_error(data, error=ElfError):
+    with pytest.raises(error) as info:
+        elf.load_spec(bytes(data))
+    return info.value
+
+
+@pytest.mark.parametrize("size", [0, 10, 63, 64, 1000, 4000])
+def test_truncated_files(size):
+    err = load_error(raw("execve.o")[:size])
+    assert "truncated" in str(err) or "past the end" in str(err)
+
+
+def test_wrong_machine():
+    data = raw("globals.o")
+    data[18:20] = (62).to_bytes(2, "little")  # EM_X86_64
+    err = load_error(data)
+    assert "EM_BPF" in str(err) and err.offset == 18
+
+
+def test_big_endian_object():
+    data = raw("globals.o")
+    data[5] = 2  # ELFDATA2MSB
+    assert "big-endian" in str(load_error(data))
+
+
+def test_symbol_with_a_bad_section_index():
+    data = raw("globals.o")
+    offset, symtab = section_header(data, ".symtab")
+    sym = symtab["sh_offset"] + 3 * 24  # the static variable "calls"
+    data[sym + 6:sym + 8] = (500).to_bytes(2, "little")
+    err = load_error(data)
+    assert "symbol 3 ('calls') is in section 500" in str(err) and err.section == ".symtab"
+
+
+def test_relocation_past_the_end_of_its_section():
+    data = raw("globals.o")
+    _, rel = section_header(data, ".relxdp")
+    data[rel["sh_offset"]:rel["sh_offset"] + 8] = (0x10000).to_bytes(8, "little")
+    err = load_error(data)
+    assert err.section == ".relxdp" and err.offset == 0 and "past the end of xdp" in str(err)
+
+
+def test_relocation_to_a_missing_symbol():
+    data = raw("globals.o")
+    _, rel = section_header(data, ".relxdp")
+    info = rel["sh_offset"] + 8
+    data[info:info + 8] = (999 << 32 | 1).to_bytes(8, "little")
+    assert "symbol 999" in str(load_error(data))
+
+
+def test_relocation_that_points_at_no_load():
+    data = raw("globals.o")
+    _, rel = section_header(data, ".relxdp")
+    data[rel["sh_offset"]:rel["sh_offset"] + 8] = (16).to_bytes(8, "little")  # a ldxw
+    err = load_error(data)
+    assert err.section == "xdp" and err.offset == 16 and "unsupported relocation" in str(err)
+
+
+def test_unsupported_legacy_map_type():
+    data = raw("legacy.o")
+    _, maps = section_header(data, "maps")
+    data[maps["sh_offset"]:maps["sh_offset"] + 4] = (999).to_bytes(4, "little")
+    err = load_error(data)
+    assert "unsupported map type 999" in str(err) and err.section == "maps"
+
+
+def test_unknown_program_section():
+    data = raw("legacy.o")
+    _, strtab = section_header(data, ".strtab")
+    start, end = strtab["sh_offset"], strtab["sh_offset"] + strtab["sh_size"]
+    data[start:end] = data[start:end].replace(b"socket\0", b"sockez\0")  # also .relsocket
+    assert "unknown program section name 'sockez'" in str(load_error(data))
+
+
+def test_malformed_btf_inside_an_object():
+    data = raw("execve.o")
+    _, btf = section_header(data, ".BTF")
+    data[btf["sh_offset"]:btf["sh_offset"] + 2] = b"\x00\x00"
+    err = load_error(data, BTFError)
+    assert err.section == ".BTF" and err.offset == 0
+
+
+def test_btf_type_id_out_of_range_inside_an_object():
+    data = raw("execve.o")
+    _, btf = section_header(data, ".BTF")
+    first_type = btf["sh_offset"] + 24
+    data[first_type + 8:first_type + 12] = (0x7777).to_bytes(4, "little")  # PTR -> 0x7777
+    err = load_error(data, BTFError)
+    assert "type id 30583" in str(err) and err.offset == 24
+
+
+@st.composite
+def mutated_objects(draw):
+    """A fixture object with a few bytes overwritten, or cut short."""
+    data = raw(draw(st.sampled_from(OBJECTS)))
+    if draw(st.booleans()):
+        return bytes(data[:draw(st.integers(0, len(data) - 1))])
+    for _ in range(draw(st.integers(1, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_objects())
+def test_damaged_objects_load_or_raise_elf_errors_only(data):
+    try:
+        elf.load_spec(data)
+    except ElfError:  # BTFError is an ElfError
+        pass
+
+
+# -- oracles: llvm-objdump, bpftool -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", OBJECTS)
+def test_disassembly_matches_llvm_objdump(name):
+    objdump = require_tool("llvm-objdump")
+    expected = subprocess.run([objdump, "-dr", "--mattr=+alu32", path(name)], check=True,
+                              capture_output=True, text=True).stdout
+    assert elf.disassemble(path(name), source_lines=False) == expected
+
+
+def test_disassembly_shows_source_lines():
+    listing = elf.disassemble(path("execve.o"))
+    assert "; stats = bpf_map_lookup_elem(&exec_count, &key);\n" in listing
+
+
+# -- the kernel -----------------------------------------------------------------------------
+
+LOADABLE = ["calls.o", "execve.o", "globals.o", "legacy.o"]
+
+
+def collection(name, **kwargs):
+    from pybpf.collection import Collection
+
+    return Collection(spec(name), **kwargs)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", LOADABLE)
+def test_every_fixture_loads_into_the_kernel(name):
+    with collection(name) as coll:
+        assert set(coll.programs) == set(spec(name).programs)
+        assert all(p.fd > 0 for p in coll.programs.values())
+
+
+@pytest.mark.kernel
+def test_progtypes_load_except_fentry():
+    s = spec("progtypes.o")
+    del s.programs["on_unlink_entry"]  # needs the kernel function's BTF id
+    s.maps["seen"].pinning = None
+    from pybpf.collection import Collection
+
+    with Collection(s) as coll:
+        assert len(coll.programs) == 6
+
+
+@pytest.mark.kernel
+def test_global_data_and_calls_run():
+    with collection("globals.o") as coll:
+        assert coll.programs["use_globals"].test_run(bytes(64)).retval == 2  # XDP_PASS
+        assert coll.maps[".data"][0].hits == 8
+        assert coll.maps[".bss"][0].calls == 1
+    with collection("calls.o") as coll:
+        assert coll.programs["xdp_calls"].test_run(bytes(64)).retval == 2
+        assert coll.programs["tc_calls"].test_run(bytes(64)).retval == 9
+
+
+@pytest.mark.kernel
+def test_verifier_log_shows_c_source_lines():
+    with collection("execve.o", log_level=2) as coll:
+        log = coll.programs["sys_enter_execve"].verifier_log
+    assert "; stats = bpf_map_lookup_elem(&exec_count, &key);" in log
+
+
+@pytest.mark.kernel
+def test_bpftool_map_dump_shows_btf_field_names():
+    bpftool = require_tool("bpftool")
+    with collection("execve.o") as coll:
+        counts = coll.maps["exec_count"]
+        counts[dict(pid=42, comm="bash")] = dict(count=3, last_ns=99)
+        out = subprocess.run([bpftool, "-j", "map", "dump", "id", str(counts.id)], check=True,
+                             capture_output=True, text=True).stdout
+    entry = json.loads(out)[0]["formatted"]
+    assert entry["key"] == {"pid": 42, "comm": "bash"}
+    assert entry["value"] == {"count": 3, "last_ns": 99}
