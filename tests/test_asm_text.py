@@ -1,0 +1,162 @@
+"""The text assembler (parse) and every build-time error: type and message."""
+
+import pytest
+from hypothesis import given, settings
+
+from pybpf.asm import (
+    B, DW, H, R0, R1, R2, R10, W, Builder, Instruction, parse, resolve,
+)
+from pybpf.asm.text import format_insn
+from pybpf.errors import AssemblerError, DecodeError
+from test_asm import instructions
+
+
+@settings(max_examples=2000, deadline=None)
+@given(instructions())
+def test_parse_format_round_trip(insn):
+    assert parse(format_insn(insn)) == [insn]
+
+
+def test_parse_program_with_labels_maps_and_comments():
+    insns = parse("""
+        ; count calls
+        r1 = counts ll
+        start: r2 = 0   # trailing comments are dropped
+        if r2 > 10 goto out
+        call bpf_map_lookup_elem
+        call helper_sub
+        goto start
+    out:
+        exit
+    helper_sub:
+        exit
+    """)
+    assert insns[0].comment == "count calls" and insns[0].ref == "counts"
+    assert insns[1].labels == ("start",)
+    assert insns[3].imm == 1 and insns[3].src == 0
+    assert insns[4].src == 1 and insns[4].ref == "helper_sub"
+    resolved = resolve(insns, {"counts": 3})
+    assert resolved[2].off == 3 and resolved[5].off == -5 and resolved[4].imm == 2
+
+
+def _error(build):
+    with pytest.raises(AssemblerError) as info:
+        build(Builder())
+    return str(info.value)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda b: b.mov(11, 1), "register R0-R10"),
+    (lambda b: b.mov(R10, 1), "r10, the read-only frame pointer"),
+    (lambda b: b.ldx(W, R10, R1, 0), "read-only frame pointer"),
+    (lambda b: b.add(R1, 2**32), "does not fit in 32 bits (-2147483648..4294967295)"),
+    (lambda b: b.add(R1, -2**31 - 1), "does not fit in 32 bits"),
+    (lambda b: b.ldx(W, R1, R2, 40000), "does not fit in 16 signed bits"),
+    (lambda b: b.ja(-40000), "does not fit in 16 signed bits"),
+    (lambda b: b.lsh(R1, 64), "shift count 64 is out of range 0..63"),
+    (lambda b: b.lsh32(R1, 32), "shift count 32 is out of range 0..31"),
+    (lambda b: b.arsh(R1, -1), "out of range 0..63"),
+    (lambda b: b.atomic_add(B, R1, 0, R2), "atomic_add has no 1-byte form"),
+    (lambda b: b.xchg(H, R1, 0, R2), "xchg has no 2-byte form"),
+    (lambda b: b.ldxsx(DW, R1, R2, 0), "ldxsx has no 8-byte form"),
+    (lambda b: b.ldx(3, R1, R2, 0), "ldx has no 3-byte form"),
+    (lambda b: b.be(R1, 8), "byte swap width must be 16, 32 or 64"),
+    (lambda b: b.bswap(R1, 128), "byte swap width must be 16, 32 or 64"),
+    (lambda b: b.movsx(R1, R2, 64), "movsx width must be one of 8, 16, 32"),
+    (lambda b: b.movsx32(R1, R2, 32), "movsx32 width must be one of 8, 16"),
+    (lambda b: b.call("map_lookup_elm"), "did you mean map_lookup_elem"),
+    (lambda b: b.call("nope_nothing_like_it"), "unknown helper 'nope_nothing_like_it'"),
+    (lambda b: b.st(W, R10, -4, R1), "expected an integer immediate"),
+    (lambda b: b.lddw(R1, 2**64), "does not fit in 64 bits"),
+])
+def test_build_errors(build, message):
+    text = _error(build)
+    assert message in text
+    assert text.startswith("instruction 0 (")  # index and the DSL call
+
+
+def test_error_names_index_and_call():
+    b = Builder()
+    b.mov(R0, 0)
+    with pytest.raises(AssemblerError) as info:
+        b.add(R1, 2**40)
+    assert info.value.index == 1 and info.value.source == "add(R1, 1099511627776)"
+
+
+def test_label_errors():
+    b = Builder()
+    b.label("x")
+    b.exit()
+    with pytest.raises(AssemblerError, match="duplicate label 'x'"):
+        b.label("x")
+    b.label("end")
+    with pytest.raises(AssemblerError, match="label 'end' at the end of the program"):
+        b.instructions  # noqa: B018 - the property raises
+
+
+def test_resolve_errors():
+    b = Builder()
+    b.jeq(R1, 0, "missing")
+    b.ld_map_fd(R1, "nomap")
+    b.exit()
+    with pytest.raises(AssemblerError, match=r"instruction 0 \(if r1 == 0 goto missing\): "
+                                             "undefined label 'missing'"):
+        resolve(b.instructions)
+    b2 = Builder()
+    b2.ld_map_fd(R1, "nomap")
+    b2.exit()
+    with pytest.raises(AssemblerError, match="unknown map 'nomap'"):
+        resolve(b2.instructions, {"other": 3})
+    dup = [Instruction(0x95, labels=("a",)), Instruction(0x95, labels=("a",))]
+    with pytest.raises(AssemblerError, match="duplicate label 'a'"):
+        resolve(dup)
+
+
+def test_jump_too_far_suggests_gotol():
+    b = Builder()
+    b.jeq(R1, 0, "far")
+    b.ja("far")
+    for _ in range(40000):
+        b.mov(R0, 0)
+    b.label("far")
+    b.exit()
+    with pytest.raises(AssemblerError, match="40001 slots away.*invert the condition"):
+        resolve(b.instructions)
+    with pytest.raises(AssemblerError, match="instruction 0.*40000 slots away.*use gotol"):
+        resolve(b.instructions[1:])
+
+
+def test_encode_unresolved():
+    b = Builder()
+    with pytest.raises(AssemblerError, match="unresolved reference to 'x'"):
+        b.ja("x").encode()
+
+
+@pytest.mark.parametrize("data, message", [
+    ("8d01000000000000", "callx"),
+    ("ff00000000000000", "opcode 0xff"),
+    ("3f21020000000000", "needs off in {0, 1}"),
+    ("b70a000000000000", "read-only frame pointer"),
+    ("1801000000000000" + "0100000000000000", "second slot"),
+    ("18010000000000", "7 bytes left"),
+    ("c3210000ff000000", "needs imm in"),
+    ("0f2b000000000000", "register r0-r9"),
+])
+def test_decode_errors(data, message):
+    with pytest.raises(DecodeError, match=message):
+        Instruction.decode(bytes.fromhex(data))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("r1 += w2", r"mixes r \(64-bit\) and w \(32-bit\)"),
+    ("r11 = 1", "register r0-r9"),
+    ("r1 = 1 2", "not an instruction"),
+    ("r1 <<= 64", "shift count 64"),
+    ("r1 = 4294967296", "does not fit in 32 bits"),
+    ("x:\n", "label 'x' at the end"),
+    ("a: exit\na: exit", "duplicate label 'a'"),
+    ("callx r1", "not an instruction"),
+])
+def test_parse_errors(text, message):
+    with pytest.raises(AssemblerError, match=message):
+        parse(text)
