@@ -1,0 +1,7 @@
+"""Entry point of ``python -m pybpf``."""
+
+import sys
+
+from pybpf.cli import main
+
+sys.exit(main())

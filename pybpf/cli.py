@@ -1,0 +1,114 @@
+"""``python -m pybpf``: assemble, disassemble and test-run eBPF snippets.
+
+    python -m pybpf asm [FILE] [-o OUT]        text -> one line per instruction (or raw bytes)
+    python -m pybpf disasm FILE                raw instruction bytes (or FILE.o) -> listing
+    python -m pybpf load FILE.o [--pin DIR] [--interval N]   load, attach, print maps
+    python -m pybpf run FILE.s [--data HEX] [--repeat N] [--type socket_filter]
+
+Each subcommand is one function taking the parsed arguments; add one by writing the
+function and registering its parser in :func:`build_parser`. Errors print as
+``pybpf: <message>`` on stderr with exit status 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pybpf.abi import ProgType
+from pybpf.asm import parse
+from pybpf.asm.link import resolve
+from pybpf.asm.text import format_insn
+from pybpf.disasm import disassemble
+from pybpf.errors import BPFError
+
+
+def _read_text(path):
+    if path is None or path == "-":
+        return sys.stdin.read()
+    with open(path) as source:
+        return source.read()
+
+
+def cmd_asm(args):
+    """Assemble a text file; print ``<hex bytes>  <text>`` per instruction, or write -o."""
+    insns = resolve(parse(_read_text(args.file)))
+    if args.output:
+        with open(args.output, "wb") as out:
+            out.write(b"".join(insn.encode() for insn in insns))
+        return
+    for insn in insns:
+        print(f"{insn.encode().hex():<32}  {format_insn(insn)}")
+
+
+def cmd_disasm(args):
+    """Disassemble a file of raw instruction bytes, or an ELF object (``.o``)."""
+    with open(args.file, "rb") as source:
+        data = source.read()
+    if data.startswith(b"\x7fELF"):
+        from pybpf import elf
+
+        sys.stdout.write(elf.disassemble(args.file))
+        return
+    sys.stdout.write(disassemble(data, annotate=not args.no_annotate))
+
+
+def cmd_load(args):
+    """Load an ELF object's maps and programs, attach them, print the maps until Ctrl+C."""
+    from pybpf import elf
+
+    elf.run_object(args.file, pin=args.pin, interval=args.interval)
+
+
+def cmd_run(args):
+    """Load a text snippet as a program and run it once (or N times) with BPF_PROG_TEST_RUN."""
+    from pybpf.program import Program  # the loader needs bpf(); imported only to run
+
+    insns = parse(_read_text(args.file))
+    prog_type = ProgType[args.type.upper()]
+    with Program.from_instructions(insns, prog_type) as prog:
+        result = prog.test_run(data=bytes.fromhex(args.data), repeat=args.repeat)
+    print(f"r0 = {result.retval:#x} ({result.retval})")
+    print(f"duration = {result.duration_ns} ns per run ({args.repeat} runs)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m pybpf", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    asm = commands.add_parser("asm", help="assemble llvm-objdump style text")
+    asm.add_argument("file", nargs="?", help="source file (default: stdin)")
+    asm.add_argument("-o", "--output", help="write the raw instruction bytes to this file")
+    asm.set_defaults(func=cmd_asm)
+
+    dis = commands.add_parser("disasm", help="disassemble raw instruction bytes")
+    dis.add_argument("file")
+    dis.add_argument("--no-annotate", action="store_true", help="no helper names after calls")
+    dis.set_defaults(func=cmd_disasm)
+
+    load = commands.add_parser("load", help="load, attach and watch a clang-built object")
+    load.add_argument("file", help="BPF ELF object (clang -O2 -g -target bpf -c)")
+    load.add_argument("--pin", metavar="DIR", help="pin maps, programs and links under DIR "
+                      "(on a bpf file system) and leave them after exit")
+    load.add_argument("--interval", type=float, metavar="N", help="print the maps every N s")
+    load.set_defaults(func=cmd_load)
+
+    run = commands.add_parser("run", help="load a snippet and run it with BPF_PROG_TEST_RUN")
+    run.add_argument("file", help="assembly source (- for stdin)")
+    run.add_argument("--data", default="00" * 64, help="packet bytes in hex (default 64 zeros)")
+    run.add_argument("--repeat", type=int, default=1)
+    run.add_argument("--type", default="socket_filter",
+                     choices=[t.name.lower() for t in ProgType if t != ProgType.UNSPEC])
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (BPFError, OSError, ValueError) as exc:
+        print(f"pybpf: {exc}", file=sys.stderr)
+        return 1
+    return 0

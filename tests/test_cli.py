@@ -1,0 +1,46 @@
+"""The command line: asm, disasm, run, and its error handling."""
+
+import pytest
+
+from pybpf.cli import main
+
+SOURCE = "r1 = 5\nloop: r1 -= 1\nif r1 != 0 goto loop\nr0 = r1\nexit\n"
+
+
+def test_asm_prints_hex_and_text(tmp_path, capsys):
+    (tmp_path / "a.s").write_text(SOURCE)
+    assert main(["asm", str(tmp_path / "a.s")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{'b701000005000000':<32}  r1 = 5"
+    assert lines[2].endswith("if r1 != 0 goto -2")
+
+
+def test_asm_output_then_disasm(tmp_path, capsys):
+    (tmp_path / "a.s").write_text(SOURCE)
+    assert main(["asm", str(tmp_path / "a.s"), "-o", str(tmp_path / "a.bin")]) == 0
+    assert len((tmp_path / "a.bin").read_bytes()) == 5 * 8
+    assert main(["disasm", str(tmp_path / "a.bin")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "       4:\t95 00 00 00 00 00 00 00\texit"
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "bad.s").write_text("r1 = 5\nr1 <<= 99\n")
+    assert main(["asm", str(tmp_path / "bad.s")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pybpf: instruction 1 (r1 <<= 99): line 2: imm shift count 99")
+    assert main(["disasm", str(tmp_path / "missing.bin")]) == 1
+    assert capsys.readouterr().err.startswith("pybpf: ")
+
+
+def test_usage_error_exits_2():
+    with pytest.raises(SystemExit) as info:
+        main(["nonsense"])
+    assert info.value.code == 2
+
+
+@pytest.mark.kernel
+def test_run_socket_filter(tmp_path, capsys):
+    pytest.importorskip("pybpf.program", reason="the loader (pybpf.program) is not written yet")
+    (tmp_path / "a.s").write_text("r0 = 42\nexit\n")
+    assert main(["run", str(tmp_path / "a.s"), "--repeat", "3"]) == 0
+    assert capsys.readouterr().out.startswith("r0 = 0x2a (42)")
