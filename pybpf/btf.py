@@ -249,6 +249,8 @@ class BTF:
                     self._fail(f"variable {var!r} of DATASEC {section!r} has no ELF symbol",
                                type_id)
                 info.offset = symbols[(section, var)]
+                if max(info.offset, t.size_type) > 0xFFFFFFFF:
+                    self._fail(f"DATASEC {section!r} is too big for BTF's 32-bit sizes", type_id)
             t.tail = sorted(t.tail, key=lambda info: info.offset)
 
     def encode(self) -> bytes:

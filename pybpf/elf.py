@@ -847,3 +847,89 @@ def _jump_target(insn, offset, symbols):
     delta = insn.imm if (klass == 0x06 and code == 0x00) else insn.off  # gotol uses imm
     target = offset + (delta + 1) * INSN_SIZE
     return f" <{symbols[target]}>" if target in symbols else ""
+
+
+# -- load and run (python -m pybpf load) -----------------------------------------------------
+
+def run_object(source, *, pin=None, interval=None, out=None):
+    """Load every map and program of an object, attach each by its section name, print the
+    maps every ``interval`` seconds and on exit; run until Ctrl+C or SIGTERM.
+
+    Programs that cannot be attached from their section name alone (xdp, socket...) are
+    loaded and reported. With ``pin`` (a directory on a bpf file system) the maps, programs
+    and links are pinned there and stay after exit; otherwise everything is detached.
+    """
+    import signal
+    import sys
+    import time
+
+    from .attach import attach
+    from .collection import Collection
+    from .errors import BPFError
+
+    out = out or sys.stdout
+    signal.signal(signal.SIGTERM, _interrupt)
+    with Collection(load_spec(source)) as coll:
+        links = []
+        for name, program in coll.programs.items():
+            try:
+                links.append(attach(program, program.spec.section))
+                print(f"attached {name} ({program.spec.section})", file=out)
+            except BPFError as exc:
+                print(f"loaded {name} but did not attach it: {exc}", file=out)
+        try:
+            if pin:
+                _pin_all(pin, coll, links, out)
+            while True:
+                time.sleep(interval if interval else 3600)
+                if interval:
+                    print_maps(coll.maps, out)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print_maps(coll.maps, out)
+            for link in links:
+                link.close()
+    return 0
+
+
+def _interrupt(signum, frame):
+    """SIGTERM ends the run like Ctrl+C does."""
+    raise KeyboardInterrupt
+
+
+def _pin_all(directory, coll, links, out):
+    os.makedirs(directory, exist_ok=True)
+    for name, m in coll.maps.items():
+        m.pin(os.path.join(directory, name))
+    for name, program in coll.programs.items():
+        program.pin(os.path.join(directory, name))
+    for link in links:
+        link.pin(os.path.join(directory, f"link_{link.id}"))
+    print(f"pinned maps, programs and links under {directory}", file=out)
+
+
+def print_maps(maps, out):
+    """Every entry of every map, decoded with the map's key/value types (BTF) where known."""
+    from .errors import BPFError
+
+    for name, m in maps.items():
+        try:
+            items = list(m.items())
+        except BPFError as exc:  # a map without keys (ring buffer...)
+            print(f"{name}: cannot list ({exc})", file=out)
+            continue
+        print(f"{name} ({m.type.name}, {len(items)} entries)", file=out)
+        for key, value in items:
+            print(f"  {_plain(key)} -> {_plain(value)}", file=out)
+
+
+def _plain(value):
+    """construct Containers and lists as plain dicts and lists, bytes as hex, for printing."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
