@@ -20,7 +20,6 @@ from pybpf.asm import (
     B, DW, H, R0, R1, R2, R3, R4, R10, W, Builder, Instruction, assemble, decode_all,
     format_insn, opcodes as oc, resolve, slot_to_index,
 )
-from pybpf.errors import AssemblerError, DecodeError
 
 # Forms and operations LLVM 14's assembler does not accept.
 _NOT_IN_LLVM14_MC = {"st", "atomic_fetch", "load_acquire", "movsx", "gotol", "may_goto",
