@@ -367,3 +367,29 @@ def test_bpftool_map_dump_shows_btf_field_names():
     entry = json.loads(out)[0]["formatted"]
     assert entry["key"] == {"pid": 42, "comm": "bash"}
     assert entry["value"] == {"count": 3, "last_ns": 99}
+
+
+def test_cli_disasm_of_an_object(capsys):
+    from pybpf.cli import main
+
+    assert main(["disasm", path("calls.o")]) == 0
+    assert "R_BPF_64_32\tadd_square" in capsys.readouterr().out
+
+
+@pytest.mark.kernel
+def test_cli_load_attaches_prints_maps_and_exits_on_sigterm():
+    import signal
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pybpf", "load", path("execve.o"),
+                             "--interval", "0.2"], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.join(HERE, "..", ".."))
+    time.sleep(2)
+    subprocess.run(["/bin/true"], check=True)  # an execve for the tracepoints to count
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "attached sys_enter_execve (tracepoint/syscalls/sys_enter_execve)" in out
+    assert "'comm': 'true'" in out
