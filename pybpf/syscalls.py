@@ -1,0 +1,943 @@
+"""The bpf(2) and perf_event_open(2) system calls, one Python function per command.
+
+Every eBPF object (map, program, link, BTF blob) is created and used through one system call,
+``bpf(cmd, attr, size)``. ``attr`` points to ``union bpf_attr``: each command reads its own
+member of that union, so each command here has its own ``construct`` Struct named after that
+member, with the kernel's field names, and passes only its own size (the kernel accepts a
+shorter attr from older programs and rejects unknown non-zero bytes with E2BIG). Pointers
+inside an attr are plain u64 addresses of ctypes buffers that stay alive across the call.
+
+Failures come back as ``errno``; :func:`bpf` turns them into the typed exceptions of
+:mod:`pybpf.errors` with a message that says what to do. Tests replace :func:`_sys_bpf`,
+:func:`_sys_perf_event_open` and :func:`_sys_ioctl` (the only places that touch libc) to
+exercise every error path without a kernel.
+"""
+
+import ctypes
+import errno
+import fcntl
+import os
+import platform
+import re
+import resource
+import struct
+
+from construct import (
+    Bytes,
+    FormatField,
+    Int32sl,
+    Int32ul,
+    Int64ul,
+    Padding,
+    PaddedString,
+    Renamed,
+    Struct,
+)
+
+from .abi import BPF_OBJ_NAME_LEN, BPF_STATS_RUN_TIME, Cmd, MapFlags, MapType, ProgType
+from .abi import PERF_FLAG_FD_CLOEXEC, PERF_SAMPLE_RAW
+from .errors import (
+    BPFPermissionError,
+    KeyExistsError,
+    MapError,
+    MapFullError,
+    MapKeyError,
+    SyscallError,
+    VerifierError,
+    errno_name,
+)
+
+ENOTSUPP = 524  # kernel-internal "operation not supported" that leaks to user space
+
+# ---------------------------------------------------------------------------------------------
+# The libc entry points. Syscall numbers differ per architecture (arch/*/syscall tables).
+
+_SYSCALL_NUMBERS = {  # machine: (bpf, perf_event_open)
+    "x86_64": (321, 298),
+    "aarch64": (280, 241),
+}
+
+
+def _syscall_number(index):
+    """The bpf (0) or perf_event_open (1) syscall number here, or SyscallError saying so."""
+    numbers = _SYSCALL_NUMBERS.get(platform.machine())
+    if numbers is None:
+        raise SyscallError(errno.ENOSYS, "bpf", f"pybpf does not know the syscall numbers "
+                           f"for {platform.machine()!r}; supported: x86_64, aarch64")
+    return ctypes.c_long(numbers[index])
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.ioctl.restype = ctypes.c_int
+_NR_BPF = _NR_PERF_EVENT_OPEN = None  # filled on first use by _sys_bpf/_sys_perf_event_open
+
+
+def _sys_bpf(cmd, attr):
+    """bpf(cmd, attr, len(attr)): the result, or -errno. ``attr`` is bytes or a ctypes array."""
+    global _NR_BPF
+    _NR_BPF = _NR_BPF or _syscall_number(0)
+    # cmd and size are C ints in the kernel's prototype, so ctypes' default int conversion fits
+    ret = _libc.syscall(_NR_BPF, int(cmd), attr, len(attr))
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def _sys_perf_event_open(attr, pid, cpu, group_fd, flags):
+    """perf_event_open(attr, pid, cpu, group_fd, flags): an fd, or -errno."""
+    global _NR_PERF_EVENT_OPEN
+    _NR_PERF_EVENT_OPEN = _NR_PERF_EVENT_OPEN or _syscall_number(1)
+    ret = _libc.syscall(_NR_PERF_EVENT_OPEN, attr, ctypes.c_long(pid),
+                        ctypes.c_long(cpu), ctypes.c_long(group_fd), ctypes.c_ulong(flags))
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def _sys_ioctl(fd, request, arg):
+    """ioctl(fd, request, arg): the result, or -errno."""
+    ret = _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(arg))
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: errno + command -> an exception whose message says what to do.
+
+_FD_COMMANDS = {Cmd.MAP_CREATE, Cmd.PROG_LOAD, Cmd.OBJ_GET, Cmd.PROG_GET_FD_BY_ID,
+                Cmd.MAP_GET_FD_BY_ID, Cmd.LINK_GET_FD_BY_ID, Cmd.BTF_GET_FD_BY_ID,
+                Cmd.LINK_CREATE, Cmd.RAW_TRACEPOINT_OPEN, Cmd.BTF_LOAD, Cmd.ENABLE_STATS}
+_KEY_COMMANDS = {Cmd.MAP_LOOKUP_ELEM, Cmd.MAP_DELETE_ELEM, Cmd.MAP_LOOKUP_AND_DELETE_ELEM}
+_UPDATE_COMMANDS = {Cmd.MAP_UPDATE_ELEM, Cmd.MAP_UPDATE_BATCH}
+_MAP_COMMANDS = {c for c in Cmd if c.name.startswith("MAP_")}
+_ADMIN_COMMANDS = {Cmd.PROG_GET_NEXT_ID, Cmd.MAP_GET_NEXT_ID, Cmd.LINK_GET_NEXT_ID,
+                   Cmd.PROG_GET_FD_BY_ID, Cmd.MAP_GET_FD_BY_ID, Cmd.LINK_GET_FD_BY_ID,
+                   Cmd.BTF_GET_FD_BY_ID, Cmd.ENABLE_STATS}
+_TRACING_COMMANDS = {Cmd.RAW_TRACEPOINT_OPEN}
+_TRACING_PROG_TYPES = {ProgType.KPROBE, ProgType.TRACEPOINT, ProgType.PERF_EVENT,
+                       ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE,
+                       ProgType.TRACING}
+
+_EINVAL_FIELDS = {
+    Cmd.MAP_CREATE: "map_type, key_size, value_size, max_entries, map_flags or map_extra "
+                    "(e.g. ARRAY keys are 4 bytes, RINGBUF max_entries is a power-of-2 "
+                    "multiple of the page size)",
+    Cmd.MAP_LOOKUP_ELEM: "flags, or this map type has no lookup from user space",
+    Cmd.MAP_UPDATE_ELEM: "flags (ANY, NOEXIST, EXIST; F_LOCK needs a bpf_spin_lock value) or "
+                         "the value",
+    Cmd.MAP_DELETE_ELEM: "the key, or this map type (arrays) cannot delete elements",
+    Cmd.MAP_GET_NEXT_KEY: "the key or the map fd",
+    Cmd.MAP_LOOKUP_AND_DELETE_ELEM: "flags, or this map type has no lookup-and-delete",
+    Cmd.MAP_LOOKUP_BATCH: "count, elem_flags, flags or in_batch",
+    Cmd.MAP_LOOKUP_AND_DELETE_BATCH: "count, elem_flags, flags or in_batch",
+    Cmd.MAP_UPDATE_BATCH: "count, elem_flags or flags",
+    Cmd.MAP_DELETE_BATCH: "count, elem_flags or flags",
+    Cmd.MAP_FREEZE: "map_fd (only maps without BPF_F_RDONLY_PROG writers can be frozen)",
+    Cmd.PROG_LOAD: "prog_type, expected_attach_type, prog_flags, license, attach_btf_id or "
+                   "the instructions (unknown opcode, non-zero reserved field)",
+    Cmd.PROG_TEST_RUN: "data_size_in (socket filters need >= 14 bytes), ctx_in, repeat, "
+                       "flags, cpu, or this program type has no test run",
+    Cmd.OBJ_PIN: "pathname (must be inside a bpffs mount such as /sys/fs/bpf) or bpf_fd",
+    Cmd.OBJ_GET: "pathname or file_flags",
+    Cmd.OBJ_GET_INFO_BY_FD: "bpf_fd or info_len",
+    Cmd.LINK_CREATE: "attach_type (must match the program type and target), target_fd, "
+                     "flags or the bpf_cookie",
+    Cmd.RAW_TRACEPOINT_OPEN: "name or prog_fd (needs a RAW_TRACEPOINT program)",
+    Cmd.BTF_LOAD: "btf (header, type or string section) or the log fields",
+    Cmd.ENABLE_STATS: "type (only BPF_STATS_RUN_TIME exists)",
+}
+
+_HINTS = {
+    errno.EBADF: "a file descriptor in the request is not an open bpf object of the right kind",
+    errno.ENOMEM: "the kernel could not allocate memory (kernels < 5.11 charge RLIMIT_MEMLOCK: "
+                  "raise it with `ulimit -l unlimited`)",
+    errno.E2BIG: "the request has non-zero fields this kernel does not know (kernel too old) "
+                 "or an object is too large",
+    errno.EFAULT: "the kernel could not read or write a buffer: a bad pointer or size",
+    errno.EOPNOTSUPP: "this kernel does not support the operation for this object type",
+    ENOTSUPP: "the kernel does not support this operation for this object type (ENOTSUPP, "
+              "524): check the map/program type and the kernel version",
+    errno.ENOSYS: "this kernel has no bpf() system call (CONFIG_BPF_SYSCALL off)",
+    errno.EBUSY: "the object is in use (already attached, or map frozen while mapped)",
+}
+
+
+def capability_for(cmd, prog_type=None):
+    """The capability a command needs: CAP_PERFMON for tracing, CAP_SYS_ADMIN for ids, else CAP_BPF."""
+    if cmd in _ADMIN_COMMANDS:
+        return "CAP_SYS_ADMIN"
+    if cmd in _TRACING_COMMANDS or prog_type in _TRACING_PROG_TYPES:
+        return "CAP_PERFMON (and CAP_BPF)"
+    return "CAP_BPF"
+
+
+def error(cmd, err, capability=None):
+    """The exception for bpf(``cmd``) failing with ``err``: typed, with a how-to-fix message."""
+    name = f"BPF_{Cmd(cmd).name}"
+    base = f"{name} failed: {errno_name(err)} ({os.strerror(err)})"
+    if err in (errno.EPERM, errno.EACCES):
+        return BPFPermissionError(err, name, capability or capability_for(cmd))
+    if err == errno.ENOENT and cmd in _KEY_COMMANDS:
+        return MapKeyError(err, name, f"{name}: key not found (ENOENT)")
+    if err == errno.E2BIG and cmd in _UPDATE_COMMANDS:
+        return MapFullError(err, name, f"{name}: map is full (E2BIG): raise max_entries, "
+                            f"delete elements, or use an LRU map")
+    if err == errno.EEXIST and cmd in _UPDATE_COMMANDS:
+        return KeyExistsError(err, name, f"{name}: key already exists (EEXIST) and the update "
+                              f"asked for NOEXIST")
+    cls = MapError if cmd in _MAP_COMMANDS else SyscallError
+    return cls(err, name, f"{base}: {_hint(cmd, err)}")
+
+
+def _hint(cmd, err):
+    """What to check or do when ``cmd`` fails with ``err``."""
+    if err == errno.EINVAL:
+        return "check " + _EINVAL_FIELDS.get(cmd, "the request's fields")
+    if err == errno.ENOENT:
+        return {Cmd.OBJ_GET: "nothing is pinned at that path",
+                Cmd.OBJ_PIN: "the directory does not exist (create it inside /sys/fs/bpf)"}.get(
+            cmd, "no such object (it may have been closed, or the id/name does not exist)")
+    if err == errno.ENOSPC:
+        return {Cmd.PROG_LOAD: "the verifier log buffer is too small: pass a larger log_size",
+                Cmd.BTF_LOAD: "the BTF log buffer is too small: pass a larger log_size"}.get(
+            cmd, "the output buffer is too small (batch: a hash bucket has more elements "
+                 "than count; retry with a larger count)")
+    if err == errno.EEXIST:
+        return "the path already exists: unpin it first (rm the file) or choose another path"
+    return _HINTS.get(err, "see bpf(2)")
+
+
+def _good_fd(fd):
+    """``fd`` moved to >= 3, so a daemon with closed stdin/stdout/stderr keeps its objects."""
+    if fd >= 3:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return new
+
+
+def bpf(cmd, attr, *, capability=None):
+    """Run bpf(``cmd``, ``attr``) and return its result (an fd for commands that create one).
+
+    ``attr`` is ``bytes`` when the kernel only reads it, a ctypes char array when the kernel
+    writes results back into it. Failures raise the exception :func:`error` picks.
+    """
+    ret = _sys_bpf(cmd, attr)
+    if ret < 0:
+        raise error(cmd, -ret, capability)
+    return _good_fd(ret) if cmd in _FD_COMMANDS else ret
+
+
+# ---------------------------------------------------------------------------------------------
+# Buffers and names.
+
+
+def _copy(data):
+    """A ctypes copy of input bytes (bytes, bytearray, memoryview) or None for None/empty.
+
+    Its address goes into an attr; the caller holds it until the system call returns.
+    """
+    if not data:
+        return None
+    return (ctypes.c_char * len(data)).from_buffer_copy(data)
+
+
+def _ptr(buf):
+    """The u64 address of a ctypes buffer, 0 for None."""
+    return 0 if buf is None else ctypes.addressof(buf)
+
+
+def _inout(attr_bytes):
+    """A writable ctypes copy of an attr, for commands that write results into it."""
+    return (ctypes.c_char * len(attr_bytes)).from_buffer_copy(attr_bytes)
+
+
+def _buffer(size):
+    """A zeroed ctypes buffer of ``size`` bytes for the kernel to fill."""
+    return ctypes.create_string_buffer(size)
+
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def object_name(name):
+    """``name`` as the kernel accepts it: characters outside ``[A-Za-z0-9_.]`` become ``_``,
+    cut to 15 characters (BPF_OBJ_NAME_LEN - 1)."""
+    return _NAME_BAD.sub("_", name)[:BPF_OBJ_NAME_LEN - 1]
+
+
+def _packer(fmt):
+    """A ``struct.Struct`` with the layout of the construct Struct ``fmt`` (integers and
+    padding only): the same declaration, packed ten times faster on the hot paths."""
+    codes = []
+    for sub in fmt.subcons:
+        inner = sub.subcon if isinstance(sub, Renamed) else sub
+        if isinstance(inner, FormatField):
+            codes.append(inner.fmtstr[1:])
+        else:
+            codes.append(f"{inner.sizeof()}x")
+    return struct.Struct("<" + "".join(codes))
+
+
+# ---------------------------------------------------------------------------------------------
+# union bpf_attr members. Comments give the kernel's name of each (anonymous) member.
+
+#: BPF_MAP_CREATE ("anonymous struct used by BPF_MAP_CREATE command")
+MapCreateAttr = Struct(
+    "map_type" / Int32ul,
+    "key_size" / Int32ul,
+    "value_size" / Int32ul,
+    "max_entries" / Int32ul,
+    "map_flags" / Int32ul,
+    "inner_map_fd" / Int32ul,
+    "numa_node" / Int32ul,
+    "map_name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
+    "map_ifindex" / Int32ul,
+    "btf_fd" / Int32ul,
+    "btf_key_type_id" / Int32ul,
+    "btf_value_type_id" / Int32ul,
+    "btf_vmlinux_value_type_id" / Int32ul,
+    "map_extra" / Int64ul,
+)
+
+#: BPF_MAP_*_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_FREEZE; ``value`` is also ``next_key``
+MapElemAttr = Struct(
+    "map_fd" / Int32ul,
+    Padding(4),
+    "key" / Int64ul,
+    "value" / Int64ul,
+    "flags" / Int64ul,
+)
+
+#: BPF_MAP_*_BATCH (union member ``batch``)
+BatchAttr = Struct(
+    "in_batch" / Int64ul,
+    "out_batch" / Int64ul,
+    "keys" / Int64ul,
+    "values" / Int64ul,
+    "count" / Int32ul,
+    "map_fd" / Int32ul,
+    "elem_flags" / Int64ul,
+    "flags" / Int64ul,
+)
+
+#: BPF_PROG_LOAD ("anonymous struct used by BPF_PROG_LOAD command"), up to log_true_size (6.4)
+ProgLoadAttr = Struct(
+    "prog_type" / Int32ul,
+    "insn_cnt" / Int32ul,
+    "insns" / Int64ul,
+    "license" / Int64ul,
+    "log_level" / Int32ul,
+    "log_size" / Int32ul,
+    "log_buf" / Int64ul,
+    "kern_version" / Int32ul,
+    "prog_flags" / Int32ul,
+    "prog_name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
+    "prog_ifindex" / Int32ul,
+    "expected_attach_type" / Int32ul,
+    "prog_btf_fd" / Int32ul,
+    "func_info_rec_size" / Int32ul,
+    "func_info" / Int64ul,
+    "func_info_cnt" / Int32ul,
+    "line_info_rec_size" / Int32ul,
+    "line_info" / Int64ul,
+    "line_info_cnt" / Int32ul,
+    "attach_btf_id" / Int32ul,
+    "attach_prog_fd" / Int32ul,
+    "core_relo_cnt" / Int32ul,
+    "fd_array" / Int64ul,
+    "core_relos" / Int64ul,
+    "core_relo_rec_size" / Int32ul,
+    "log_true_size" / Int32ul,
+)
+
+#: BPF_PROG_TEST_RUN (union member ``test``), up to ``cpu``
+TestAttr = Struct(
+    "prog_fd" / Int32ul,
+    "retval" / Int32ul,
+    "data_size_in" / Int32ul,
+    "data_size_out" / Int32ul,
+    "data_in" / Int64ul,
+    "data_out" / Int64ul,
+    "repeat" / Int32ul,
+    "duration" / Int32ul,
+    "ctx_size_in" / Int32ul,
+    "ctx_size_out" / Int32ul,
+    "ctx_in" / Int64ul,
+    "ctx_out" / Int64ul,
+    "flags" / Int32ul,
+    "cpu" / Int32ul,
+)
+
+#: BPF_OBJ_PIN, BPF_OBJ_GET ("anonymous struct used by BPF_OBJ_* commands")
+ObjAttr = Struct(
+    "pathname" / Int64ul,
+    "bpf_fd" / Int32ul,
+    "file_flags" / Int32ul,
+)
+
+#: BPF_*_GET_NEXT_ID and BPF_*_GET_FD_BY_ID; ``start_id`` is also prog_id/map_id/link_id
+GetIdAttr = Struct(
+    "start_id" / Int32ul,
+    "next_id" / Int32ul,
+    "open_flags" / Int32ul,
+)
+
+#: BPF_OBJ_GET_INFO_BY_FD (union member ``info``)
+InfoAttr = Struct(
+    "bpf_fd" / Int32ul,
+    "info_len" / Int32ul,
+    "info" / Int64ul,
+)
+
+#: BPF_RAW_TRACEPOINT_OPEN (union member ``raw_tracepoint``), up to prog_fd
+RawTracepointAttr = Struct(
+    "name" / Int64ul,
+    "prog_fd" / Int32ul,
+)
+
+#: BPF_BTF_LOAD ("anonymous struct for BPF_BTF_LOAD"), up to btf_log_true_size (6.4)
+BtfLoadAttr = Struct(
+    "btf" / Int64ul,
+    "btf_log_buf" / Int64ul,
+    "btf_size" / Int32ul,
+    "btf_log_size" / Int32ul,
+    "btf_log_level" / Int32ul,
+    "btf_log_true_size" / Int32ul,
+)
+
+#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``
+LinkCreateAttr = Struct(
+    "prog_fd" / Int32ul,
+    "target_fd" / Int32ul,
+    "attach_type" / Int32ul,
+    "flags" / Int32ul,
+    "bpf_cookie" / Int64ul,
+)
+
+#: BPF_ENABLE_STATS (union member ``enable_stats``)
+EnableStatsAttr = Struct(
+    "type" / Int32ul,
+)
+
+#: struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1). ``flags`` holds the bitfield
+#: that starts with disabled (bit 0), inherit (1), pinned (2), exclusive (3)...
+PerfEventAttr = Struct(
+    "type" / Int32ul,
+    "size" / Int32ul,
+    "config" / Int64ul,
+    "sample_period" / Int64ul,
+    "sample_type" / Int64ul,
+    "read_format" / Int64ul,
+    "flags" / Int64ul,
+    "wakeup_events" / Int32ul,
+    "bp_type" / Int32ul,
+    "config1" / Int64ul,
+    "config2" / Int64ul,
+)
+
+# Info structs the kernel fills for BPF_OBJ_GET_INFO_BY_FD (include/uapi/linux/bpf.h).
+
+#: struct bpf_prog_info, up to attach_btf_id
+bpf_prog_info = Struct(
+    "type" / Int32ul,
+    "id" / Int32ul,
+    "tag" / Bytes(8),
+    "jited_prog_len" / Int32ul,
+    "xlated_prog_len" / Int32ul,
+    "jited_prog_insns" / Int64ul,
+    "xlated_prog_insns" / Int64ul,
+    "load_time" / Int64ul,
+    "created_by_uid" / Int32ul,
+    "nr_map_ids" / Int32ul,
+    "map_ids" / Int64ul,
+    "name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
+    "ifindex" / Int32ul,
+    "gpl_compatible" / Int32ul,
+    "netns_dev" / Int64ul,
+    "netns_ino" / Int64ul,
+    "nr_jited_ksyms" / Int32ul,
+    "nr_jited_func_lens" / Int32ul,
+    "jited_ksyms" / Int64ul,
+    "jited_func_lens" / Int64ul,
+    "btf_id" / Int32ul,
+    "func_info_rec_size" / Int32ul,
+    "func_info" / Int64ul,
+    "nr_func_info" / Int32ul,
+    "nr_line_info" / Int32ul,
+    "line_info" / Int64ul,
+    "jited_line_info" / Int64ul,
+    "nr_jited_line_info" / Int32ul,
+    "line_info_rec_size" / Int32ul,
+    "jited_line_info_rec_size" / Int32ul,
+    "nr_prog_tags" / Int32ul,
+    "prog_tags" / Int64ul,
+    "run_time_ns" / Int64ul,
+    "run_cnt" / Int64ul,
+    "recursion_misses" / Int64ul,
+    "verified_insns" / Int32ul,
+    "attach_btf_obj_id" / Int32ul,
+    "attach_btf_id" / Int32ul,
+    Padding(4),
+)
+
+#: struct bpf_map_info, up to map_extra
+bpf_map_info = Struct(
+    "type" / Int32ul,
+    "id" / Int32ul,
+    "key_size" / Int32ul,
+    "value_size" / Int32ul,
+    "max_entries" / Int32ul,
+    "map_flags" / Int32ul,
+    "name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
+    "ifindex" / Int32ul,
+    "btf_vmlinux_value_type_id" / Int32ul,
+    "netns_dev" / Int64ul,
+    "netns_ino" / Int64ul,
+    "btf_id" / Int32ul,
+    "btf_key_type_id" / Int32ul,
+    "btf_value_type_id" / Int32ul,
+    "btf_vmlinux_id" / Int32ul,
+    "map_extra" / Int64ul,
+)
+
+#: struct bpf_link_info: the common head; the per-type union stays raw bytes
+bpf_link_info = Struct(
+    "type" / Int32ul,
+    "id" / Int32ul,
+    "prog_id" / Int32ul,
+    Padding(4),
+    "details" / Bytes(48),
+)
+
+_INFO_STRUCTS = {"prog": bpf_prog_info, "map": bpf_map_info, "link": bpf_link_info}
+
+_ELEM = _packer(MapElemAttr)
+_BATCH = _packer(BatchAttr)
+_BATCH_COUNT_OFFSET = 32  # offsetof(batch, count), checked against BatchAttr in the tests
+_COUNT = struct.Struct("<I")
+_LOOKUP, _UPDATE = Cmd.MAP_LOOKUP_ELEM, Cmd.MAP_UPDATE_ELEM
+
+# ---------------------------------------------------------------------------------------------
+# RLIMIT_MEMLOCK: kernels before 5.11 charge bpf memory to it; later ones to the memory cgroup.
+
+_memlock = {"checked": False}
+
+
+def _memcg_accounting():
+    """True if the kernel charges bpf memory to memcg: a map can be made with memlock at 0."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    attr = MapCreateAttr.build(dict(map_type=MapType.ARRAY, key_size=4, value_size=4,
+                                    max_entries=1, map_flags=0, inner_map_fd=0, numa_node=0,
+                                    map_name="", map_ifindex=0, btf_fd=0, btf_key_type_id=0,
+                                    btf_value_type_id=0, btf_vmlinux_value_type_id=0,
+                                    map_extra=0))
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, hard))
+    try:
+        fd = _sys_bpf(Cmd.MAP_CREATE, attr)
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
+    if fd >= 0:
+        os.close(fd)
+    return fd >= 0
+
+
+def ensure_memlock():
+    """Once per process: raise RLIMIT_MEMLOCK if (and only if) the kernel still counts it.
+
+    Never fails: without CAP_SYS_RESOURCE raising is refused, and loading goes on anyway.
+    """
+    if _memlock["checked"]:
+        return
+    _memlock["checked"] = True
+    try:
+        if not _memcg_accounting():
+            resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                               (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (OSError, ValueError):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Maps.
+
+
+def map_create(map_type, key_size, value_size, max_entries, flags=0, name="", inner_map_fd=0,
+               numa_node=None, btf_fd=0, btf_key_type_id=0, btf_value_type_id=0,
+               map_extra=0):
+    """BPF_MAP_CREATE: a new map's fd. ``numa_node`` sets BPF_F_NUMA_NODE when given."""
+    ensure_memlock()
+    if numa_node is not None:
+        flags |= MapFlags.NUMA_NODE
+    attr = MapCreateAttr.build(dict(
+        map_type=map_type, key_size=key_size, value_size=value_size, max_entries=max_entries,
+        map_flags=flags, inner_map_fd=inner_map_fd, numa_node=numa_node or 0,
+        map_name=object_name(name), map_ifindex=0, btf_fd=btf_fd,
+        btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id,
+        btf_vmlinux_value_type_id=0, map_extra=map_extra))
+    return bpf(Cmd.MAP_CREATE, attr)
+
+
+def map_lookup_elem(fd, key, value_size, flags=0):
+    """BPF_MAP_LOOKUP_ELEM: the value stored under ``key``; MapKeyError if absent."""
+    key_buf, value = _copy(key), _buffer(value_size)
+    bpf(_LOOKUP, _ELEM.pack(fd, _ptr(key_buf), ctypes.addressof(value), flags))
+    return value.raw
+
+
+def map_update_elem(fd, key, value, flags=0):
+    """BPF_MAP_UPDATE_ELEM: store ``value`` under ``key`` (flags: ANY, NOEXIST, EXIST)."""
+    key_buf, value_buf = _copy(key), _copy(value)
+    bpf(_UPDATE, _ELEM.pack(fd, _ptr(key_buf), _ptr(value_buf), flags))
+
+
+def map_delete_elem(fd, key):
+    """BPF_MAP_DELETE_ELEM: remove ``key``; MapKeyError if absent."""
+    key_buf = _copy(key)
+    bpf(Cmd.MAP_DELETE_ELEM, _ELEM.pack(fd, _ptr(key_buf), 0, 0))
+
+
+def map_get_next_key(fd, key, key_size):
+    """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (the first one for None), None at the end."""
+    key_buf, next_key = _copy(key), _buffer(key_size)
+    try:
+        bpf(Cmd.MAP_GET_NEXT_KEY, _ELEM.pack(fd, _ptr(key_buf), ctypes.addressof(next_key), 0))
+    except MapError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return next_key.raw
+
+
+def map_lookup_and_delete_elem(fd, key, value_size, flags=0):
+    """BPF_MAP_LOOKUP_AND_DELETE_ELEM: pop the value under ``key`` (or the head of a queue)."""
+    key_buf, value = _copy(key), _buffer(value_size)
+    bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM,
+        _ELEM.pack(fd, _ptr(key_buf), ctypes.addressof(value), flags))
+    return value.raw
+
+
+def map_freeze(fd):
+    """BPF_MAP_FREEZE: make the map read-only for user space from now on."""
+    bpf(Cmd.MAP_FREEZE, _ELEM.pack(fd, 0, 0, 0))
+
+
+def _batch_token_size(key_size):
+    """Bytes for in_batch/out_batch: the kernel's cursor is a key (arrays) or a u32 bucket."""
+    return max(key_size, 8)
+
+
+def _batch_count(attr):
+    """The ``count`` the kernel wrote back into a batch attr."""
+    return _COUNT.unpack_from(attr, _BATCH_COUNT_OFFSET)[0]
+
+
+def _lookup_batch(cmd, fd, in_batch, key_size, value_size, count, elem_flags, flags):
+    """Shared body of the two lookup batch commands (see :func:`map_lookup_batch`)."""
+    keys, values = _buffer(key_size * count), _buffer(value_size * count)
+    in_buf, out_batch = _copy(in_batch), _buffer(_batch_token_size(key_size))
+    attr = _inout(_BATCH.pack(_ptr(in_buf), ctypes.addressof(out_batch), ctypes.addressof(keys),
+                              ctypes.addressof(values), count, fd, elem_flags, flags))
+    done = False
+    try:
+        bpf(cmd, attr)
+    except MapError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        done = True
+    n = _batch_count(attr)
+    return keys.raw[:n * key_size], values.raw[:n * value_size], n, out_batch.raw, done
+
+
+def map_lookup_batch(fd, in_batch, key_size, value_size, count, elem_flags=0, flags=0):
+    """BPF_MAP_LOOKUP_BATCH: up to ``count`` elements after the cursor ``in_batch`` (None:
+    from the start). Returns (keys, values, n, out_batch, done); ENOSPC is raised."""
+    return _lookup_batch(Cmd.MAP_LOOKUP_BATCH, fd, in_batch, key_size, value_size, count,
+                         elem_flags, flags)
+
+
+def map_lookup_and_delete_batch(fd, in_batch, key_size, value_size, count, elem_flags=0,
+                                flags=0):
+    """BPF_MAP_LOOKUP_AND_DELETE_BATCH: like :func:`map_lookup_batch`, deleting what it reads."""
+    return _lookup_batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH, fd, in_batch, key_size, value_size,
+                         count, elem_flags, flags)
+
+
+def map_update_batch(fd, keys, values, count, elem_flags=0, flags=0):
+    """BPF_MAP_UPDATE_BATCH: store ``count`` packed keys/values; returns how many were stored."""
+    keys_buf, values_buf = _copy(keys), _copy(values)
+    attr = _inout(_BATCH.pack(0, 0, _ptr(keys_buf), _ptr(values_buf), count, fd, elem_flags,
+                              flags))
+    bpf(Cmd.MAP_UPDATE_BATCH, attr)
+    return _batch_count(attr)
+
+
+def map_delete_batch(fd, keys, count, elem_flags=0, flags=0):
+    """BPF_MAP_DELETE_BATCH: delete ``count`` packed keys; returns how many were deleted."""
+    keys_buf = _copy(keys)
+    attr = _inout(_BATCH.pack(0, 0, _ptr(keys_buf), 0, count, fd, elem_flags, flags))
+    bpf(Cmd.MAP_DELETE_BATCH, attr)
+    return _batch_count(attr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Programs.
+
+_STAT_LINE = re.compile(r"^(processed \d+ insns|verification time|stack depth)")
+_INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
+
+
+def log_summary(log):
+    """The telling last line(s) of a verifier log, without the statistics lines at its end."""
+    lines = [line for line in log.rstrip("\0").splitlines()
+             if line.strip() and not _STAT_LINE.match(line)]
+    if not lines:
+        return ""
+    last = lines[-1]
+    if len(lines) > 1 and (last[0].isspace() or last.startswith("invalid bpf_context")):
+        return f"{lines[-2].strip()}: {last.strip()}"
+    return last.strip()
+
+
+def log_failing_slot(log):
+    """The instruction slot the verifier stopped at: the last ``N: (op) ...`` line, or None."""
+    slot = None
+    for line in log.splitlines():
+        match = _INSN_LINE.match(line)
+        if match:
+            slot = int(match.group(1))
+    return slot
+
+
+def _log_text(buf):
+    """A log buffer's text up to its NUL."""
+    return buf.value.decode("utf-8", "replace") if buf is not None else ""
+
+
+def prog_load(prog_type, insns, license="GPL", *, name="", log_level=0, log_size=0,
+              kern_version=0, prog_flags=0, expected_attach_type=0, prog_btf_fd=0,
+              func_info=b"", func_info_rec_size=8, line_info=b"", line_info_rec_size=16,
+              attach_btf_id=0, fd_array=None):
+    """BPF_PROG_LOAD: (fd, verifier log) for raw instruction bytes ``insns``.
+
+    A failure with a verifier log raises VerifierError; every failure's exception carries
+    ``.log`` and ``.log_true_size`` (the log size the kernel wanted, 0 before 6.4).
+    """
+    ensure_memlock()
+    insns_buf, license_buf = _copy(insns), _copy(license.encode() + b"\0")
+    func_info_buf, line_info_buf = _copy(func_info), _copy(line_info)
+    log_buf = _buffer(log_size) if log_size else None
+    fds = (ctypes.c_int * len(fd_array))(*fd_array) if fd_array else None
+    attr = _inout(ProgLoadAttr.build(dict(
+        prog_type=prog_type, insn_cnt=len(insns) // 8, insns=_ptr(insns_buf),
+        license=_ptr(license_buf), log_level=log_level if log_size else 0,
+        log_size=log_size, log_buf=_ptr(log_buf), kern_version=kern_version,
+        prog_flags=prog_flags, prog_name=object_name(name), prog_ifindex=0,
+        expected_attach_type=expected_attach_type, prog_btf_fd=prog_btf_fd,
+        func_info_rec_size=func_info_rec_size if func_info else 0, func_info=_ptr(func_info_buf),
+        func_info_cnt=len(func_info) // func_info_rec_size if func_info else 0,
+        line_info_rec_size=line_info_rec_size if line_info else 0, line_info=_ptr(line_info_buf),
+        line_info_cnt=len(line_info) // line_info_rec_size if line_info else 0,
+        attach_btf_id=attach_btf_id, attach_prog_fd=0, core_relo_cnt=0, fd_array=_ptr(fds),
+        core_relos=0, core_relo_rec_size=0, log_true_size=0)))
+    try:
+        fd = bpf(Cmd.PROG_LOAD, attr, capability=capability_for(Cmd.PROG_LOAD, prog_type))
+    except SyscallError as exc:
+        raise _load_error(exc, _log_text(log_buf),
+                          ProgLoadAttr.parse(attr.raw).log_true_size) from None
+    return fd, _log_text(log_buf)
+
+
+def _load_error(exc, log, log_true_size):
+    """``exc`` from BPF_PROG_LOAD, as a VerifierError when the verifier wrote a log."""
+    if log and exc.errno != errno.ENOSPC:
+        summary = log_summary(log)
+        exc = VerifierError(exc.errno, f"BPF_PROG_LOAD: verifier rejected the program "
+                            f"({errno_name(exc.errno)}): {summary}; full log: err.log",
+                            log=log, summary=summary, insn_index=log_failing_slot(log))
+    exc.log = log
+    exc.log_true_size = log_true_size
+    return exc
+
+
+def prog_test_run(prog_fd, data_in=b"", data_size_out=0, ctx_in=b"", ctx_size_out=0,
+                  repeat=1, flags=0, cpu=0):
+    """BPF_PROG_TEST_RUN: run the program in the kernel on ``data_in``/``ctx_in``.
+
+    Returns (retval, duration_ns, data_out, ctx_out).
+    """
+    data_buf, ctx_buf = _copy(data_in), _copy(ctx_in)
+    data_out = _buffer(data_size_out) if data_size_out else None
+    ctx_out = _buffer(ctx_size_out) if ctx_size_out else None
+    attr = _inout(TestAttr.build(dict(
+        prog_fd=prog_fd, retval=0, data_size_in=len(data_in), data_size_out=data_size_out,
+        data_in=_ptr(data_buf), data_out=_ptr(data_out), repeat=repeat, duration=0,
+        ctx_size_in=len(ctx_in), ctx_size_out=ctx_size_out, ctx_in=_ptr(ctx_buf),
+        ctx_out=_ptr(ctx_out), flags=flags, cpu=cpu)))
+    bpf(Cmd.PROG_TEST_RUN, attr)
+    out = TestAttr.parse(attr.raw)
+    data = data_out.raw[:out.data_size_out] if data_out is not None else b""
+    ctx = ctx_out.raw[:out.ctx_size_out] if ctx_out is not None else b""
+    return out.retval, out.duration, data, ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinning, ids, info.
+
+
+def obj_pin(fd, path):
+    """BPF_OBJ_PIN: make the object live on as a file at ``path`` inside bpffs."""
+    path_buf = _copy(os.fsencode(path) + b"\0")
+    bpf(Cmd.OBJ_PIN, ObjAttr.build(dict(pathname=_ptr(path_buf), bpf_fd=fd, file_flags=0)))
+
+
+def obj_get(path, flags=0):
+    """BPF_OBJ_GET: a new fd for the object pinned at ``path``."""
+    path_buf = _copy(os.fsencode(path) + b"\0")
+    return bpf(Cmd.OBJ_GET, ObjAttr.build(dict(pathname=_ptr(path_buf), bpf_fd=0,
+                                               file_flags=flags)))
+
+
+def obj_get_info_by_fd(fd, kind):
+    """BPF_OBJ_GET_INFO_BY_FD: the ``"prog"``, ``"map"`` or ``"link"`` info struct as a dict."""
+    layout = _INFO_STRUCTS[kind]
+    info = _buffer(layout.sizeof())
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, InfoAttr.build(dict(bpf_fd=fd, info_len=layout.sizeof(),
+                                                    info=ctypes.addressof(info))))
+    fields = {k: v for k, v in layout.parse(info.raw).items() if not k.startswith("_")}
+    if "tag" in fields:
+        fields["tag"] = fields["tag"].hex()
+    return fields
+
+
+def _get_next_id(cmd, start_id):
+    """The id after ``start_id`` for a *_GET_NEXT_ID command, None after the last."""
+    attr = _inout(GetIdAttr.build(dict(start_id=start_id, next_id=0, open_flags=0)))
+    try:
+        bpf(cmd, attr)
+    except SyscallError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return GetIdAttr.parse(attr.raw).next_id
+
+
+def _get_fd_by_id(cmd, obj_id):
+    """A new fd for the object with id ``obj_id``."""
+    return bpf(cmd, GetIdAttr.build(dict(start_id=obj_id, next_id=0, open_flags=0)))
+
+
+def prog_get_next_id(start_id):
+    """BPF_PROG_GET_NEXT_ID: the next loaded program's id after ``start_id``, or None."""
+    return _get_next_id(Cmd.PROG_GET_NEXT_ID, start_id)
+
+
+def map_get_next_id(start_id):
+    """BPF_MAP_GET_NEXT_ID: the next map's id after ``start_id``, or None."""
+    return _get_next_id(Cmd.MAP_GET_NEXT_ID, start_id)
+
+
+def link_get_next_id(start_id):
+    """BPF_LINK_GET_NEXT_ID: the next link's id after ``start_id``, or None."""
+    return _get_next_id(Cmd.LINK_GET_NEXT_ID, start_id)
+
+
+def prog_get_fd_by_id(prog_id):
+    """BPF_PROG_GET_FD_BY_ID: an fd for the program with this id."""
+    return _get_fd_by_id(Cmd.PROG_GET_FD_BY_ID, prog_id)
+
+
+def map_get_fd_by_id(map_id):
+    """BPF_MAP_GET_FD_BY_ID: an fd for the map with this id."""
+    return _get_fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id)
+
+
+def link_get_fd_by_id(link_id):
+    """BPF_LINK_GET_FD_BY_ID: an fd for the link with this id."""
+    return _get_fd_by_id(Cmd.LINK_GET_FD_BY_ID, link_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Links, BTF, stats.
+
+
+def link_create(prog_fd, target_fd, attach_type, flags=0, bpf_cookie=0):
+    """BPF_LINK_CREATE: attach ``prog_fd`` to ``target_fd``; the link's fd (close = detach)."""
+    return bpf(Cmd.LINK_CREATE, LinkCreateAttr.build(dict(
+        prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags,
+        bpf_cookie=bpf_cookie)), capability="CAP_PERFMON (and CAP_BPF)")
+
+
+def raw_tracepoint_open(name, prog_fd):
+    """BPF_RAW_TRACEPOINT_OPEN: attach a raw tracepoint program to tracepoint ``name``."""
+    name_buf = _copy(name.encode() + b"\0")
+    return bpf(Cmd.RAW_TRACEPOINT_OPEN, RawTracepointAttr.build(dict(name=_ptr(name_buf),
+                                                                     prog_fd=prog_fd)))
+
+
+def btf_load(btf, log_level=0, log_size=0):
+    """BPF_BTF_LOAD: (fd, log) for raw BTF type information."""
+    ensure_memlock()
+    btf_buf, log_buf = _copy(btf), (_buffer(log_size) if log_size else None)
+    attr = BtfLoadAttr.build(dict(btf=_ptr(btf_buf), btf_log_buf=_ptr(log_buf),
+                                  btf_size=len(btf), btf_log_size=log_size,
+                                  btf_log_level=log_level if log_size else 0,
+                                  btf_log_true_size=0))
+    try:
+        fd = bpf(Cmd.BTF_LOAD, _inout(attr))
+    except SyscallError as exc:
+        exc.log = _log_text(log_buf)
+        raise
+    return fd, _log_text(log_buf)
+
+
+def enable_stats(type=BPF_STATS_RUN_TIME):
+    """BPF_ENABLE_STATS: turn on run_time_ns/run_cnt accounting while the returned fd is open."""
+    return bpf(Cmd.ENABLE_STATS, EnableStatsAttr.build(dict(type=type)))
+
+
+# ---------------------------------------------------------------------------------------------
+# perf events (tracepoints are perf events a BPF program can be attached to).
+
+
+def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=PERF_FLAG_FD_CLOEXEC,
+                    sample_period=1, sample_type=PERF_SAMPLE_RAW, wakeup_events=1):
+    """perf_event_open(2): an fd for the event ``type``/``config`` (a tracepoint id...)."""
+    attr = PerfEventAttr.build(dict(
+        type=type, size=PerfEventAttr.sizeof(), config=config, sample_period=sample_period,
+        sample_type=sample_type, read_format=0, flags=0, wakeup_events=wakeup_events,
+        bp_type=0, config1=0, config2=0))
+    ret = _sys_perf_event_open(attr, pid, cpu, group_fd, flags)
+    if ret < 0:
+        raise _perf_error("perf_event_open", -ret)
+    return _good_fd(ret)
+
+
+def perf_event_ioctl(fd, request, arg=0):
+    """ioctl(2) on a perf event fd: PERF_EVENT_IOC_SET_BPF, _ENABLE, _DISABLE."""
+    ret = _sys_ioctl(fd, request, arg)
+    if ret < 0:
+        raise _perf_error(f"ioctl({request:#x})", -ret)
+    return ret
+
+
+def _perf_error(what, err):
+    """The exception for a failed perf_event_open/ioctl."""
+    if err in (errno.EPERM, errno.EACCES):
+        return BPFPermissionError(err, what, "CAP_PERFMON")
+    hint = {errno.ENOENT: "no such event (check the tracepoint id)",
+            errno.EINVAL: "check type, config, sample_type, pid/cpu and flags",
+            errno.EEXIST: "a BPF program is already attached to this event"}.get(
+        err, _HINTS.get(err, "see perf_event_open(2)"))
+    return SyscallError(err, what, f"{what} failed: {errno_name(err)} ({os.strerror(err)}): "
+                        f"{hint}")
+
+
+def possible_cpus():
+    """How many CPUs the kernel may ever bring online (per-CPU map values have one slot each)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        return parse_cpu_list(f.read())
+
+
+def parse_cpu_list(text):
+    """The number of CPUs in a kernel cpu list such as ``0-3,8``: the highest id + 1."""
+    highest = -1
+    for part in text.strip().split(","):
+        highest = max(highest, int(part.split("-")[-1]))
+    return highest + 1
