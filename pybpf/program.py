@@ -1,0 +1,185 @@
+"""Programs: eBPF bytecode that the kernel's verifier accepted and now owns.
+
+``BPF_PROG_LOAD`` hands the kernel a program's instructions. Before it accepts them, the
+verifier walks every path and proves the program safe (no uninitialised register read, no
+out-of-bounds access, always terminates). When it refuses, its log explains why, one line per
+instruction it simulated; :class:`Program` turns that log into a :class:`VerifierError` that
+points at the instruction of *your* program (and the C line it implements) that failed.
+"""
+
+import errno
+import os
+from typing import NamedTuple
+
+from . import asm, syscalls
+from .abi import ProgType
+from .errors import SyscallError, VerifierError, errno_name
+from .spec import ProgramSpec
+
+LOG_SIZE = 64 * 1024  # first verifier log buffer; grown on ENOSPC
+LOG_SIZE_MAX = 0xFFFFFFFF >> 2  # the largest log the kernel accepts (UINT32_MAX >> 2)
+EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
+
+
+class TestRun(NamedTuple):
+    """What one BPF_PROG_TEST_RUN returned."""
+
+    __test__ = False  # not a pytest test class
+
+    retval: int
+    duration_ns: int
+    data: bytes
+    ctx: bytes
+
+
+class Program:
+    """A loaded program, owned through its file descriptor (close it, or use ``with``).
+
+    ``maps`` maps the map names used by the instructions to :class:`~pybpf.maps.Map` objects
+    (or fds); ``btf_fd`` is the BTF object ``spec.func_info``/``line_info`` refer to. With
+    ``log_level`` > 0 the verifier log is kept in :attr:`verifier_log` even on success.
+    """
+
+    def __init__(self, spec: ProgramSpec, maps=None, *, log_level=0, btf_fd=0):
+        self.spec = spec
+        self.name = spec.name
+        self.type = ProgType(spec.type)
+        self.insns = asm.resolve(spec.insns, maps)
+        self._fd = -1
+        self._fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)
+
+    @classmethod
+    def from_instructions(cls, insns, prog_type, *, maps=None, name="", license="GPL",
+                          log_level=0, **spec_fields):
+        """Load a list of :class:`~pybpf.asm.Instruction` (e.g. ``Builder().instructions``)."""
+        spec = ProgramSpec(name=name, type=ProgType(prog_type), insns=list(insns),
+                           license=license, **spec_fields)
+        return cls(spec, maps, log_level=log_level)
+
+    # --- loading ------------------------------------------------------------------------
+
+    def _load(self, code, log_level, btf_fd):
+        """(fd, log): without a log first; with a growing one to explain a failure."""
+        options = self._load_options(btf_fd)
+        if log_level:
+            return self._load_with_log(code, log_level, options)
+        try:
+            return _retry_eagain(code, self.type, options)
+        except SyscallError:
+            pass  # load again with a log, to say why
+        return self._load_with_log(code, 1, options)
+
+    def _load_options(self, btf_fd):
+        """The keyword arguments of :func:`syscalls.prog_load` that come from the spec."""
+        spec = self.spec
+        options = dict(license=spec.license, name=spec.name, kern_version=spec.kern_version,
+                       expected_attach_type=spec.expected_attach_type)
+        if btf_fd and spec.func_info:
+            options.update(prog_btf_fd=btf_fd, func_info=spec.func_info,
+                           line_info=spec.line_info or b"")
+        return options
+
+    def _load_with_log(self, code, log_level, options):
+        """Load with a verifier log that grows until the whole log fits."""
+        size = LOG_SIZE
+        while True:
+            try:
+                return _retry_eagain(code, self.type, options, log_level=log_level,
+                                     log_size=size)
+            except SyscallError as exc:
+                if exc.errno != errno.ENOSPC or size >= LOG_SIZE_MAX:
+                    raise self._explain(exc) from None
+                size = min(LOG_SIZE_MAX, max(size * 4, getattr(exc, "log_true_size", 0)))
+
+    def _explain(self, exc):
+        """``exc`` with the failing instruction mapped back to the DSL and its comment."""
+        if not isinstance(exc, VerifierError):
+            return exc
+        index = where = source = None
+        slots = asm.slot_to_index(self.insns)
+        if exc.insn_index is not None and exc.insn_index < len(slots):
+            index = slots[exc.insn_index]
+            source = _nearest_comment(self.insns, index)
+            where = f"instruction {index} `{asm.format_insn(self.insns[index])}`"
+            if source:
+                where += f" from {source!r}"
+        lines = len(exc.log.splitlines())
+        message = (f"program {self.name!r} rejected by the verifier ({errno_name(exc.errno)}): "
+                   f"{exc.summary}" + (f"; at {where}" if where else "")
+                   + f"; full log: err.log ({lines} lines)")
+        err = VerifierError(exc.errno, message, log=exc.log, summary=exc.summary,
+                            insn_index=exc.insn_index, source_index=index, source=source)
+        err.log_true_size = exc.log_true_size
+        return err
+
+    # --- use ----------------------------------------------------------------------------
+
+    @property
+    def fd(self):
+        """The program's file descriptor; ValueError once closed."""
+        if self._fd < 0:
+            raise ValueError(f"program {self.name!r} is closed")
+        return self._fd
+
+    def test_run(self, data=b"", ctx=None, repeat=1, data_size_out=None):
+        """Run the program in the kernel (BPF_PROG_TEST_RUN) on ``data`` and/or ``ctx``.
+
+        ``data_size_out`` defaults to room for ``data`` plus 256 bytes (XDP may grow it).
+        """
+        if data_size_out is None:
+            data_size_out = len(data) + 256 if data else 0
+        ctx = ctx or b""
+        retval, duration, data_out, ctx_out = syscalls.prog_test_run(
+            self.fd, data, data_size_out, ctx, len(ctx), repeat)
+        return TestRun(retval, duration, data_out, ctx_out)
+
+    def info(self):
+        """``bpf_prog_info`` as a dict: id, tag, run_time_ns, run_cnt, verified_insns...
+
+        run_time_ns/run_cnt count only while stats are on (:func:`syscalls.enable_stats`
+        or ``sysctl kernel.bpf_stats_enabled=1``).
+        """
+        return syscalls.obj_get_info_by_fd(self.fd, "prog")
+
+    @property
+    def id(self):
+        """The kernel's id for this program (``bpftool prog show id N``)."""
+        return self.info()["id"]
+
+    def pin(self, path):
+        """Pin the program at ``path`` on a bpf file system so it outlives this process."""
+        syscalls.obj_pin(self.fd, path)
+
+    def close(self):
+        """Release the program's fd (the kernel frees it when nothing else holds it)."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = f"fd={self._fd}" if self._fd >= 0 else "closed"
+        return f"<Program {self.name!r} {self.type.name} {state}>"
+
+
+def _retry_eagain(code, prog_type, options, **log):
+    """:func:`syscalls.prog_load`, retried when a signal interrupted the verifier (EAGAIN)."""
+    for attempt in range(EAGAIN_RETRIES):
+        try:
+            return syscalls.prog_load(prog_type, code, **options, **log)
+        except SyscallError as exc:
+            if exc.errno != errno.EAGAIN or attempt == EAGAIN_RETRIES - 1:
+                raise
+
+
+def _nearest_comment(insns, index):
+    """The comment on ``insns[index]`` or the closest instruction before it, else None."""
+    for insn in reversed(insns[:index + 1]):
+        if insn.comment:
+            return insn.comment
+    return None
