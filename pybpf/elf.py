@@ -48,7 +48,7 @@ from .spec import CollectionSpec, MapSpec, ProgramSpec
 EM_NONE, EM_BPF = 0, 247
 SHT_NOBITS, SHT_SYMTAB, SHT_REL = 8, 2, 9
 SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
-SHN_UNDEF, SHN_LORESERVE = 0, 0xFF00
+SHN_UNDEF = 0
 R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32 = 0, 1, 2, 3
 R_BPF_64_NODYLD32, R_BPF_64_32 = 4, 10
 RELOC_NAMES = {R_BPF_NONE: "R_BPF_NONE", R_BPF_64_64: "R_BPF_64_64",
@@ -822,7 +822,8 @@ def _disassemble_section(obj, section, source_lines):
         relocation = relocations.get(offset) or relocations.get(offset + 4)
         if relocation is not None:
             kind = RELOC_NAMES.get(relocation.type, str(relocation.type))
-            yield f"\t\t{relocation.offset:016x}:  {kind}\t{_symbol_label(obj, relocation.symbol)}\n"
+            target = _symbol_label(obj, relocation.symbol)
+            yield f"\t\t{relocation.offset:016x}:  {kind}\t{target}\n"
 
 
 def _symbol_label(obj, symbol):
