@@ -1,0 +1,199 @@
+"""Attaching programs to kernel hooks: tracepoints and raw tracepoints.
+
+A tracepoint is a static hook compiled into the kernel (``syscalls/sys_enter_execve``).
+tracefs lists them with a numeric id; ``perf_event_open(PERF_TYPE_TRACEPOINT, id)`` opens an
+event for one, and a TRACEPOINT program is attached to that event, either with a bpf_link
+(``BPF_LINK_CREATE``, kernel >= 5.15) or with the older ``PERF_EVENT_IOC_SET_BPF`` ioctl. A raw
+tracepoint (``BPF_RAW_TRACEPOINT_OPEN``) attaches by name, without tracefs or perf, and gives
+the program the tracepoint's raw arguments. Either way a :class:`Link` owns the attachment:
+closing it detaches the program.
+"""
+
+import errno
+import os
+import subprocess
+
+from . import syscalls
+from .abi import (
+    PERF_EVENT_IOC_ENABLE,
+    PERF_EVENT_IOC_SET_BPF,
+    PERF_TYPE_TRACEPOINT,
+    AttachType,
+    ProgType,
+)
+from .errors import AttachError, SyscallError, TracefsError
+
+TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+MOUNT_HINT = "mount -t tracefs nodev /sys/kernel/tracing"
+
+_tracefs = {}
+
+
+def tracefs_path():
+    """Where tracefs is mounted; mounts it at /sys/kernel/tracing when root and it is absent."""
+    if "path" not in _tracefs:
+        _tracefs["path"] = _find_tracefs() or _mount_tracefs()
+    return _tracefs["path"]
+
+
+def _find_tracefs():
+    """The first of TRACEFS_PATHS that has an ``events`` directory, else None."""
+    for path in TRACEFS_PATHS:
+        if os.path.isdir(os.path.join(path, "events")):
+            return path
+    return None
+
+
+def _mount_tracefs():
+    """Mount tracefs (root only), or TracefsError saying how to do it."""
+    if os.geteuid() != 0:
+        raise TracefsError(f"tracefs is not mounted (no events/ in {' or '.join(TRACEFS_PATHS)})"
+                           f"; mount it as root: sudo {MOUNT_HINT}")
+    result = subprocess.run(MOUNT_HINT.split(), capture_output=True, text=True)
+    if result.returncode != 0 or _find_tracefs() is None:
+        raise TracefsError(f"tracefs is not mounted and `{MOUNT_HINT}` failed: "
+                           f"{result.stderr.strip() or 'no events/ directory after mounting'}")
+    return TRACEFS_PATHS[0]
+
+
+def tracepoint_id(category, name):
+    """The id tracefs gives tracepoint ``category/name`` (the perf event ``config``)."""
+    events = os.path.join(tracefs_path(), "events")
+    path = os.path.join(events, category, name, "id")
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except FileNotFoundError:
+        listing = os.path.join(events, category)
+        if not os.path.isdir(listing):
+            listing = events
+        raise AttachError(f"unknown tracepoint {category}/{name} (no {path}); see the known "
+                          f"ones with `ls {listing}`") from None
+
+
+class Link:
+    """An attachment of a program to a hook; owns its fds and detaches on :meth:`close`.
+
+    ``link_fd`` is the bpf_link (None on the ioctl path of kernels < 5.15); ``perf_fd`` the
+    perf event a tracepoint program is attached to (None for raw tracepoints).
+    """
+
+    def __init__(self, description, link_fd=None, perf_fd=None):
+        self.description = description
+        self._link_fd = link_fd
+        self._perf_fd = perf_fd
+
+    @property
+    def fd(self):
+        """The bpf_link's fd (or the perf event's when there is no bpf_link)."""
+        fd = self._link_fd if self._link_fd is not None else self._perf_fd
+        if fd is None:
+            raise ValueError(f"link {self.description} is closed")
+        return fd
+
+    @property
+    def id(self):
+        """The kernel's id of the bpf_link (``bpftool link show id N``), None without one."""
+        if self._link_fd is None:
+            return None
+        return syscalls.obj_get_info_by_fd(self._link_fd, "link")["id"]
+
+    def pin(self, path):
+        """Pin the bpf_link at ``path`` (bpffs) so the program stays attached after exit."""
+        if self._link_fd is None:
+            raise AttachError(f"{self.description}: only a bpf_link can be pinned (this one "
+                              f"was attached with an ioctl; kernels >= 5.15 make links)")
+        syscalls.obj_pin(self._link_fd, path)
+
+    def close(self):
+        """Detach: close the link and perf event fds. Safe to call twice."""
+        for attr in ("_link_fd", "_perf_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                setattr(self, attr, None)
+                os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._link_fd is None and self._perf_fd is None else "attached"
+        return f"<Link {self.description} {state}>"
+
+
+def _check_type(prog, allowed, hook):
+    """AttachError unless ``prog`` has one of the ``allowed`` program types."""
+    if prog.type not in allowed:
+        names = " or ".join(t.name for t in allowed)
+        raise AttachError(f"program {prog.name!r} is {prog.type.name}; {hook} needs a "
+                          f"{names} program")
+
+
+def attach_tracepoint(prog, category, name, cookie=0):
+    """Attach a TRACEPOINT program to ``category/name`` (e.g. syscalls, sys_enter_execve)."""
+    _check_type(prog, (ProgType.TRACEPOINT,), "a tracepoint")
+    perf_fd = syscalls.perf_event_open(PERF_TYPE_TRACEPOINT, tracepoint_id(category, name))
+    try:
+        link_fd = _attach_perf_event(prog, perf_fd, cookie)
+    except BaseException:
+        os.close(perf_fd)
+        raise
+    return Link(f"tracepoint/{category}/{name}", link_fd=link_fd, perf_fd=perf_fd)
+
+
+def _attach_perf_event(prog, perf_fd, cookie):
+    """A bpf_link for prog on the perf event (>= 5.15), else None after the ioctl fallback."""
+    try:
+        return syscalls.link_create(prog.fd, perf_fd, AttachType.PERF_EVENT, bpf_cookie=cookie)
+    except SyscallError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        if cookie:
+            raise AttachError("bpf cookies need BPF_LINK_CREATE for perf events "
+                              "(kernel >= 5.15)") from exc
+    syscalls.perf_event_ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog.fd)
+    syscalls.perf_event_ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0)
+    return None
+
+
+def attach_raw_tracepoint(prog, name):
+    """Attach a RAW_TRACEPOINT program to the raw tracepoint ``name`` (e.g. sys_enter)."""
+    _check_type(prog, (ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE),
+                "a raw tracepoint")
+    try:
+        link_fd = syscalls.raw_tracepoint_open(name, prog.fd)
+    except SyscallError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        raise AttachError(f"unknown raw tracepoint {name!r}; the names are those of "
+                          f"tracepoints without the category (sys_enter, sched_switch)"
+                          ) from None
+    return Link(f"raw_tracepoint/{name}", link_fd=link_fd)
+
+
+SECTIONS = {  # libbpf section prefix -> how many "/"-separated parts name the hook
+    "tracepoint": 2, "tp": 2, "raw_tracepoint": 1, "raw_tp": 1,
+    "raw_tracepoint.w": 1, "raw_tp.w": 1,
+}
+
+
+def attach(prog, section=None):
+    """Attach ``prog`` where its libbpf section name says (``prog.spec.section`` by default):
+    ``tracepoint/<cat>/<name>``, ``tp/<cat>/<name>``, ``raw_tracepoint/<name>``, ``raw_tp/<name>``.
+    """
+    section = section if section is not None else prog.spec.section
+    kind, _, target = section.partition("/")
+    parts = target.split("/") if target else []
+    if kind not in SECTIONS:
+        known = ", ".join(f"{k}/..." for k in SECTIONS)
+        raise AttachError(f"cannot attach section {section!r} automatically; supported: "
+                          f"{known}")
+    if len(parts) != SECTIONS[kind]:
+        shape = "<category>/<name>" if SECTIONS[kind] == 2 else "<name>"
+        raise AttachError(f"section {section!r} should be {kind}/{shape}")
+    if SECTIONS[kind] == 2:
+        return attach_tracepoint(prog, *parts)
+    return attach_raw_tracepoint(prog, parts[0])
