@@ -13,12 +13,13 @@ from typing import NamedTuple
 
 from . import asm, syscalls
 from .abi import ProgType
-from .errors import SyscallError, VerifierError, errno_name
+from .errors import NotSupportedError, SyscallError, VerifierError, errno_name
 from .spec import ProgramSpec
 
 LOG_SIZE = 64 * 1024  # first verifier log buffer; grown on ENOSPC
 LOG_SIZE_MAX = 0xFFFFFFFF >> 2  # the largest log the kernel accepts (UINT32_MAX >> 2)
 EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
+_NEEDS_ATTACH_BTF_ID = (ProgType.TRACING, ProgType.LSM, ProgType.EXT, ProgType.STRUCT_OPS)
 
 
 class TestRun(NamedTuple):
@@ -44,6 +45,11 @@ class Program:
         self.spec = spec
         self.name = spec.name
         self.type = ProgType(spec.type)
+        if self.type in _NEEDS_ATTACH_BTF_ID:
+            raise NotSupportedError(
+                f"program {self.name!r} ({spec.section or self.type.name}) needs the BTF id of "
+                f"its kernel target (attach_btf_id), which pybpf does not resolve yet; "
+                f"fentry/fexit/lsm/freplace/struct_ops programs cannot be loaded")
         self.insns = asm.resolve(spec.insns, maps)
         self._fd = -1
         self._fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)

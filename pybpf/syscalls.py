@@ -172,7 +172,7 @@ def error(cmd, err, capability=None):
     name = f"BPF_{Cmd(cmd).name}"
     base = f"{name} failed: {errno_name(err)} ({os.strerror(err)})"
     if err in (errno.EPERM, errno.EACCES):
-        return BPFPermissionError(err, name, capability or capability_for(cmd))
+        return _permission_error(cmd, err, name, capability or capability_for(cmd))
     if err == errno.ENOENT and cmd in _KEY_COMMANDS:
         return MapKeyError(err, name, f"{name}: key not found (ENOENT)")
     if err == errno.E2BIG and cmd in _UPDATE_COMMANDS:
@@ -183,6 +183,15 @@ def error(cmd, err, capability=None):
                               f"asked for NOEXIST")
     cls = MapError if cmd in _MAP_COMMANDS else SyscallError
     return cls(err, name, f"{base}: {_hint(cmd, err)}")
+
+
+def _permission_error(cmd, err, name, capability):
+    """BPFPermissionError naming the capability (and, for map writes, a frozen map)."""
+    message = (f"{name}: {os.strerror(err)}: needs {capability} (run as root, e.g. with "
+               f"sudo)")
+    if cmd in _UPDATE_COMMANDS or cmd in (Cmd.MAP_DELETE_ELEM, Cmd.MAP_DELETE_BATCH):
+        message += ", or the map is frozen or read-only for user space (BPF_F_RDONLY)"
+    return BPFPermissionError(err, name, capability, message)
 
 
 def _hint(cmd, err):
