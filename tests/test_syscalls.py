@@ -1,0 +1,377 @@
+"""syscalls: attr layouts, errno -> exception mapping (fake syscall), and the real commands."""
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pybpf import syscalls
+from pybpf.abi import Cmd, MapType, ProgType, UpdateFlags
+from pybpf.errors import (
+    BPFPermissionError,
+    KeyExistsError,
+    MapError,
+    MapFullError,
+    MapKeyError,
+    SyscallError,
+    VerifierError,
+)
+
+RET7 = bytes.fromhex("b700000007000000" "9500000000000000")  # r0 = 7; exit
+READ_R2 = bytes.fromhex("bf20000000000000" "9500000000000000")  # r0 = r2; exit (uninit)
+
+
+# --- layouts ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout, size", [
+    # offsetofend(union bpf_attr, <last field used>) from include/uapi/linux/bpf.h
+    (syscalls.MapCreateAttr, 72), (syscalls.MapElemAttr, 32), (syscalls.BatchAttr, 56),
+    (syscalls.ProgLoadAttr, 144), (syscalls.TestAttr, 72), (syscalls.ObjAttr, 16),
+    (syscalls.GetIdAttr, 12), (syscalls.InfoAttr, 16), (syscalls.RawTracepointAttr, 12),
+    (syscalls.BtfLoadAttr, 32), (syscalls.LinkCreateAttr, 24), (syscalls.EnableStatsAttr, 4),
+    (syscalls.PerfEventAttr, 72), (syscalls.bpf_prog_info, 232), (syscalls.bpf_map_info, 88),
+])
+def test_attr_sizes_match_the_kernel(layout, size):
+    assert layout.sizeof() == size
+
+
+def test_fast_packers_match_the_construct_declarations():
+    elem = dict(map_fd=5, key=0x1122334455667788, value=0x99, flags=2)
+    assert syscalls._ELEM.pack(*elem.values()) == syscalls.MapElemAttr.build(elem)
+    batch = dict(in_batch=1, out_batch=2, keys=3, values=4, count=5, map_fd=6, elem_flags=7,
+                 flags=8)
+    built = syscalls.BatchAttr.build(batch)
+    assert syscalls._BATCH.pack(*batch.values()) == built
+    assert syscalls._batch_count(built) == 5
+
+
+def test_object_names_are_sanitized():
+    assert syscalls.object_name("exec count!") == "exec_count_"
+    assert syscalls.object_name("a" * 20) == "a" * 15
+    assert syscalls.object_name("ok_name.v2") == "ok_name.v2"
+
+
+def test_parse_cpu_list():
+    assert syscalls.parse_cpu_list("0\n") == 1
+    assert syscalls.parse_cpu_list("0-3\n") == 4
+    assert syscalls.parse_cpu_list("0-3,8-11") == 12
+
+
+def test_log_summary_drops_statistics_and_finds_the_slot():
+    log = ("func#0 @0\n0: R1=ctx() R10=fp0\n0: (b7) r0 = 1\n1: (0f) r0 += r2\nR2 !read_ok\n"
+           "processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0\n")
+    assert syscalls.log_summary(log) == "R2 !read_ok"
+    assert syscalls.log_failing_slot(log) == 1
+    assert syscalls.log_summary("a\n\tindented detail\n") == "a: indented detail"
+    assert syscalls.log_failing_slot("no instructions") is None
+
+
+def test_unknown_architecture_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(syscalls.platform, "machine", lambda: "sparc64")
+    monkeypatch.setattr(syscalls, "_NR_BPF", None)
+    with pytest.raises(SyscallError, match="sparc64.*x86_64, aarch64"):
+        syscalls._sys_bpf(Cmd.MAP_CREATE, b"")
+
+
+# --- errno mapping with a fake syscall --------------------------------------------------------
+
+@pytest.fixture
+def fake_errno(monkeypatch):
+    """Make every bpf()/perf_event_open()/ioctl fail with the errno the test sets."""
+    state = {"errno": errno.EINVAL, "calls": []}
+
+    def fake(*args):
+        state["calls"].append(args)
+        return -state["errno"]
+
+    monkeypatch.setattr(syscalls, "_sys_bpf", fake)
+    monkeypatch.setattr(syscalls, "_sys_perf_event_open", fake)
+    monkeypatch.setattr(syscalls, "_sys_ioctl", fake)
+    monkeypatch.setattr(syscalls, "_memlock", {"checked": True})
+    return state
+
+
+def _raises(state, err, call, cls, *words):
+    state["errno"] = err
+    with pytest.raises(cls) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)
+    assert info.value.errno == err
+    return info.value
+
+
+def test_permission_errors_name_the_capability(fake_errno):
+    _raises(fake_errno, errno.EPERM, lambda: syscalls.map_create(MapType.ARRAY, 4, 4, 1),
+            BPFPermissionError, "CAP_BPF", "sudo", "BPF_MAP_CREATE")
+    _raises(fake_errno, errno.EPERM, lambda: syscalls.prog_load(ProgType.TRACEPOINT, RET7),
+            BPFPermissionError, "CAP_PERFMON", "sudo")
+    _raises(fake_errno, errno.EACCES, lambda: syscalls.prog_get_fd_by_id(1),
+            BPFPermissionError, "CAP_SYS_ADMIN")
+    _raises(fake_errno, errno.EACCES, lambda: syscalls.perf_event_open(2, 1),
+            BPFPermissionError, "CAP_PERFMON", "perf_event_open")
+    _raises(fake_errno, errno.EPERM, lambda: syscalls.map_update_elem(3, b"k", b"v"),
+            BPFPermissionError, "frozen")
+
+
+def test_map_errors_are_typed(fake_errno):
+    err = _raises(fake_errno, errno.ENOENT, lambda: syscalls.map_lookup_elem(3, b"k", 4),
+                  MapKeyError, "key not found")
+    assert isinstance(err, KeyError)
+    _raises(fake_errno, errno.ENOENT, lambda: syscalls.map_delete_elem(3, b"k"), MapKeyError)
+    _raises(fake_errno, errno.ENOENT,
+            lambda: syscalls.map_lookup_and_delete_elem(3, b"k", 4), MapKeyError)
+    _raises(fake_errno, errno.E2BIG, lambda: syscalls.map_update_elem(3, b"k", b"v"),
+            MapFullError, "max_entries")
+    _raises(fake_errno, errno.EEXIST,
+            lambda: syscalls.map_update_elem(3, b"k", b"v", UpdateFlags.NOEXIST),
+            KeyExistsError, "NOEXIST")
+    _raises(fake_errno, errno.EINVAL, lambda: syscalls.map_create(MapType.ARRAY, 3, 4, 1),
+            MapError, "key_size", "max_entries")
+    _raises(fake_errno, syscalls.ENOTSUPP, lambda: syscalls.map_freeze(3), MapError,
+            "ENOTSUPP", "524")
+    _raises(fake_errno, errno.ENOSPC,
+            lambda: syscalls.map_lookup_batch(3, None, 4, 4, 1), MapError, "larger count")
+
+
+def test_einval_names_the_fields_of_each_command(fake_errno):
+    _raises(fake_errno, errno.EINVAL, lambda: syscalls.prog_test_run(3, b"x"), SyscallError,
+            "data_size_in", "14 bytes")
+    _raises(fake_errno, errno.EINVAL, lambda: syscalls.link_create(3, 4, 41), SyscallError,
+            "attach_type")
+    _raises(fake_errno, errno.EINVAL, lambda: syscalls.prog_load(1, RET7), SyscallError,
+            "prog_type", "expected_attach_type")
+    _raises(fake_errno, errno.ENOENT, lambda: syscalls.obj_get("/sys/fs/bpf/x"),
+            SyscallError, "nothing is pinned")
+    _raises(fake_errno, errno.EEXIST, lambda: syscalls.obj_pin(3, "/sys/fs/bpf/x"),
+            SyscallError, "unpin")
+
+
+def test_end_of_iteration_is_not_an_error(fake_errno, monkeypatch):
+    fake_errno["errno"] = errno.ENOENT
+    assert syscalls.map_get_next_key(3, None, 4) is None
+    assert syscalls.prog_get_next_id(0) is None
+
+    def empty_batch(cmd, attr):  # the kernel writes count = 0 and fails with ENOENT
+        attr[32:36] = bytes(4)
+        return -errno.ENOENT
+    monkeypatch.setattr(syscalls, "_sys_bpf", empty_batch)
+    keys, values, n, _, done = syscalls.map_lookup_batch(3, None, 4, 4, 8)
+    assert (keys, values, n, done) == (b"", b"", 0, True)
+
+
+def test_prog_load_failure_carries_the_log(fake_errno):
+    err = _raises(fake_errno, errno.EINVAL, lambda: syscalls.prog_load(1, RET7, log_size=64,
+                                                                       log_level=1),
+                  SyscallError)
+    assert err.log == "" and err.log_true_size == 0
+
+
+def test_each_command_passes_its_own_size(fake_errno):
+    fake_errno["errno"] = errno.EBADF
+    with pytest.raises(SyscallError, match="not an open bpf object"):
+        syscalls.map_lookup_elem(3, b"k", 4)
+    with pytest.raises(SyscallError):
+        syscalls.prog_load(1, RET7)
+    sizes = {Cmd(cmd): len(attr) for cmd, attr in fake_errno["calls"]}
+    assert sizes == {Cmd.MAP_LOOKUP_ELEM: 32, Cmd.PROG_LOAD: 144}
+
+
+# --- the real kernel --------------------------------------------------------------------------
+
+@pytest.fixture
+def hash_map():
+    fd = syscalls.map_create(MapType.HASH, 4, 8, 4, name="test_hash")
+    yield fd
+    os.close(fd)
+
+
+def k(i):
+    return i.to_bytes(4, "little")
+
+
+@pytest.mark.kernel
+def test_map_element_commands(hash_map):
+    syscalls.map_update_elem(hash_map, k(1), b"A" * 8)
+    assert syscalls.map_lookup_elem(hash_map, k(1), 8) == b"A" * 8
+    with pytest.raises(KeyExistsError):
+        syscalls.map_update_elem(hash_map, k(1), b"B" * 8, UpdateFlags.NOEXIST)
+    with pytest.raises(MapKeyError):
+        syscalls.map_update_elem(hash_map, k(2), b"B" * 8, UpdateFlags.EXIST)
+    assert syscalls.map_get_next_key(hash_map, None, 4) == k(1)
+    assert syscalls.map_get_next_key(hash_map, k(1), 4) is None
+    assert syscalls.map_lookup_and_delete_elem(hash_map, k(1), 8) == b"A" * 8
+    with pytest.raises(MapKeyError):
+        syscalls.map_lookup_elem(hash_map, k(1), 8)
+    with pytest.raises(MapKeyError):
+        syscalls.map_delete_elem(hash_map, k(1))
+
+
+@pytest.mark.kernel
+def test_map_full_and_info(hash_map):
+    for i in range(4):
+        syscalls.map_update_elem(hash_map, k(i), bytearray(8))
+    with pytest.raises(MapFullError):
+        syscalls.map_update_elem(hash_map, k(9), bytes(8))
+    info = syscalls.obj_get_info_by_fd(hash_map, "map")
+    assert (info["type"], info["key_size"], info["value_size"], info["max_entries"],
+            info["name"]) == (MapType.HASH, 4, 8, 4, "test_hash")
+
+
+@pytest.mark.kernel
+def test_map_batch_commands(hash_map):
+    keys = b"".join(k(i) for i in range(4))
+    assert syscalls.map_update_batch(hash_map, keys, bytes(range(32)), 4) == 4
+    got, cursor, done = {}, None, False
+    while not done:
+        ks, vs, n, cursor, done = syscalls.map_lookup_batch(hash_map, cursor, 4, 8, 4)
+        got.update((ks[i * 4:i * 4 + 4], vs[i * 8:i * 8 + 8]) for i in range(n))
+    assert got == {k(i): bytes(range(i * 8, i * 8 + 8)) for i in range(4)}
+    assert syscalls.map_delete_batch(hash_map, keys[:8], 2) == 2
+    ks, vs, n, _, done = syscalls.map_lookup_and_delete_batch(hash_map, None, 4, 8, 4)
+    assert n == 2 and done
+    assert syscalls.map_get_next_key(hash_map, None, 4) is None
+
+
+@pytest.mark.kernel
+def test_map_create_options_and_freeze():
+    fd = syscalls.map_create(MapType.ARRAY, 4, 4, 1, name="frozen", numa_node=0)
+    try:
+        syscalls.map_freeze(fd)
+        with pytest.raises(BPFPermissionError, match="frozen"):
+            syscalls.map_update_elem(fd, k(0), k(1))
+    finally:
+        os.close(fd)
+    with pytest.raises(MapError, match="key_size"):
+        syscalls.map_create(MapType.ARRAY, 3, 4, 1)
+
+
+@pytest.mark.kernel
+def test_prog_load_test_run_info_and_ids():
+    fd, log = syscalls.prog_load(ProgType.SOCKET_FILTER, RET7, name="ret7", log_level=1,
+                                 log_size=4096)
+    try:
+        assert "processed 2 insns" in log
+        with syscalls_stats():
+            retval, duration, data, ctx = syscalls.prog_test_run(fd, bytes(14), 14, repeat=3)
+        assert (retval, data, ctx) == (7, bytes(14), b"")
+        info = syscalls.obj_get_info_by_fd(fd, "prog")
+        assert info["name"] == "ret7" and info["run_cnt"] == 3 and len(info["tag"]) == 16
+        assert syscalls.prog_get_next_id(info["id"] - 1) == info["id"]
+        other = syscalls.prog_get_fd_by_id(info["id"])
+        assert syscalls.obj_get_info_by_fd(other, "prog")["id"] == info["id"]
+        os.close(other)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def syscalls_stats():
+    """BPF_ENABLE_STATS on for the duration of the block."""
+    fd = syscalls.enable_stats()
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.kernel
+def test_prog_load_verifier_error():
+    with pytest.raises(VerifierError) as info:
+        syscalls.prog_load(ProgType.SOCKET_FILTER, READ_R2, log_level=1, log_size=65536)
+    err = info.value
+    assert err.summary == "R2 !read_ok" and err.insn_index == 0
+    assert "processed" in err.log and err.log_true_size >= len(err.log)
+    with pytest.raises(SyscallError, match="log buffer is too small") as small:
+        syscalls.prog_load(ProgType.SOCKET_FILTER, READ_R2, log_level=1, log_size=16)
+    assert small.value.errno == errno.ENOSPC and small.value.log_true_size == err.log_true_size
+
+
+@pytest.mark.kernel
+def test_pin_and_get(tmp_path):
+    bpffs = tmp_path / "bpffs"
+    bpffs.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(bpffs)], check=True)
+    try:
+        fd = syscalls.map_create(MapType.ARRAY, 4, 4, 1, name="pinned")
+        syscalls.obj_pin(fd, str(bpffs / "m"))
+        with pytest.raises(SyscallError, match="unpin"):
+            syscalls.obj_pin(fd, str(bpffs / "m"))
+        again = syscalls.obj_get(str(bpffs / "m"))
+        assert syscalls.obj_get_info_by_fd(again, "map")["name"] == "pinned"
+        os.close(fd)
+        os.close(again)
+        with pytest.raises(SyscallError, match="nothing is pinned"):
+            syscalls.obj_get(str(bpffs / "nothing"))
+    finally:
+        subprocess.run(["umount", str(bpffs)], check=True)
+
+
+def _btf_int():
+    """The smallest valid BTF: one 32-bit INT type named "int"."""
+    import struct
+    types = struct.pack("<IIII", 1, 1 << 24, 4, 32)
+    strings = b"\0int\0"
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types),
+                         len(strings))
+    return header + types + strings
+
+
+@pytest.mark.kernel
+def test_btf_load():
+    fd, log = syscalls.btf_load(_btf_int(), log_level=1, log_size=4096)
+    os.close(fd)
+    with pytest.raises(SyscallError) as info:
+        syscalls.btf_load(b"\0" * 40, log_level=1, log_size=4096)
+    assert info.value.errno == errno.EINVAL and "magic" in info.value.log
+
+
+@pytest.mark.kernel
+def test_possible_cpus():
+    assert syscalls.possible_cpus() >= os.cpu_count()
+
+
+_CLOSED_STDIO = """
+import os, sys
+sys.path.insert(0, {root!r})
+from pybpf import syscalls
+from pybpf.abi import MapType
+os.close(0)
+fd = syscalls.map_create(MapType.ARRAY, 4, 4, 1)
+print(fd, os.get_inheritable(fd))
+"""
+
+
+@pytest.mark.kernel
+def test_fds_below_3_are_moved_up():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _CLOSED_STDIO.format(root=root)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 3 and out[1] == "False"
+
+
+@pytest.mark.kernel
+def test_unprivileged_user_is_told_about_cap_bpf():
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody and try
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            syscalls.map_create(MapType.ARRAY, 4, 4, 1)
+            message = "no error"
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    message = os.read(read_end, 4096).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert message.startswith("BPFPermissionError")
+    assert "CAP_BPF" in message and "sudo" in message
