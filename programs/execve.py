@@ -1,0 +1,228 @@
+"""Process-execution tracker: ``sudo python -m programs.execve [-interval N]``.
+
+Counts execve() calls per process in the kernel (map ``exec_count``), remembers the name of
+the program each process runs (map ``process_names``) and prints both every interval:
+
+    2023/12/01 12:34:58 Tracked 3 processes:
+    2023/12/01 12:34:58 PID: 1234, Name: bash, Executions: 2
+    2023/12/01 12:34:58 ---
+
+The eBPF programs themselves are in :mod:`programs.execve_bpf` (reference C: bpf/program.c).
+"""
+
+import argparse
+import os
+import select
+import signal
+import sys
+import time
+
+from pybpf import BPFError
+from pybpf.attach import attach
+from pybpf.collection import Collection
+from pybpf.disasm import disassemble
+
+from . import execve_bpf
+from .output import emit, table_lines
+
+PROG = "programs.execve"
+
+
+class Tracker:
+    """The loaded and attached programs, and the reading of their maps.
+
+    Use as a context manager: leaving it detaches both programs and closes every fd.
+    """
+
+    def __init__(self, max_pids=execve_bpf.DEFAULT_MAX_PIDS, log_level=0):
+        self.collection = Collection(execve_bpf.collection_spec(max_pids), log_level=log_level)
+        self.links = []
+        try:
+            for program in self.collection.programs.values():
+                self.links.append(attach(program, program.spec.section))
+        except BaseException:
+            self.close()
+            raise
+        self.max_pids = max_pids
+        self.exec_count = self.collection.maps["exec_count"]
+        self.process_names = self.collection.maps["process_names"]
+        self.dropped_execs = self.collection.maps["dropped_execs"]
+
+    def snapshot(self):
+        """``(counts, names, dropped)``: executions and raw names by PID, and the lost count."""
+        counts = dict(self.exec_count.lookup_batch())
+        names = dict(self.process_names.lookup_batch())
+        dropped = sum(self.dropped_execs[0])
+        return counts, names, dropped
+
+    def forget_exited(self, pids):
+        """Delete the entries of the processes in ``pids`` that have exited (bounded memory)."""
+        gone = [pid for pid in pids if not os.path.exists(f"/proc/{pid}")]
+        for pid in gone:
+            self.exec_count.pop(pid, None)
+            self.process_names.pop(pid, None)
+        return gone
+
+    def verifier_logs(self):
+        """The verifier's log of each program, by program name."""
+        return {name: p.verifier_log for name, p in self.collection.programs.items()}
+
+    def report(self):
+        """Print one table, then forget the processes that have exited since."""
+        counts, names, dropped = self.snapshot()
+        lines = table_lines(counts, names)
+        if dropped:
+            lines.insert(0, (
+                f"WARNING: {dropped} executions were not counted: the maps are full "
+                f"(--max-pids {self.max_pids}); raise --max-pids"
+            ))
+        emit(lines)
+        self.forget_exited(counts)
+
+    def close(self):
+        """Detach the programs and close every fd (safe to call twice)."""
+        for link in self.links:
+            link.close()
+        self.links = []
+        self.collection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def positive_number(text):
+    """argparse type: a number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be greater than 0")
+    return value
+
+
+def positive_int(text):
+    """argparse type: a whole number greater than zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
+    return value
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {PROG}",
+        description="Count process executions per process with eBPF and print them.",
+    )
+    parser.add_argument(
+        "-interval", "--interval", type=positive_number, default=2.0, metavar="N",
+        help="seconds between two reports (default 2)",
+    )
+    parser.add_argument(
+        "--max-pids", type=positive_int, default=execve_bpf.DEFAULT_MAX_PIDS, metavar="N",
+        help="processes the maps can hold; executions beyond are counted as lost "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--dump", action="store_true",
+        help="print the programs' disassembly with their C source lines and exit (no root)",
+    )
+    parser.add_argument(
+        "--verifier-log", action="store_true",
+        help="print the kernel verifier's log of each program after loading",
+    )
+    return parser.parse_args(argv)
+
+
+def dump(max_pids):
+    """The disassembly of both programs, each group of instructions under its C line."""
+    spec = execve_bpf.collection_spec(max_pids)
+    for name, program in spec.programs.items():
+        print(f"{name}:  SEC(\"{program.section}\")")
+        print(disassemble(program.insns))
+        print()
+
+
+class _Stop:
+    """Turns SIGINT and SIGTERM into a flag and a wake-up of :meth:`sleep`."""
+
+    def __init__(self):
+        self.requested = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass
+
+    def sleep(self, seconds):
+        """Wait ``seconds`` or until a stop signal arrives."""
+        if seconds > 0 and not self.requested:
+            select.select([self._read], [], [], seconds)
+
+    def restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        os.close(self._read)
+        os.close(self._write)
+
+
+def run(args):
+    """Load, attach, report every interval until stopped, report once more, detach."""
+    stop = _Stop()
+    try:
+        with Tracker(args.max_pids, log_level=1 if args.verifier_log else 0) as tracker:
+            if args.verifier_log:
+                for name, log in tracker.verifier_logs().items():
+                    sys.stderr.write(f"--- verifier log of {name} ---\n{log}\n")
+            emit(["Starting process execution tracker...", "Press Ctrl+C to exit"])
+            deadline = time.monotonic() + args.interval
+            while not stop.requested:
+                stop.sleep(deadline - time.monotonic())
+                if stop.requested:
+                    break
+                tracker.report()
+                deadline += args.interval
+                if deadline < time.monotonic():  # the machine stalled: don't catch up
+                    deadline = time.monotonic() + args.interval
+            tracker.report()
+    finally:
+        stop.restore()
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.dump:
+        try:
+            dump(args.max_pids)
+        except BPFError as err:
+            print(f"{PROG}: {err}", file=sys.stderr)
+            return 1
+        return 0
+    try:
+        return run(args)
+    except BPFError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): exit quietly like other Unix tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

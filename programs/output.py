@@ -1,0 +1,66 @@
+"""How the tracker prints: Go's ``log`` line format, terminal-safe names, the table."""
+
+import sys
+import time
+import unicodedata
+
+
+def log_line(message, now=None):
+    """``2023/12/01 12:34:56 message``: the line format of Go's log package, local time."""
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(now))
+    return f"{stamp} {message}"
+
+
+def _is_safe(char):
+    """True for a character that prints as itself: no control, format (bidi) or separator."""
+    if char == "\\":
+        return False
+    if char.isascii():
+        return char.isprintable()
+    return char.isprintable() and unicodedata.category(char) not in ("Cf", "Zl", "Zp")
+
+
+def safe_name(raw):
+    """A process name as text that cannot change the terminal.
+
+    ``raw`` is the comm bytes from the kernel, cut at the first NUL. Printable UTF-8 is kept;
+    control characters, bidi controls, backslashes and bytes that are not UTF-8 become
+    ``\\xNN`` escapes (``\\\\`` for a backslash), so ``\\x1b[2J`` is shown, not obeyed.
+    """
+    raw = bytes(raw).split(b"\0", 1)[0]
+    text = raw.decode("utf-8", errors="surrogateescape")
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not valid UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif _is_safe(char):
+            out.append(char)
+        elif char == "\\":
+            out.append("\\\\")
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+def table_lines(counts, names):
+    """The lines of one report: a header, one line per process, a separator.
+
+    ``counts`` maps PID to executions, ``names`` PID to raw comm bytes. Sorted by executions
+    (most first), then by PID.
+    """
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    lines = [f"Tracked {len(rows)} processes:"]
+    for pid, count in rows:
+        name = safe_name(names.get(pid, b""))
+        lines.append(f"PID: {pid}, Name: {name}, Executions: {count}")
+    lines.append("---")
+    return lines
+
+
+def emit(lines, stream=None):
+    """Write ``lines`` as timestamped log lines and flush, so ``| grep`` sees them at once."""
+    stream = stream or sys.stdout
+    now = time.time()
+    stream.write("".join(log_line(line, now) + "\n" for line in lines))
+    stream.flush()

@@ -1,0 +1,344 @@
+"""The execve tracker: its output helpers (pure) and the whole CLI against the real kernel."""
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from programs import execve
+from programs.output import log_line, safe_name, table_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_PREFIX = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
+
+
+# --- pure: output -------------------------------------------------------------------------
+
+
+def test_log_line_has_gos_log_format():
+    assert re.fullmatch(LOG_PREFIX + "hello", log_line("hello"))
+    assert log_line("x", now=0).endswith(" x")
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        (b"bash\0\0\0\0", "bash"),
+        (b"ls", "ls"),
+        (b"\x1b[2Jevil\0junk", "\\x1b[2Jevil"),
+        (b"tab\there", "tab\\x09here"),
+        (b"back\\slash", "back\\\\slash"),
+        (b"caf\xc3\xa9", "caf\u00e9"),
+        (b"bad\xff\xfe", "bad\\xff\\xfe"),
+        (b"cut\xe2\x82", "cut\\xe2\\x82"),  # a UTF-8 sequence cut by the 15-byte limit
+        (b"rtl\xe2\x80\xaeabc", "rtl\\xe2\\x80\\xaeabc"),  # U+202E bidi override
+        (b"del\x7f", "del\\x7f"),
+        (b"c1\xc2\x9b", "c1\\xc2\\x9b"),  # U+009B, the 8-bit CSI
+    ],
+)
+def test_safe_name_escapes_what_could_rewrite_the_terminal(raw, shown):
+    assert safe_name(raw) == shown
+
+
+def test_table_sorted_by_executions_then_pid():
+    lines = table_lines({5678: 1, 1234: 2, 999: 1}, {1234: b"bash", 5678: b"ls"})
+    assert lines == [
+        "Tracked 3 processes:",
+        "PID: 1234, Name: bash, Executions: 2",
+        "PID: 999, Name: , Executions: 1",
+        "PID: 5678, Name: ls, Executions: 1",
+        "---",
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", ""])
+def test_bad_interval_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        execve.parse_args(["-interval", value])
+    assert exc.value.code == 2
+    assert "interval" in capsys.readouterr().err
+
+
+def test_interval_spellings():
+    assert execve.parse_args([]).interval == 2
+    assert execve.parse_args(["-interval", "5"]).interval == 5
+    assert execve.parse_args(["--interval", "0.5"]).interval == 0.5
+    assert execve.parse_args(["-interval=3"]).interval == 3
+
+
+def test_bad_max_pids_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        execve.parse_args(["--max-pids", "0"])
+    assert exc.value.code == 2
+
+
+def test_dump_shows_c_lines_and_instructions_without_root():
+    env = dict(os.environ)
+    result = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all",
+         sys.executable, "-m", "programs.execve", "--dump"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "count_execve" in out and "name_process" in out
+    assert "; __u32 pid = bpf_get_current_pid_tgid() >> 32;" in out
+    assert "lock *(u64 *)(r0 + 0) += r1" in out
+    assert re.search(r"call 16\b.*get_current_comm", out)
+
+
+# --- kernel: the whole tracker ------------------------------------------------------------
+
+
+class TrackerProcess:
+    """``python -m programs.execve`` in the background, its output lines collected."""
+
+    def __init__(self, *args, prefix=()):
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "programs.execve", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.lines = []
+        self._queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            self._queue.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern, timeout=15):
+        """The first new line matching ``pattern`` (a regex), or fail after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        pytest.fail(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines)
+                    + "\nstderr: " + self.stderr_text())
+
+    def stderr_text(self):
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read().decode("utf-8", "replace")
+
+    def next_table(self, timeout=15):
+        """The lines of the next whole table, from "Tracked N processes:" to "---"."""
+        self.wait_for(r"Tracked \d+ processes:$", timeout)
+        start = len(self.lines) - 1
+        self.wait_for("^" + LOG_PREFIX + "---$", timeout)
+        return self.lines[start:]
+
+    def started(self):
+        self.wait_for("Press Ctrl\\+C to exit")
+        return self
+
+    def stop(self, signum=signal.SIGINT, timeout=15):
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout)
+        while True:
+            line = self._queue.get(timeout=5)
+            if line is None:
+                break
+            self.lines.append(line)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def tracker():
+    started = []
+
+    def start(*args, **kwargs):
+        t = TrackerProcess(*args, **kwargs)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t.kill()
+
+
+def write_chain_script(directory, final="/bin/sleep 3"):
+    """A script that re-execs itself N times in the same PID, then execs ``final``.
+
+    Absolute paths only: a bare name would be looked up in $PATH, and every failed attempt
+    is an execve() call the tracker rightly counts.
+    """
+    script = Path(directory) / "chain.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" -gt 0 ]; then exec "$0" $(($1 - 1)); fi\n'
+        f"exec {final}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.kernel
+def test_chain_of_execs_counts_every_exec_under_the_final_name(tracker, tmp_path):
+    t = tracker("-interval", "0.3").started()
+    n = 5
+    child = subprocess.Popen([str(write_chain_script(tmp_path)), str(n)])
+    try:
+        # Popen's exec, n re-execs of the script, then the exec of sleep
+        t.wait_for(rf"PID: {child.pid}, Name: sleep, Executions: {n + 2}$")
+    finally:
+        child.kill()
+        child.wait()
+    assert t.stop() == 0
+
+
+@pytest.mark.kernel
+def test_thread_that_execs_counts_for_its_process(tracker):
+    t = tracker("-interval", "0.3").started()
+    code = (
+        "import os, threading, time\n"
+        "threading.Thread(target=lambda: os.execv('/bin/sleep', ['sleep', '3'])).start()\n"
+        "time.sleep(10)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        # the exec of python itself, then the thread's exec of sleep: both under child.pid
+        t.wait_for(rf"PID: {child.pid}, Name: sleep, Executions: 2$")
+    finally:
+        child.kill()
+        child.wait()
+    t.stop()
+
+
+@pytest.mark.kernel
+def test_hostile_and_long_names_print_escaped_and_truncated(tracker, tmp_path):
+    name = b"ev\x1b[2Jil\xff-much-longer-than-15"
+    link = os.path.join(os.fsencode(tmp_path), name)
+    os.symlink(b"/bin/sleep", link)
+    t = tracker("-interval", "0.3").started()
+    child = subprocess.Popen([link, "3"])
+    try:
+        line = t.wait_for(rf"PID: {child.pid}, Name: ev.*, Executions: 1$")
+    finally:
+        child.kill()
+        child.wait()
+    t.stop()
+    assert "\x1b" not in line
+    # comm keeps the first 15 bytes of the file name
+    assert f"Name: {safe_name(name[:15])}," in line
+    assert "Name: ev\\x1b[2Jil\\xff-much-," in line
+
+
+@pytest.mark.kernel
+def test_failed_execs_keep_the_callers_name(tracker):
+    t = tracker("-interval", "0.3").started()
+    code = (
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    try: os.execv('/nonexistent/prog', ['x'])\n"
+        "    except OSError: pass\n"
+        "time.sleep(10)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        comm = None
+        deadline = time.monotonic() + 10
+        while comm is None and time.monotonic() < deadline:
+            try:
+                comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+            except OSError:
+                time.sleep(0.05)
+        # one successful exec (of python) + three failed ones; the name stays python's
+        t.wait_for(rf"PID: {child.pid}, Name: {re.escape(comm)}, Executions: 4$")
+    finally:
+        child.kill()
+        child.wait()
+    t.stop()
+
+
+@pytest.mark.kernel
+def test_storm_is_counted_exactly_and_exited_processes_are_forgotten(tracker):
+    t = tracker("-interval", "0.5").started()
+    n = 500
+    # one shell forks n children; each child execs /bin/true once
+    child = subprocess.Popen(
+        ["/bin/sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"]
+    )
+    child.wait()
+    seen = {}  # pid -> (name, executions), over every table since the storm began
+    while True:
+        table = "\n".join(t.next_table())
+        if child.pid in seen and f"PID: {child.pid}," not in table:
+            break  # the shell was printed after it exited, then forgotten
+        for m in re.finditer(r"PID: (\d+), Name: (.*), Executions: (\d+)$", table, re.M):
+            seen[int(m.group(1))] = (m.group(2), int(m.group(3)))
+    assert seen[child.pid] == ("sh", 1)
+    trues = [v for v in seen.values() if v[0] == "true"]
+    assert len(trues) == n and all(count == 1 for _, count in trues)
+    # they have all exited: each was printed, then forgotten
+    assert "Name: true," not in table
+    t.stop()
+
+
+@pytest.mark.kernel
+def test_full_maps_are_reported_not_silent(tracker):
+    t = tracker("-interval", "0.3", "--max-pids", "2").started()
+    subprocess.run(["/bin/sh", "-c", "for i in 1 2 3 4 5 6; do /bin/true; done"], check=True)
+    line = t.wait_for(r"WARNING: \d+ executions were not counted")
+    assert "--max-pids 2" in line
+    t.stop()
+
+
+def _our_programs():
+    out = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True).stdout
+    return [x for x in out.splitlines() if "count_execve" in x or "name_process" in x]
+
+
+def _our_links():
+    out = subprocess.run(["bpftool", "link", "list"], capture_output=True, text=True).stdout
+    return out
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_prints_last_table_and_detaches(tracker, signum):
+    from tests.conftest import require_tool
+
+    require_tool("bpftool")
+    t = tracker("-interval", "60").started()
+    assert _our_programs(), "the tracker's programs should be loaded while it runs"
+    subprocess.run(["/bin/true"], check=True)
+    time.sleep(0.2)
+    assert t.stop(signum) == 0
+    assert any(line.endswith("processes:") for line in t.lines), t.lines
+    assert t.lines[-1].endswith(" ---")
+    assert _our_programs() == []
+    assert t.proc.stderr.read() == b""
+
+
+@pytest.mark.kernel
+def test_without_privileges_one_line_and_exit_1():
+    result = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all",
+         sys.executable, "-m", "programs.execve"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    err = result.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert "CAP_BPF" in err and "sudo" in err
