@@ -343,7 +343,7 @@ class Container:
             self.symbols = _read_symbols(elf, self.sections)
             self.relocations = _read_relocations(elf, self.sections, self.symbols)
         except (_PyElfError, _PyElfConstructError, UnicodeDecodeError, ValueError,
-                struct.error) as exc:
+                OverflowError, struct.error) as exc:  # pyelftools reading damaged headers
             raise ElfError(f"malformed ELF object: {exc}") from None
 
     def section(self, name) -> Optional[Section]:
