@@ -34,6 +34,7 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from construct import Int32ul
 from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.construct import ConstructError as _PyElfConstructError
 from elftools.elf.elffile import ELFFile
@@ -481,7 +482,8 @@ class _Object:
             btf_id = self.btf.find(section.name, Kind.DATASEC) or 0
         rodata = section.name.startswith(".rodata")
         spec = MapSpec(
-            name=name, type=MapType.ARRAY, key_size=4, value_size=section.size, max_entries=1,
+            name=name, type=MapType.ARRAY, key_size=4, key_type=Int32ul,
+            value_size=section.size, max_entries=1,
             flags=MapFlags.RDONLY_PROG if rodata else 0,
             data=None if section.type == SHT_NOBITS else section.data, freeze=rodata,
             btf_value_type_id=btf_id,
