@@ -1,0 +1,132 @@
+"""Program: loading, verifier errors mapped back to the DSL, log growth, test_run, info."""
+
+import errno
+import os
+
+import pytest
+
+from pybpf import program as program_module
+from pybpf import syscalls
+from pybpf.abi import ProgType
+from pybpf.asm import R0, R1, R2, Builder
+from pybpf.errors import NotSupportedError, SyscallError, VerifierError
+from pybpf.program import Program
+from pybpf.spec import ProgramSpec
+
+pytestmark = pytest.mark.kernel
+
+
+def ret(value):
+    b = Builder()
+    b.mov(R0, value)
+    b.exit()
+    return b.instructions
+
+
+def uninitialised_read():
+    b = Builder()
+    b.comment("int x = 1;")
+    b.mov(R0, 1)
+    b.mov(R1, 2)
+    b.comment("return x + y;  /* y was never set */")
+    b.add(R0, R1)
+    b.add(R0, R2)
+    b.exit()
+    return b.instructions
+
+
+def test_load_and_test_run():
+    with Program.from_instructions(ret(42), ProgType.SOCKET_FILTER, name="answer") as prog:
+        result = prog.test_run(data=bytes(14), repeat=5)
+        assert result.retval == 42 and result.data == bytes(14) and result.ctx == b""
+        assert prog.verifier_log == ""
+        assert prog.info()["name"] == "answer" and prog.id == prog.info()["id"]
+        assert "answer" in repr(prog)
+    with pytest.raises(ValueError, match="closed"):
+        prog.fd
+    prog.close()  # idempotent
+
+
+def test_log_level_keeps_the_log_on_success():
+    with Program.from_instructions(ret(1), ProgType.SOCKET_FILTER, log_level=1) as prog:
+        assert "processed 2 insns" in prog.verifier_log
+
+
+def test_verifier_error_points_at_the_dsl_instruction_and_comment():
+    with pytest.raises(VerifierError) as info:
+        Program.from_instructions(uninitialised_read(), ProgType.SOCKET_FILTER, name="bad")
+    err = info.value
+    assert err.errno == errno.EACCES
+    assert err.summary == "R2 !read_ok"
+    assert err.insn_index == 3 and err.source_index == 3
+    assert err.source == "return x + y;  /* y was never set */"
+    assert "processed" in err.log
+    text = str(err)
+    assert "R2 !read_ok" in text and "instruction 3" in text and "r0 += r2" in text
+    assert "return x + y" in text and "full log: err.log" in text
+    assert "processed" not in text
+
+
+def test_slots_of_wide_instructions_map_back_to_the_index():
+    b = Builder()
+    b.lddw(R1, 1 << 40)  # two slots
+    b.comment("the bad read")
+    b.mov(R0, R2)
+    b.exit()
+    with pytest.raises(VerifierError) as info:
+        Program.from_instructions(b.instructions, ProgType.SOCKET_FILTER)
+    assert info.value.insn_index == 2 and info.value.source_index == 1
+    assert info.value.source == "the bad read"
+
+
+def test_log_grows_when_too_small(monkeypatch):
+    sizes = []
+    real = syscalls.prog_load
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs.get("log_size", 0))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(syscalls, "prog_load", recording)
+    monkeypatch.setattr(program_module, "LOG_SIZE", 16)
+    with pytest.raises(VerifierError) as info:
+        Program.from_instructions(uninitialised_read(), ProgType.SOCKET_FILTER)
+    assert sizes[0] == 0 and sizes[1] == 16 and sizes[-1] > 16
+    assert info.value.log.startswith("func#0") or info.value.log.startswith("0:")
+    assert info.value.summary == "R2 !read_ok"
+
+
+def test_eagain_is_retried(monkeypatch):
+    real, calls = syscalls.prog_load, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            raise SyscallError(errno.EAGAIN, "BPF_PROG_LOAD")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(syscalls, "prog_load", interrupted)
+    with Program.from_instructions(ret(3), ProgType.SOCKET_FILTER) as prog:
+        assert prog.test_run(bytes(14)).retval == 3
+    assert len(calls) == 3
+
+
+def test_errors_without_a_log_are_raised_as_is():
+    with pytest.raises(SyscallError, match="prog_type") as info:  # no instructions at all
+        Program.from_instructions([], ProgType.SOCKET_FILTER)
+    assert not isinstance(info.value, VerifierError)
+
+
+def test_info_counts_runs_with_stats_enabled():
+    stats = syscalls.enable_stats()
+    try:
+        with Program.from_instructions(ret(0), ProgType.SOCKET_FILTER) as prog:
+            prog.test_run(bytes(14), repeat=4)
+            assert prog.info()["run_cnt"] == 4
+    finally:
+        os.close(stats)
+
+
+def test_programs_needing_a_kernel_btf_target_are_refused_clearly():
+    spec = ProgramSpec(name="on_open", type=ProgType.TRACING, insns=ret(0),
+                       section="fentry/do_sys_open")
+    with pytest.raises(NotSupportedError, match="attach_btf_id.*fentry"):
+        Program(spec)
