@@ -203,6 +203,9 @@ def _hint(cmd, err):
         return {Cmd.OBJ_GET: "nothing is pinned at that path",
                 Cmd.OBJ_PIN: "the directory does not exist (create it inside /sys/fs/bpf)"}.get(
             cmd, "no such object (it may have been closed, or the id/name does not exist)")
+    if err == errno.E2BIG and cmd == Cmd.PROG_LOAD:
+        return ("the program is empty or longer than the kernel allows (1,000,000 "
+                "instructions), or the request has fields this kernel does not know")
     if err == errno.ENOSPC:
         return {Cmd.PROG_LOAD: "the verifier log buffer is too small: pass a larger log_size",
                 Cmd.BTF_LOAD: "the BTF log buffer is too small: pass a larger log_size"}.get(

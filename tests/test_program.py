@@ -110,7 +110,7 @@ def test_eagain_is_retried(monkeypatch):
 
 
 def test_errors_without_a_log_are_raised_as_is():
-    with pytest.raises(SyscallError, match="prog_type") as info:  # no instructions at all
+    with pytest.raises(SyscallError, match="program is empty") as info:
         Program.from_instructions([], ProgType.SOCKET_FILTER)
     assert not isinstance(info.value, VerifierError)
 
