@@ -134,6 +134,11 @@ def parse_args(argv):
         help="print the programs' disassembly with their C source lines and exit (no root)",
     )
     parser.add_argument(
+        "--compare-c", nargs="?", const="", default=None, metavar="OBJECT",
+        help="print the DSL programs beside clang's build of bpf/program.c (or OBJECT), "
+        "instruction by instruction, and exit (no root)",
+    )
+    parser.add_argument(
         "--verifier-log", action="store_true",
         help="print the kernel verifier's log of each program after loading",
     )
@@ -205,9 +210,25 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.dump:
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): exit quietly like other Unix tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(args):
+    if args.dump or args.compare_c is not None:
         try:
-            dump(args.max_pids)
+            if args.dump:
+                dump(args.max_pids)
+            else:
+                from .compare import compare
+
+                spec = execve_bpf.collection_spec(args.max_pids)
+                print("\n".join(compare(spec, args.compare_c or None)))
         except BPFError as err:
             print(f"{PROG}: {err}", file=sys.stderr)
             return 1
@@ -217,11 +238,6 @@ def main(argv=None):
     except BPFError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # the reader went away (e.g. `| head`): exit quietly like other Unix tools
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

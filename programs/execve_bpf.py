@@ -97,18 +97,6 @@ def count_execve():
     b.jeq(R0, 0, "out")
     b.ja("add_one")
 
-    b.comment("__u32 zero = 0;")
-    b.label("map_full")
-    b.st(W, R10, COMM_SLOT, 0)
-    b.comment("__u64 *dropped = bpf_map_lookup_elem(&dropped_execs, &zero);")
-    _lookup(b, "dropped_execs", COMM_SLOT)
-    b.comment("if (dropped) *dropped += 1;")
-    b.jeq(R0, 0, "out")
-    b.ldx(DW, R1, R0, 0)
-    b.add(R1, 1)
-    b.stx(DW, R0, 0, R1)
-    b.ja("out")
-
     b.comment("char comm[TASK_COMM_LEN]; bpf_get_current_comm(comm, sizeof(comm));")
     b.label("record_name")
     b.mov(R6, R10)
@@ -124,6 +112,18 @@ def count_execve():
     b.mov(R4, UpdateFlags.ANY)
     b.call("map_update_elem")
     b.ja("out")
+    b.comment("__u32 zero = 0;")
+    b.label("map_full")
+    b.st(W, R10, COMM_SLOT, 0)
+    b.comment("__u64 *dropped = bpf_map_lookup_elem(&dropped_execs, &zero);")
+    _lookup(b, "dropped_execs", COMM_SLOT)
+    b.comment("if (dropped) *dropped += 1;")
+    b.jeq(R0, 0, "out")
+    b.ldx(DW, R1, R0, 0)
+    b.add(R1, 1)
+    b.stx(DW, R0, 0, R1)
+    b.ja("out")
+
     return b.instructions
 
 
