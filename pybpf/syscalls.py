@@ -25,7 +25,6 @@ import struct
 from construct import (
     Bytes,
     FormatField,
-    Int32sl,
     Int32ul,
     Int64ul,
     Padding,

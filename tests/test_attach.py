@@ -1,0 +1,185 @@
+"""attach: tracefs, tracepoint ids, tracepoint and raw tracepoint links, section names."""
+
+import errno
+import os
+import subprocess
+import time
+
+import pytest
+
+from pybpf import attach as attach_module
+from pybpf import syscalls
+from pybpf.abi import MapType, ProgType
+from pybpf.asm import DW, R0, R1, R2, R10, Builder
+from pybpf.attach import Link, attach, attach_raw_tracepoint, attach_tracepoint, tracepoint_id
+from pybpf.errors import AttachError, SyscallError, TracefsError
+from pybpf.maps import Map
+from pybpf.program import Program
+from conftest import require_tool
+
+
+def count_pids_program(prog_type, pids):
+    """A program adding 1 to pids[current tgid] when the tgid is in the map."""
+    b = Builder()
+    b.call("get_current_pid_tgid")
+    b.rsh(R0, 32)
+    b.stx(DW, R10, -8, R0)
+    b.ld_map_fd(R1, "pids")
+    b.mov(R2, R10)
+    b.add(R2, -8)
+    b.call("map_lookup_elem")
+    b.jeq(R0, 0, "out")
+    b.mov(R1, 1)
+    b.atomic_add(DW, R0, 0, R1)
+    b.label("out")
+    b.mov(R0, 0)
+    b.exit()
+    return Program.from_instructions(b.instructions, prog_type, maps={"pids": pids},
+                                     name="count_pids")
+
+
+def pid_map():
+    return Map.create(MapType.HASH, 8, 8, 64, name="pids")
+
+
+def exec_true(pids):
+    """Fork a child, register its pid, let it exec /bin/true once; the pid."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.read(read_end, 1)
+        os.execv("/bin/true", ["/bin/true"])
+    os.close(read_end)
+    syscalls.map_update_elem(pids.fd, pid.to_bytes(8, "little"), bytes(8))
+    os.write(write_end, b"x")
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def counts(pids, children):
+    return [int.from_bytes(syscalls.map_lookup_elem(pids.fd, c.to_bytes(8, "little"), 8),
+                           "little") for c in children]
+
+
+def bpftool_shows(kind, obj_id):
+    out = subprocess.run([require_tool("bpftool"), kind, "show", "id", str(obj_id)],
+                         capture_output=True, text=True)
+    return out.returncode == 0
+
+
+@pytest.mark.kernel
+def test_tracepoint_counts_execs_exactly_and_detaches():
+    with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
+        prog_id = prog.id
+        with attach(prog, "tracepoint/syscalls/sys_enter_execve") as link:
+            assert link.id is not None and bpftool_shows("link", link.id)
+            children = [exec_true(pids) for _ in range(5)]
+            assert counts(pids, children) == [1] * 5
+            link_id = link.id
+        link.close()  # idempotent
+        assert not bpftool_shows("link", link_id)
+        late = exec_true(pids)
+        assert counts(pids, [late]) == [0]
+    for _ in range(50):  # the kernel frees programs after an RCU grace period
+        if not bpftool_shows("prog", prog_id):
+            break
+        time.sleep(0.02)
+    assert not bpftool_shows("prog", prog_id)
+
+
+@pytest.mark.kernel
+def test_ioctl_fallback_when_links_are_missing(monkeypatch):
+    def old_kernel(*args, **kwargs):
+        raise SyscallError(errno.EINVAL, "BPF_LINK_CREATE")
+    monkeypatch.setattr(syscalls, "link_create", old_kernel)
+    with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
+        with attach_tracepoint(prog, "syscalls", "sys_enter_execve") as link:
+            assert link.id is None
+            child = exec_true(pids)
+            assert counts(pids, [child]) == [1]
+            with pytest.raises(AttachError, match="5.15"):
+                link.pin("/sys/fs/bpf/nowhere")
+            with pytest.raises(AttachError, match="cookies"):
+                attach_tracepoint(prog, "syscalls", "sys_enter_execve", cookie=7)
+
+
+@pytest.mark.kernel
+def test_raw_tracepoint_counts_and_detaches():
+    with pid_map() as pids, count_pids_program(ProgType.RAW_TRACEPOINT, pids) as prog:
+        me = os.getpid().to_bytes(8, "little")
+        syscalls.map_update_elem(pids.fd, me, bytes(8))
+        with attach(prog, "raw_tp/sys_enter") as link:
+            for _ in range(10):
+                os.getppid()
+            seen = counts(pids, [os.getpid()])[0]
+            assert seen >= 10
+            assert "raw_tracepoint/sys_enter" in repr(link)
+        after = counts(pids, [os.getpid()])[0]
+        os.getppid()
+        assert counts(pids, [os.getpid()])[0] == after
+        with pytest.raises(AttachError, match="unknown raw tracepoint"):
+            attach_raw_tracepoint(prog, "no_such_tracepoint_here")
+
+
+@pytest.mark.kernel
+def test_wrong_program_type_and_unknown_tracepoint():
+    with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
+        with pytest.raises(AttachError, match="RAW_TRACEPOINT"):
+            attach(prog, "raw_tracepoint/sys_enter")
+        with pytest.raises(AttachError, match="syscalls/sys_enter_nothing.*ls .*events/syscalls"):
+            attach(prog, "tp/syscalls/sys_enter_nothing")
+    assert tracepoint_id("syscalls", "sys_enter_execve") > 0
+
+
+class FakeProgram:
+    type = ProgType.TRACEPOINT
+    name = "fake"
+    fd = -1
+
+    class spec:
+        section = "kprobe/do_sys_open"
+
+
+@pytest.mark.parametrize("section, message", [
+    ("kprobe/do_sys_open", "supported: tracepoint/..."),
+    ("tracepoint", "tracepoint/<category>/<name>"),
+    ("tp/syscalls", "tp/<category>/<name>"),
+    ("raw_tp/a/b", "raw_tp/<name>"),
+])
+def test_section_names(section, message):
+    with pytest.raises(AttachError, match=message.replace(".", r"\.")):
+        attach(FakeProgram(), section)
+
+
+def test_section_defaults_to_the_spec():
+    with pytest.raises(AttachError, match="kprobe/do_sys_open"):
+        attach(FakeProgram())
+
+
+def test_tracefs_missing_without_root(monkeypatch, tmp_path):
+    monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"),))
+    monkeypatch.setattr(attach_module, "_tracefs", {})
+    monkeypatch.setattr(attach_module.os, "geteuid", lambda: 1000)
+    with pytest.raises(TracefsError, match="mount -t tracefs nodev /sys/kernel/tracing"):
+        attach_module.tracefs_path()
+
+
+def test_tracefs_second_location(monkeypatch, tmp_path):
+    (tmp_path / "b" / "events").mkdir(parents=True)
+    monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"), str(tmp_path / "b")))
+    monkeypatch.setattr(attach_module, "_tracefs", {})
+    assert attach_module.tracefs_path() == str(tmp_path / "b")
+
+
+def test_link_close_is_idempotent():
+    read_end, write_end = os.pipe()
+    link = Link("test", link_fd=read_end, perf_fd=write_end)
+    with link:
+        assert link.fd == read_end
+    link.close()
+    with pytest.raises(ValueError, match="closed"):
+        link.fd
+    with pytest.raises(OSError):
+        os.fstat(read_end)

@@ -1,0 +1,80 @@
+"""Collection: BTF, maps and programs of one spec loaded together and closed together."""
+
+import os
+
+import pytest
+
+from pybpf.abi import MapType, ProgType
+from pybpf.asm import R0, R1, R2, R10, W, Builder
+from pybpf.collection import Collection, load_btf
+from pybpf.errors import BTFError, VerifierError
+from pybpf.maps import Map
+from pybpf.spec import CollectionSpec, MapSpec, ProgramSpec
+
+pytestmark = pytest.mark.kernel
+ELF_DIR = os.path.join(os.path.dirname(__file__), "elf")
+
+
+def read_counter():
+    b = Builder()
+    b.st(W, R10, -4, 0)
+    b.ld_map_fd(R1, "counter")
+    b.mov(R2, R10)
+    b.add(R2, -4)
+    b.call("map_lookup_elem")
+    b.jeq(R0, 0, "out")
+    b.ldx(W, R0, R0, 0)
+    b.label("out")
+    b.exit()
+    return b.instructions
+
+
+def spec(extra_programs=None):
+    maps = {"counter": MapSpec("counter", MapType.ARRAY, 4, 4, 1, data=(7).to_bytes(4, "little"))}
+    programs = {"read": ProgramSpec("read", ProgType.SOCKET_FILTER, read_counter())}
+    programs.update(extra_programs or {})
+    return CollectionSpec(maps=maps, programs=programs)
+
+
+def test_maps_and_programs_are_loaded_and_linked():
+    with Collection(spec()) as coll:
+        assert coll.programs["read"].test_run(bytes(14)).retval == 7
+        coll.maps["counter"][(0).to_bytes(4, "little")] = (9).to_bytes(4, "little")
+        assert coll.programs["read"].test_run(bytes(14)).retval == 9
+        fds = [coll.maps["counter"].fd, coll.programs["read"].fd]
+        assert "counter" in repr(coll)
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    coll.close()  # idempotent
+
+
+def test_a_failing_program_closes_what_was_created(monkeypatch):
+    b = Builder()
+    b.mov(R0, R2)
+    b.exit()
+    bad = {"bad": ProgramSpec("bad", ProgType.SOCKET_FILTER, b.instructions)}
+    created = []
+    real_init = Map.__init__
+
+    def remember(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        created.append(self)
+    monkeypatch.setattr(Map, "__init__", remember)
+    with pytest.raises(VerifierError):
+        Collection(spec(bad))
+    assert created and all(m._fd < 0 for m in created)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ELF_DIR, "execve.o")),
+                    reason="tests/elf/execve.o not built")
+def test_elf_object_with_btf():
+    from pybpf.elf import load_spec
+    with Collection(load_spec(os.path.join(ELF_DIR, "execve.o"))) as coll:
+        assert coll.btf_fd is not None
+        assert set(coll.programs) >= {"sys_enter_execve"}
+
+
+def test_bad_btf_is_a_btf_error():
+    with pytest.raises(BTFError, match="rejected the object's BTF"):
+        load_btf(b"\x9f\xeb" + bytes(30))
