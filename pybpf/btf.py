@@ -273,10 +273,13 @@ class BTF:
 
 
 class _CharArray(Adapter):
-    """A ``char[N]`` field: a str up to the first NUL, padded with NULs when encoded."""
+    """A ``char[N]`` field: a str up to the first NUL, padded with NULs when encoded.
+
+    Bytes that are not UTF-8 decode as ``\\xNN`` escapes, so nothing is lost from view.
+    """
 
     def _decode(self, obj, context, path):
-        return obj.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return obj.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
     def _encode(self, obj, context, path):
         data = obj.encode() if isinstance(obj, str) else bytes(obj)
