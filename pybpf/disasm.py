@@ -1,11 +1,25 @@
 """Disassembly: instructions or raw bytes to an llvm-objdump style listing.
 
 Each instruction is one line, ``{slot:>8}:\\t{hex bytes}\\t{text}``, where ``slot`` counts
-8-byte slots (as the verifier does) and the text is :func:`format_insn`'s, identical to
-``llvm-objdump -d --mattr=+alu32`` (LLVM 14). Labels print as ``name:`` lines, comments as
-``; text`` lines above their instruction, and helper calls may be annotated with the
-helper's name after the text (``call 14 ; bpf_get_current_pid_tgid``). The listing parses
-back with :func:`pybpf.asm.parse`.
+8-byte slots (as the verifier does) and the text is :func:`format_insn`'s, identical to plain
+``llvm-objdump -d`` (LLVM 14). Comments print as ``; text`` lines above their instruction and
+helper calls may be annotated with the helper's name (``call 14 ; bpf_get_current_pid_tgid``).
+
+A program that still carries labels (the DSL's output, before :func:`pybpf.asm.resolve`) is
+shown as the kernel will see it, yet readable:
+
+- jumps and local calls show the resolved offset, then their label the way llvm-objdump
+  shows a symbol: ``if r0 == 0 goto +4 <new_process>``, ``call pc+7 <square>``; the hex
+  bytes hold that offset too. A label that cannot be resolved (undefined, or too far for the
+  16-bit offset) prints by name, ``goto out``, with 0 in the bytes;
+- a label heads its instruction after a blank line as ``<new_process>:``; llvm-objdump
+  prints ``0000000000000068 <LBB0_2>:`` for a symbol inside a section, and the byte address
+  is dropped here since the slot column of the next line gives it;
+- a map load stays ``r1 = exec_count ll``, with fd 0 in the bytes (llvm-objdump shows an
+  object's map load as ``r1 = 0 ll`` plus a relocation line naming the map).
+
+The listing parses back with :func:`pybpf.asm.parse` (``<label>`` annotations after an
+instruction are skipped, its offset is kept): the result resolves to the same program.
 """
 
 from __future__ import annotations
@@ -14,7 +28,9 @@ from dataclasses import replace
 
 from pybpf.asm import opcodes as oc
 from pybpf.asm.insn import decode_all
+from pybpf.asm.link import bind_label, is_map_load, label_slots
 from pybpf.asm.text import format_insn
+from pybpf.errors import AssemblerError
 from pybpf.helpers import HELPER_NAMES
 
 __all__ = ["disassemble", "format_insn"]
@@ -26,20 +42,31 @@ def disassemble(insns_or_bytes, annotate=True):
         insns = decode_all(bytes(insns_or_bytes))
     else:
         insns = insns_or_bytes
+    targets = label_slots(insns)
     lines, slot = [], 0
-    for insn in insns:
-        lines.extend(f"{label}:" for label in insn.labels)
+    for index, insn in enumerate(insns):
+        if insn.labels and lines:
+            lines.append("")
+        lines.extend(f"<{label}>:" for label in insn.labels)
         if insn.comment:
             lines.extend(f"; {line}" for line in insn.comment.splitlines())
-        lines.append(f"{slot:>8}:\t{_hex(insn)}\t{format_insn(insn)}{_note(insn, annotate)}")
+        linked, text = _link(insn, index, slot, targets)
+        lines.append(f"{slot:>8}:\t{linked.encode().hex(' ')}\t{text}{_note(insn, annotate)}")
         slot += insn.slots
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _hex(insn):
-    """The instruction's bytes as hex pairs; an unresolved reference shows as zeros."""
-    data = insn.encode() if insn.ref is None else replace(insn, ref=None).encode()
-    return data.hex(" ")
+def _link(insn, index, slot, targets):
+    """(the instruction as the kernel will see it, its text in the listing)."""
+    if insn.ref is None:
+        return insn, format_insn(insn)
+    if not is_map_load(insn):
+        try:
+            linked = bind_label(insn, index, slot, targets)
+            return linked, f"{format_insn(linked)} <{insn.ref}>"
+        except AssemblerError:  # undefined or too far: show the name, 0 in the bytes
+            pass
+    return replace(insn, ref=None), format_insn(insn)
 
 
 def _note(insn, annotate):

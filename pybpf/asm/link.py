@@ -49,10 +49,10 @@ def resolve(insns, maps=None):
     out, slot = [], 0
     for index, insn in enumerate(insns):
         if insn.ref is not None:
-            if insn.opcode == oc.LD_IMM64 and insn.src in _MAP_SOURCES:
+            if is_map_load(insn):
                 insn = _bind_map(insn, index, maps)
             else:
-                insn = _bind_label(insn, index, slot, targets)
+                insn = bind_label(insn, index, slot, targets)
         out.append(insn)
         slot += insn.slots
     return out
@@ -61,6 +61,11 @@ def resolve(insns, maps=None):
 def assemble(insns, maps=None):
     """The program's bytes: :func:`resolve` then encode every instruction."""
     return b"".join(insn.encode() for insn in resolve(insns, maps))
+
+
+def is_map_load(insn):
+    """True for a 64-bit load whose reference names a map (map fd or map value load)."""
+    return insn.opcode == oc.LD_IMM64 and insn.src in _MAP_SOURCES
 
 
 def _bind_map(insn, index, maps):
@@ -72,7 +77,9 @@ def _bind_map(insn, index, maps):
     return replace(insn, imm=(insn.imm & ~0xFFFFFFFF) | fd, ref=None)
 
 
-def _bind_label(insn, index, slot, targets):
+def bind_label(insn, index, slot, targets):
+    """A copy of ``insn`` (at ``index``, starting at ``slot``) with its label turned into the
+    distance in slots; ``targets`` is :func:`label_slots`. Raises AssemblerError if it cannot."""
     if insn.ref not in targets:
         raise AssemblerError(f"undefined label {insn.ref!r}", index, format_insn(insn))
     distance = targets[insn.ref] - slot - 1

@@ -1,18 +1,25 @@
 """The text syntax of instructions: llvm-objdump's, both ways (format and parse).
 
-The text is what ``llvm-objdump -d --mattr=+alu32`` (LLVM 14) prints: ``r1 += 5``,
-``w1 = w2``, ``if r1 == 0 goto +2``, ``*(u32 *)(r10 - 4) = w1``, ``call 14``,
-``r1 = 4886718345 ll``. Instructions LLVM 14 does not know use newer LLVM's syntax
-(``r1 s/= r3``, ``r1 = (s8)r4``, ``r0 = *(s8 *)(r1 + 0)``, ``r1 = bswap16 r1``,
-``gotol +3``, ``may_goto +2``, ``r0 = load_acquire((u64 *)(r1 + 0))``,
-``store_release((u8 *)(r1 + 0), w2)``, ``*(u32 *)(r10 - 4) = 5``).
+The text is what plain ``llvm-objdump -d`` (LLVM 14, default features) prints: ``r1 += 5``,
+``w1 = w2``, ``if w1 == 5 goto +1``, ``*(u32 *)(r10 - 4) = r1``, ``r0 = *(u8 *)(r1 + 4)``,
+``lock *(u32 *)(r1 + 0) += r2``, ``call 14``, ``r1 = 4886718345 ll``. Loads, stores and the
+atomic add name their value register ``r`` whatever the access width; ``llvm-objdump
+--mattr=+alu32`` and llvm-mc also write ``w`` there (``*(u32 *)(r10 - 4) = w1``), and the
+parser accepts both. Instructions LLVM 14 does not decode (without +alu32) use newer LLVM's
+syntax: ``r1 s/= r3``, ``r1 = (s8)r4``, ``r0 = *(s8 *)(r1 + 0)``, ``r1 = bswap16 r1``,
+``gotol +3``, ``may_goto +2``, ``*(u32 *)(r10 - 4) = 5``, ``r0 = load_acquire((u64 *)(r1 +
+0))``, and the ``w`` view for the 32-bit atomics other than add
+(``w2 = atomic_fetch_add((u32 *)(r1 + 0), w2)``, ``lock *(u32 *)(r1 + 0) |= w2``,
+``store_release((u8 *)(r1 + 0), w2)``).
 
 Where LLVM 14's text drops information, one small extension keeps it (so that parsing the
-text gives back the same instruction): ``call pc+N`` for a local call (LLVM: ``call N``),
-``call kfunc ID`` for a kernel function call, a fourth ``ld_pseudo`` operand for a non-zero
-second immediate (``ld_pseudo r1, 2, 3, 8``), ``skb[r1 + 2]`` for a non-zero LD_IND
-immediate. Symbolic references print as names: ``goto out``, ``call func``,
-``r1 = my_map ll`` (a map load by name), ``ld_pseudo r1, 2, my_data, 8``.
+text gives back the same instruction): ``call pc+N`` for a local call (LLVM: ``call N``; the
+kernel's and bpftool's syntax), ``call kfunc ID`` for a kernel function call, a fourth
+``ld_pseudo`` operand for a non-zero second immediate (``ld_pseudo r1, 2, 3, 8``),
+``skb[r1 + 2]`` for a non-zero LD_IND immediate. Symbolic references print as names:
+``goto out``, ``call func``, ``r1 = my_map ll`` (a map load by name), ``ld_pseudo r1, 2,
+my_data, 8``. The parser ignores a trailing ``<symbol>`` annotation, as llvm-objdump and
+:func:`pybpf.disasm.disassemble` print after a jump (``goto +4 <out>`` is ``goto +4``).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ def _reg(opcode, number):
 
 
 def _sized(size, number):
-    """``w3`` for accesses narrower than 8 bytes (alu32 view), ``r3`` for 8-byte ones."""
+    """``w3`` for atomics narrower than 8 bytes (the alu32 view), ``r3`` for 8-byte ones."""
     return f"r{number}" if size == 8 else f"w{number}"
 
 
@@ -83,12 +90,14 @@ def _call_kfunc(insn, op):
 def _ldx(insn, op):
     if op.name == "ldxsx":
         return f"r{insn.dst} = *(s{op.size * 8} *){_mem(insn.src, insn.off)}"
-    return f"{_sized(op.size, insn.dst)} = *(u{op.size * 8} *){_mem(insn.src, insn.off)}"
+    return f"r{insn.dst} = *(u{op.size * 8} *){_mem(insn.src, insn.off)}"
 
 
 def _atomic(insn, op):
     ptr = f"(u{op.size * 8} *){_mem(insn.dst, insn.off)}"
-    src = _sized(op.size, insn.src)
+    # LLVM 14 decodes a 32-bit atomic add without +alu32 (``r`` view); the other 32-bit
+    # atomics only with it, so they keep the ``w`` view that newer LLVM prints too.
+    src = f"r{insn.src}" if op.name == "atomic_add" else _sized(op.size, insn.src)
     if op.name == "store_release":
         return f"store_release({ptr}, {src})"
     if op.name == "cmpxchg":
@@ -138,7 +147,7 @@ _FORMAT = {
     "exit": lambda i, op: "exit",
     "ldx": _ldx,
     "st": lambda i, op: f"*(u{op.size * 8} *){_mem(i.dst, i.off)} = {i.imm}",
-    "stx": lambda i, op: f"*(u{op.size * 8} *){_mem(i.dst, i.off)} = {_sized(op.size, i.src)}",
+    "stx": lambda i, op: f"*(u{op.size * 8} *){_mem(i.dst, i.off)} = r{i.src}",
     "atomic": _atomic,
     "atomic_fetch": _atomic_fetch,
     "load_acquire": lambda i, op: (f"{_sized(op.size, i.dst)} = load_acquire("
@@ -215,58 +224,66 @@ def _p_call_name(m):
     return Instruction(oc.JMP | oc.CALL, src=oc.CALL_LOCAL, ref=name)
 
 
-def _p_mem_op(name, size, base, sign, digits, src, imm=None):
+def _sized_reg(prefix, number, size):
+    """A load/store/atomic value register, written ``rN`` (plain llvm-objdump) or ``wN``
+    (llvm-objdump --mattr=+alu32) for accesses narrower than 8 bytes."""
+    if prefix == "w" and size == 8:
+        raise AssemblerError(f"w{number} is a 32-bit register; a 64-bit access needs r{number}")
+    return int(number)
+
+
+def _p_mem_op(name, size, base, sign, digits, prefix, src, imm=None):
     op = oc.find(name, size=size)
-    return Instruction(op.opcode, int(base), src, _disp(sign, digits),
+    return Instruction(op.opcode, int(base), _sized_reg(prefix, src, size), _disp(sign, digits),
                        op.value if imm is None else imm)
 
 
 def _p_lock(m):
-    bits, base, sign, digits, sym, _p, src = m.groups()
-    return _p_mem_op("atomic_" + _ATOMIC_NAME[sym], int(bits) // 8, base, sign, digits, int(src))
+    bits, base, sign, digits, sym, p, src = m.groups()
+    return _p_mem_op("atomic_" + _ATOMIC_NAME[sym], int(bits) // 8, base, sign, digits, p, src)
 
 
 def _p_fetch(m):
-    _p, dst, name, bits, base, sign, digits, _p2, src = m.groups()
-    return _p_mem_op("atomic_fetch_" + name, int(bits) // 8, base, sign, digits, int(src))
+    p, dst, name, bits, base, sign, digits, p2, src = m.groups()
+    _same_register(p + dst, p2 + src)
+    return _p_mem_op("atomic_fetch_" + name, int(bits) // 8, base, sign, digits, p, src)
 
 
 def _p_xchg(m):
-    _p, dst, width, base, sign, digits, _p2, src = m.groups()
-    return _p_mem_op("xchg", 8 if width == "_64" else 4, base, sign, digits, int(src))
+    p, dst, width, base, sign, digits, p2, src = m.groups()
+    _same_register(p + dst, p2 + src)
+    return _p_mem_op("xchg", 8 if width == "_64" else 4, base, sign, digits, p, src)
 
 
 def _p_cmpxchg(m):
-    _p, _r0, width, base, sign, digits, _p2, _r0b, _p3, src = m.groups()
-    return _p_mem_op("cmpxchg", 8 if width == "_64" else 4, base, sign, digits, int(src))
+    _p, _r0, width, base, sign, digits, _p2, _r0b, p, src = m.groups()
+    return _p_mem_op("cmpxchg", 8 if width == "_64" else 4, base, sign, digits, p, src)
 
 
 def _p_load_acquire(m):
-    _p, dst, bits, base, sign, digits = m.groups()
+    p, dst, bits, base, sign, digits = m.groups()
     op = oc.find("load_acquire", size=int(bits) // 8)
-    return Instruction(op.opcode, int(dst), int(base), _disp(sign, digits), op.value)
+    return Instruction(op.opcode, _sized_reg(p, dst, op.size), int(base), _disp(sign, digits),
+                       op.value)
 
 
 def _p_store_release(m):
-    bits, base, sign, digits, _p, src = m.groups()
-    return _p_mem_op("store_release", int(bits) // 8, base, sign, digits, int(src))
+    bits, base, sign, digits, p, src = m.groups()
+    return _p_mem_op("store_release", int(bits) // 8, base, sign, digits, p, src)
 
 
 def _p_store(m):
-    bits, base, sign, digits, sp, s, n = m.groups()
-    size = int(bits) // 8
-    if sp is not None:
-        return Instruction(oc.find("stx", size=size).opcode, int(base), int(s),
-                           _disp(sign, digits))
-    return Instruction(oc.find("st", size=size).opcode, int(base), 0, _disp(sign, digits),
-                       imm32(_num(n)))
+    bits, base, sign, digits, p, src, n = m.groups()
+    if p is not None:
+        return _p_mem_op("stx", int(bits) // 8, base, sign, digits, p, src)
+    return Instruction(oc.find("st", size=int(bits) // 8).opcode, int(base), 0,
+                       _disp(sign, digits), imm32(_num(n)))
 
 
 def _p_load(m):
-    _p, dst, kind, bits, base, sign, digits = m.groups()
-    name = "ldx" if kind == "u" else "ldxsx"
-    op = oc.find(name, size=int(bits) // 8)
-    return Instruction(op.opcode, int(dst), int(base), _disp(sign, digits))
+    p, dst, kind, bits, base, sign, digits = m.groups()
+    op = oc.find("ldx" if kind == "u" else "ldxsx", size=int(bits) // 8)
+    return Instruction(op.opcode, _sized_reg(p, dst, op.size), int(base), _disp(sign, digits))
 
 
 def _p_ld_ind(m):
@@ -324,6 +341,12 @@ def _same_prefix(*prefixes):
         raise AssemblerError("mixes r (64-bit) and w (32-bit) registers in one instruction")
 
 
+def _same_register(first, second):
+    if first != second:
+        raise AssemblerError(f"the result register must be the value register ({first} is "
+                             f"not {second})")
+
+
 _SYNTAX = [
     (rf"goto {_T}", lambda m: _p_jump_always(oc.JMP | oc.JA, "off", m.group(1))),
     (rf"gotol {_T}", lambda m: _p_jump_always(oc.JMP32 | oc.JA, "imm", m.group(1))),
@@ -358,8 +381,8 @@ _SYNTAX = [(re.compile(pattern + r"\Z"), build) for pattern, build in _SYNTAX]
 
 
 def parse_insn(text):
-    """One instruction from its text (no label, no comment)."""
-    line = " ".join(text.split())
+    """One instruction from its text (no label, no comment; a ``<symbol>`` after it is skipped)."""
+    line = _ANNOTATION.sub("", " ".join(text.split()))
     for pattern, build in _SYNTAX:
         match = pattern.match(line)
         if match:
@@ -372,15 +395,17 @@ def parse_insn(text):
     raise AssemblerError("not an instruction in llvm-objdump syntax")
 
 
+_ANNOTATION = re.compile(r" <[^<>\s]*>\Z")  # llvm-objdump's jump target: goto +4 <LBB0_2>
 _LISTING = re.compile(r"\s*\d+:\s+(?:[0-9a-f]{2} ){7}(?:(?:[0-9a-f]{2} ){8})?[0-9a-f]{2}\s+")
-_LABEL = re.compile(r"([A-Za-z_.$][\w.$]*):\s*(.*)\Z")
+_LABEL = re.compile(rf"(?:(?:[0-9a-fA-F]+ )?<{_NAME}>|{_NAME}):\s*(.*)\Z")
 
 
 def parse(text):
     """Instructions from assembly text: one per line, ``name:`` labels, ``;``/``#`` comments.
 
     A whole-line comment becomes the ``comment`` of the next instruction. Lines of an
-    llvm-objdump style listing (``   3:\\tb7 01 ...\\tr1 = 0``) are accepted too.
+    llvm-objdump style listing are accepted too: ``   3:\\tb7 01 ...\\tr1 = 0``, labels as
+    ``<name>:`` or ``0000000000000048 <name>:``, and ``goto +4 <name>`` (the offset counts).
     """
     insns, labels, comment, seen = [], [], None, set()
     for number, raw in enumerate(text.splitlines(), 1):
@@ -393,7 +418,8 @@ def parse(text):
             continue
         label = _LABEL.match(code)
         if label:
-            name, code = label.groups()
+            plain, bracketed, code = label.groups()
+            name = plain or bracketed
             if name in seen:
                 raise AssemblerError(f"line {number}: duplicate label {name!r}", len(insns), raw)
             seen.add(name)
