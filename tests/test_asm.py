@@ -2,9 +2,10 @@
 
 Oracle flags: ``llvm-mc -triple bpfel -show-encoding``, fed the disassembler's text (plain
 ``llvm-objdump -d`` syntax) and, for loads, stores and atomics narrower than 8 bytes, the same
-text in the ``w`` view that ``llvm-objdump --mattr=+alu32`` prints. LLVM 14 cannot assemble the newer instructions (v4 ISA, acquire/release, may_goto,
-pseudo loads) nor, because of parser limits, ``%=`` and ``&`` (jset) and the fetch atomics;
-those are checked against hand-derived RFC 9669 encodings below.
+text in the ``w`` view that ``llvm-objdump --mattr=+alu32`` prints. LLVM 14 cannot assemble
+the newer instructions (v4 ISA, acquire/release, may_goto, pseudo loads) nor, because of
+parser limits, ``%=`` and ``&`` (jset) and the fetch atomics; those are checked against
+hand-derived RFC 9669 encodings below.
 """
 
 import re

@@ -1,37 +1,109 @@
-"""Generate pybpf/helpers.py from the kernel's uapi ``linux/bpf.h``.
+"""Generate pybpf/helpers.py: the kernel's helper function ids (``enum bpf_func_id``).
 
-The helper ids are listed once in the header, in the ``__BPF_FUNC_MAPPER`` macro. Linux up
-to 5.x writes ``FN(name)`` and numbers the entries by position; newer headers (the macro is
-then ``___BPF_FUNC_MAPPER(FN, ctx...)``) write ``FN(name, id, ##ctx)``. Both are read.
+A program calls helper N with ``call N``; the numbers are kernel ABI, listed in two places:
 
+- the uapi header ``linux/bpf.h``, macro ``__BPF_FUNC_MAPPER``. Up to Linux 6.1 it writes
+  ``FN(name)`` and the id is the position; from 6.2 it is ``___BPF_FUNC_MAPPER(FN, ctx...)``
+  with ``FN(name, id, ##ctx)``.
+- the kernel's own BTF (``/sys/kernel/btf/vmlinux``): the enum type ``bpf_func_id``, whose
+  enumerators are ``BPF_FUNC_<name> = id`` (and ``__BPF_FUNC_MAX_ID``, not a helper).
+
+Either is read; a file starting with the BTF magic is BTF, anything else a header::
+
+    python tools/gen_helpers.py > pybpf/helpers.py                  # this kernel's BTF
     python tools/gen_helpers.py /usr/include/linux/bpf.h > pybpf/helpers.py
 """
 
+import os
 import re
+import struct
 import sys
 
-_ENTRY = re.compile(r"^\s*FN\((\w+)(?:,\s*(\d+)\s*,\s*##ctx)?\)", re.MULTILINE)
-_MAPPER = re.compile(r"#define ___?BPF_FUNC_MAPPER\((?:FN|FN, ctx\.\.\.)\)(.*?)\n\s*(?:/\*|\n)",
-                     re.DOTALL)
+VMLINUX = "/sys/kernel/btf/vmlinux"
+
+# -- uapi header -----------------------------------------------------------------------------
+
+# The mapper macro's body: lines that end with a backslash, and the line after the last one.
+_MAPPER = re.compile(r"#define ___?BPF_FUNC_MAPPER\(FN(?:, ctx\.\.\.)?\)\s*\\\n((?:.*\\\n)*.*)")
+_ENTRY = re.compile(r"\bFN\((\w+)(?:,\s*(\d+)\s*,\s*##ctx)?\)")
 
 
-def read_helpers(header_text):
+def read_header(text):
     """[(name, id)] in header order; raises ValueError if the mapper macro is not found."""
-    match = _MAPPER.search(header_text)
+    match = _MAPPER.search(text)
     if not match:
         raise ValueError("no __BPF_FUNC_MAPPER macro in this header")
-    helpers = []
-    for position, (name, number) in enumerate(_ENTRY.findall(match.group(1))):
-        helpers.append((name, int(number) if number else position))
-    return helpers
+    return [(name, int(number) if number else position)
+            for position, (name, number) in enumerate(_ENTRY.findall(match.group(1)))]
 
+
+# -- BTF -------------------------------------------------------------------------------------
+
+BTF_MAGIC = 0xEB9F
+_HEADER = struct.Struct("<HBBIIIII")  # magic version flags hdr_len type_off type_len str_off str_len
+_TYPE = struct.Struct("<III")  # struct btf_type: name_off, info, size/type
+KIND_ENUM = 6
+# Bytes after each btf_type record, by kind BTF_KIND_INT (1) .. ENUM64 (19): (fixed, per
+# vlen entry). INT has its encoding word, ARRAY its array record, STRUCT/UNION/DATASEC 12-byte
+# members, ENUM and FUNC_PROTO 8-byte entries, VAR and DECL_TAG one word, ENUM64 12 bytes.
+_TAIL = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
+         8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
+         15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12)}
+
+
+def read_btf_enum(data, enum_name):
+    """[(enumerator, value)] of the 32-bit enum ``enum_name`` in raw (little-endian) BTF."""
+    magic, _version, _flags, hdr_len, type_off, type_len, str_off, _ = _HEADER.unpack_from(data)
+    if magic != BTF_MAGIC:
+        raise ValueError(f"not little-endian BTF (magic {magic:#06x})")
+    strings = hdr_len + str_off
+
+    def string(offset):
+        start = strings + offset
+        return data[start:data.index(b"\0", start)].decode()
+
+    position, end = hdr_len + type_off, hdr_len + type_off + type_len
+    while position < end:
+        name_off, info, _size = _TYPE.unpack_from(data, position)
+        kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
+        position += _TYPE.size
+        if kind == KIND_ENUM and string(name_off) == enum_name:
+            values = struct.iter_unpack("<Ii", data[position:position + 8 * vlen])
+            return [(string(name), value) for name, value in values]
+        if kind not in _TAIL:
+            raise ValueError(f"unknown BTF kind {kind} at byte {position - _TYPE.size}")
+        fixed, each = _TAIL[kind]
+        position += fixed + each * vlen
+    raise ValueError(f"no enum {enum_name} in this BTF")
+
+
+def read_btf(data):
+    """[(name, id)] from the ``enum bpf_func_id`` of a kernel's BTF."""
+    return [(name[len("BPF_FUNC_"):], value) for name, value in read_btf_enum(data, "bpf_func_id")
+            if name.startswith("BPF_FUNC_")]
+
+
+def read_helpers(path):
+    """[(name, id)] from a BTF file or a uapi header, and a description of the source."""
+    with open(path, "rb") as source:
+        data = source.read()
+    if data[:2] == BTF_MAGIC.to_bytes(2, "little"):
+        described = f"the BTF at {path}"
+        if os.path.realpath(path) == VMLINUX:
+            described = f"the running kernel's BTF ({path}, Linux {os.uname().release})"
+        return read_btf(data), described
+    return read_header(data.decode()), path
+
+
+# -- output ----------------------------------------------------------------------------------
 
 def render(helpers, source):
     """The text of pybpf/helpers.py for ``helpers`` read from ``source``."""
     lines = [
         f'"""Kernel helper function ids (``enum bpf_func_id``), {len(helpers)} entries.',
         "",
-        f"Generated by tools/gen_helpers.py from {source}, do not edit.",
+        "Generated by tools/gen_helpers.py; do not edit. Read from",
+        f"{source}.",
         '"""',
         "",
         "HELPERS = {",
@@ -47,11 +119,11 @@ def render(helpers, source):
 
 
 def main(argv):
-    if len(argv) != 2:
-        sys.exit("usage: gen_helpers.py PATH/TO/linux/bpf.h > pybpf/helpers.py")
-    with open(argv[1]) as header:
-        text = header.read()
-    sys.stdout.write(render(read_helpers(text), argv[1]))
+    if len(argv) > 2:
+        sys.exit("usage: gen_helpers.py [/sys/kernel/btf/vmlinux | linux/bpf.h] "
+                 "> pybpf/helpers.py")
+    helpers, source = read_helpers(argv[1] if len(argv) == 2 else VMLINUX)
+    sys.stdout.write(render(helpers, source))
 
 
 if __name__ == "__main__":

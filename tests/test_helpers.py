@@ -1,0 +1,70 @@
+"""The helper id table (pybpf/helpers.py) and its generator, tools/gen_helpers.py.
+
+Oracles: the running kernel's BTF (``enum bpf_func_id`` in /sys/kernel/btf/vmlinux) must
+match the table exactly, the installed uapi header (which may be older) must agree on every
+name it has, and bpftool's dump of the kernel's BTF checks the generator's BTF reader.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import _skip_or_fail, require_tool
+from pybpf.helpers import HELPER_NAMES, HELPERS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import gen_helpers  # noqa: E402 - found through the path above
+
+VMLINUX = gen_helpers.VMLINUX
+UAPI_HEADER = "/usr/include/linux/bpf.h"
+
+
+def _require_file(path, why):
+    if not os.path.exists(path):
+        _skip_or_fail(f"{path} does not exist ({why})")
+    return path
+
+
+def test_table_is_dense_and_frozen():
+    assert sorted(HELPERS.values()) == list(range(212))  # the list is frozen upstream
+    assert HELPER_NAMES[211] == "cgrp_storage_delete"
+    assert {HELPERS[name] for name in HELPER_NAMES.values()} == set(HELPER_NAMES)
+
+
+def test_table_matches_running_kernel_btf():
+    _require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
+    helpers, _source = gen_helpers.read_helpers(VMLINUX)
+    assert dict(helpers) == HELPERS
+
+
+def test_table_agrees_with_uapi_header():
+    _require_file(UAPI_HEADER, "install linux-libc-dev")
+    helpers, _source = gen_helpers.read_helpers(UAPI_HEADER)
+    assert len(helpers) > 200
+    assert {name: HELPERS.get(name) for name, _ in helpers} == dict(helpers)
+
+
+def test_btf_reader_matches_bpftool():
+    bpftool = require_tool("bpftool")
+    _require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
+    dump = subprocess.run([bpftool, "btf", "dump", "file", VMLINUX], capture_output=True,
+                          text=True, check=True).stdout
+    body = dump.split("ENUM 'bpf_func_id'", 1)[1].split("\n[", 1)[0]
+    expected = [(name, int(value)) for name, value in re.findall(r"'(\w+)' val=(-?\d+)", body)]
+    with open(VMLINUX, "rb") as btf:
+        assert gen_helpers.read_btf_enum(btf.read(), "bpf_func_id") == expected
+
+
+def test_header_forms():
+    old = ("#define __BPF_FUNC_MAPPER(FN)\t\\\n\tFN(unspec),\t\\\n\tFN(map_lookup_elem),\t\\\n"
+           "\tFN(map_update_elem),\n\n#define X FN(not_a_helper)\n")
+    new = ("#define ___BPF_FUNC_MAPPER(FN, ctx...)\t\\\n\tFN(unspec, 0, ##ctx)\t\\\n"
+           "\tFN(map_lookup_elem, 1, ##ctx)\t\\\n\tFN(cgrp_storage_delete, 211, ##ctx)\t\\\n"
+           "\t/* */\n\n#define __BPF_FUNC_MAPPER(FN) ___BPF_FUNC_MAPPER(APPLY, FN)\n")
+    assert gen_helpers.read_header(old) == [
+        ("unspec", 0), ("map_lookup_elem", 1), ("map_update_elem", 2)]
+    assert gen_helpers.read_header(new) == [
+        ("unspec", 0), ("map_lookup_elem", 1), ("cgrp_storage_delete", 211)]
+
