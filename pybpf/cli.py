@@ -7,7 +7,8 @@
 
 Each subcommand is one function taking the parsed arguments; add one by writing the
 function and registering its parser in :func:`build_parser`. Errors print as
-``pybpf: <message>`` on stderr with exit status 1 (2 for usage errors), never a traceback.
+``pybpf: <message>`` on stderr with exit status 1 (2 for usage errors), never a traceback;
+a verifier rejection adds the verifier's log after that line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pybpf.asm import parse
 from pybpf.asm.link import resolve
 from pybpf.asm.text import format_insn
 from pybpf.disasm import disassemble
-from pybpf.errors import BPFError
+from pybpf.errors import BPFError, VerifierError
 
 
 def _read_text(path):
@@ -67,9 +68,18 @@ def cmd_run(args):
     insns = parse(_read_text(args.file))
     prog_type = ProgType[args.type.upper()]
     with Program.from_instructions(insns, prog_type) as prog:
-        result = prog.test_run(data=bytes.fromhex(args.data), repeat=args.repeat)
+        result = prog.test_run(data=args.data, repeat=args.repeat)
     print(f"r0 = {result.retval:#x} ({result.retval})")
-    print(f"duration = {result.duration_ns} ns per run ({args.repeat} runs)")
+    runs = "1 run" if args.repeat == 1 else f"mean of {args.repeat} runs"
+    print(f"duration = {result.duration_ns} ns ({runs})")
+
+
+def _positive(text):
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def build_parser():
@@ -95,8 +105,10 @@ def build_parser():
 
     run = commands.add_parser("run", help="load a snippet and run it with BPF_PROG_TEST_RUN")
     run.add_argument("file", help="assembly source (- for stdin)")
-    run.add_argument("--data", default="00" * 64, help="packet bytes in hex (default 64 zeros)")
-    run.add_argument("--repeat", type=int, default=1)
+    run.add_argument("--data", type=bytes.fromhex, default=bytes(64), metavar="HEX",
+                     help="packet bytes in hex, from the Ethernet header on (default 64 "
+                     "zeros); a socket filter sees them from byte 14")
+    run.add_argument("--repeat", type=_positive, default=1)
     run.add_argument("--type", default="socket_filter",
                      choices=[t.name.lower() for t in ProgType if t != ProgType.UNSPEC])
     run.set_defaults(func=cmd_run)
@@ -110,5 +122,7 @@ def main(argv=None):
         args.func(args)
     except (BPFError, OSError, ValueError) as exc:
         print(f"pybpf: {exc}", file=sys.stderr)
+        if isinstance(exc, VerifierError) and exc.log:
+            print(exc.log.rstrip("\n"), file=sys.stderr)
         return 1
     return 0

@@ -40,7 +40,33 @@ def test_usage_error_exits_2():
 
 @pytest.mark.kernel
 def test_run_socket_filter(tmp_path, capsys):
-    pytest.importorskip("pybpf.program", reason="the loader (pybpf.program) is not written yet")
     (tmp_path / "a.s").write_text("r0 = 42\nexit\n")
     assert main(["run", str(tmp_path / "a.s"), "--repeat", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "r0 = 0x2a (42)" and out[1].endswith(" ns (mean of 3 runs)")
+
+
+@pytest.mark.kernel
+def test_run_reads_packet_data(tmp_path, capsys):
+    (tmp_path / "a.s").write_text("r6 = r1\nr0 = *(u8 *)skb[1]\nexit\n")
+    packet = "00" * 14 + "07" + "2a"  # Ethernet header, then the bytes a socket filter sees
+    assert main(["run", str(tmp_path / "a.s"), "--data", packet]) == 0
     assert capsys.readouterr().out.startswith("r0 = 0x2a (42)")
+    assert main(["run", str(tmp_path / "a.s"), "--type", "xdp"]) == 1  # no LD_ABS in XDP
+    assert capsys.readouterr().err.startswith("pybpf: ")
+
+
+@pytest.mark.kernel
+def test_run_prints_the_verifier_log(tmp_path, capsys):
+    (tmp_path / "bad.s").write_text("r1 = 1\nr0 = *(u32 *)(r1 + 0)\nexit\n")
+    assert main(["run", str(tmp_path / "bad.s")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pybpf: program '' rejected by the verifier")
+    assert "\nR1 invalid mem access 'scalar'\nprocessed 2 insns" in err  # the log follows
+
+
+def test_run_usage_errors():
+    for argv in (["run", "x.s", "--data", "zz"], ["run", "x.s", "--repeat", "0"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2

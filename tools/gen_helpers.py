@@ -40,7 +40,8 @@ def read_header(text):
 # -- BTF -------------------------------------------------------------------------------------
 
 BTF_MAGIC = 0xEB9F
-_HEADER = struct.Struct("<HBBIIIII")  # magic version flags hdr_len type_off type_len str_off str_len
+# struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
+_HEADER = struct.Struct("<HBBIIIII")
 _TYPE = struct.Struct("<III")  # struct btf_type: name_off, info, size/type
 KIND_ENUM = 6
 # Bytes after each btf_type record, by kind BTF_KIND_INT (1) .. ENUM64 (19): (fixed, per
