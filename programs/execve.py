@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from pybpf import BPFError
+from pybpf import BPFError, VerifierError
 from pybpf.attach import attach
 from pybpf.collection import Collection
 from pybpf.disasm import disassemble
@@ -188,7 +188,7 @@ def run(args):
     """Load, attach, report every interval until stopped, report once more, detach."""
     stop = _Stop()
     try:
-        with Tracker(args.max_pids, log_level=1 if args.verifier_log else 0) as tracker:
+        with Tracker(args.max_pids, log_level=2 if args.verifier_log else 0) as tracker:
             if args.verifier_log:
                 for name, log in tracker.verifier_logs().items():
                     sys.stderr.write(f"--- verifier log of {name} ---\n{log}\n")
@@ -235,6 +235,13 @@ def _main(args):
         return 0
     try:
         return run(args)
+    except VerifierError as err:
+        if args.verifier_log:
+            sys.stderr.write(err.log)
+        else:
+            err.log_hint = "rerun with --verifier-log"
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
     except BPFError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1

@@ -92,7 +92,11 @@ class VerifierError(SyscallError):
     ``log`` is the whole verifier log, ``summary`` its telling line(s), ``insn_index`` the raw
     instruction slot the verifier stopped at (None if unknown), ``source_index`` the index of
     the DSL instruction it maps to and ``source`` that instruction's comment or text.
+    ``str(err)`` ends by saying where the full log is: ``log_hint`` (a tool sets it to its own
+    option, e.g. ``--verifier-log``).
     """
+
+    log_hint = "err.log"
 
     def __init__(self, err, message, log="", summary="", insn_index=None,
                  source_index=None, source=None):
@@ -102,6 +106,10 @@ class VerifierError(SyscallError):
         self.source_index = source_index
         self.source = source
         super().__init__(err, "BPF_PROG_LOAD", message)
+
+    def __str__(self):
+        lines = len(self.log.splitlines())
+        return f"{self.strerror}; full log ({lines} lines): {self.log_hint}"
 
 
 class AttachError(BPFError):

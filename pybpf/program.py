@@ -109,10 +109,8 @@ class Program:
             where = f"instruction {index} `{asm.format_insn(self.insns[index])}`"
             if source:
                 where += f" from {source!r}"
-        lines = len(exc.log.splitlines())
         message = (f"program {self.name!r} rejected by the verifier ({errno_name(exc.errno)}): "
-                   f"{exc.summary}" + (f"; at {where}" if where else "")
-                   + f"; full log: err.log ({lines} lines)")
+                   f"{exc.summary}" + (f"; at {where}" if where else ""))
         err = VerifierError(exc.errno, message, log=exc.log, summary=exc.summary,
                             insn_index=exc.insn_index, source_index=index, source=source)
         err.log_true_size = exc.log_true_size

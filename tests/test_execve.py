@@ -345,3 +345,23 @@ def test_without_privileges_one_line_and_exit_1():
     assert "Traceback" not in err
     assert len(err.splitlines()) == 1, err
     assert "CAP_BPF" in err and "sudo" in err
+
+
+@pytest.mark.kernel
+def test_verifier_rejection_names_the_c_line_without_traceback(monkeypatch, capsys):
+    from pybpf.asm import R0, R2, Builder
+
+    def broken():
+        b = Builder()
+        b.comment("return undefined_variable;")
+        b.mov(R0, R2)  # r2 was never written: the verifier refuses to read it
+        b.exit()
+        return b.instructions
+
+    monkeypatch.setattr(execve.execve_bpf, "name_process", broken)
+    assert execve.main(["-interval", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "name_process" in err and "R2 !read_ok" in err
+    assert "return undefined_variable;" in err and "instruction 0" in err
+    assert err.endswith("lines): rerun with --verifier-log")

@@ -63,7 +63,7 @@ def test_verifier_error_points_at_the_dsl_instruction_and_comment():
     assert "processed" in err.log
     text = str(err)
     assert "R2 !read_ok" in text and "instruction 3" in text and "r0 += r2" in text
-    assert "return x + y" in text and "full log: err.log" in text
+    assert "return x + y" in text and "full log (" in text and text.endswith("lines): err.log")
     assert "processed" not in text
 
 
