@@ -156,6 +156,8 @@ def test_decode_errors(data, message):
     ("x:\n", "label 'x' at the end"),
     ("a: exit\na: exit", "duplicate label 'a'"),
     ("callx r1", "not an instruction"),
+    ("w0 = *(u64 *)(r1 + 0)", "w0 is a 32-bit register; a 64-bit access needs r0"),
+    ("w1 = atomic_fetch_add((u32 *)(r1 + 0), w2)", r"result register .* \(w1 is not w2\)"),
 ])
 def test_parse_errors(text, message):
     with pytest.raises(AssemblerError, match=message):
