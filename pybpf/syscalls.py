@@ -2,10 +2,12 @@
 
 Every eBPF object (map, program, link, BTF blob) is created and used through one system call,
 ``bpf(cmd, attr, size)``. ``attr`` points to ``union bpf_attr``: each command reads its own
-member of that union, so each command here has its own ``construct`` Struct named after that
-member, with the kernel's field names, and passes only its own size (the kernel accepts a
-shorter attr from older programs and rejects unknown non-zero bytes with E2BIG). Pointers
-inside an attr are plain u64 addresses of ctypes buffers that stay alive across the call.
+member of that union, so each command here has its own layout named after that member, with
+the kernel's field names, and passes only its own size (the kernel accepts a shorter attr
+from older programs and rejects unknown non-zero bytes with E2BIG). Pointers inside an attr
+are plain u64 addresses of ctypes buffers that stay alive across the call. The layouts are
+declared with ``construct`` in :mod:`pybpf.attrs` and used here in their generated
+``struct.Struct`` form, :mod:`pybpf.layouts`, so that this module does not import construct.
 
 Failures come back as ``errno``; :func:`bpf` turns them into the typed exceptions of
 :mod:`pybpf.errors` with a message that says what to do. Tests replace :func:`_sys_bpf`,
@@ -22,17 +24,7 @@ import re
 import resource
 import struct
 
-from construct import (
-    Bytes,
-    FormatField,
-    Int32ul,
-    Int64ul,
-    Padding,
-    PaddedString,
-    Renamed,
-    Struct,
-)
-
+from . import layouts
 from .abi import BPF_OBJ_NAME_LEN, BPF_STATS_RUN_TIME, Cmd, MapFlags, MapType, ProgType
 from .abi import PERF_FLAG_FD_CLOEXEC, PERF_SAMPLE_RAW
 from .errors import (
@@ -274,254 +266,16 @@ def object_name(name):
     return _NAME_BAD.sub("_", name)[:BPF_OBJ_NAME_LEN - 1]
 
 
-def _packer(fmt):
-    """A ``struct.Struct`` with the layout of the construct Struct ``fmt`` (integers and
-    padding only): the same declaration, packed ten times faster on the hot paths."""
-    codes = []
-    for sub in fmt.subcons:
-        inner = sub.subcon if isinstance(sub, Renamed) else sub
-        if isinstance(inner, FormatField):
-            codes.append(inner.fmtstr[1:])
-        else:
-            codes.append(f"{inner.sizeof()}x")
-    return struct.Struct("<" + "".join(codes))
-
-
 # ---------------------------------------------------------------------------------------------
-# union bpf_attr members. Comments give the kernel's name of each (anonymous) member.
+# Attr layouts: declared with construct in pybpf/attrs.py, compiled to struct formats in
+# pybpf/layouts.py (importing construct would cost a third of the tracker's start).
 
-#: BPF_MAP_CREATE ("anonymous struct used by BPF_MAP_CREATE command")
-MapCreateAttr = Struct(
-    "map_type" / Int32ul,
-    "key_size" / Int32ul,
-    "value_size" / Int32ul,
-    "max_entries" / Int32ul,
-    "map_flags" / Int32ul,
-    "inner_map_fd" / Int32ul,
-    "numa_node" / Int32ul,
-    "map_name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
-    "map_ifindex" / Int32ul,
-    "btf_fd" / Int32ul,
-    "btf_key_type_id" / Int32ul,
-    "btf_value_type_id" / Int32ul,
-    "btf_vmlinux_value_type_id" / Int32ul,
-    "map_extra" / Int64ul,
-)
+_INFO_STRUCTS = {"prog": layouts.bpf_prog_info, "map": layouts.bpf_map_info,
+                 "link": layouts.bpf_link_info}
 
-#: BPF_MAP_*_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_FREEZE; ``value`` is also ``next_key``
-MapElemAttr = Struct(
-    "map_fd" / Int32ul,
-    Padding(4),
-    "key" / Int64ul,
-    "value" / Int64ul,
-    "flags" / Int64ul,
-)
-
-#: BPF_MAP_*_BATCH (union member ``batch``)
-BatchAttr = Struct(
-    "in_batch" / Int64ul,
-    "out_batch" / Int64ul,
-    "keys" / Int64ul,
-    "values" / Int64ul,
-    "count" / Int32ul,
-    "map_fd" / Int32ul,
-    "elem_flags" / Int64ul,
-    "flags" / Int64ul,
-)
-
-#: BPF_PROG_LOAD ("anonymous struct used by BPF_PROG_LOAD command"), up to log_true_size (6.4)
-ProgLoadAttr = Struct(
-    "prog_type" / Int32ul,
-    "insn_cnt" / Int32ul,
-    "insns" / Int64ul,
-    "license" / Int64ul,
-    "log_level" / Int32ul,
-    "log_size" / Int32ul,
-    "log_buf" / Int64ul,
-    "kern_version" / Int32ul,
-    "prog_flags" / Int32ul,
-    "prog_name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
-    "prog_ifindex" / Int32ul,
-    "expected_attach_type" / Int32ul,
-    "prog_btf_fd" / Int32ul,
-    "func_info_rec_size" / Int32ul,
-    "func_info" / Int64ul,
-    "func_info_cnt" / Int32ul,
-    "line_info_rec_size" / Int32ul,
-    "line_info" / Int64ul,
-    "line_info_cnt" / Int32ul,
-    "attach_btf_id" / Int32ul,
-    "attach_prog_fd" / Int32ul,
-    "core_relo_cnt" / Int32ul,
-    "fd_array" / Int64ul,
-    "core_relos" / Int64ul,
-    "core_relo_rec_size" / Int32ul,
-    "log_true_size" / Int32ul,
-)
-
-#: BPF_PROG_TEST_RUN (union member ``test``), up to ``cpu``
-TestAttr = Struct(
-    "prog_fd" / Int32ul,
-    "retval" / Int32ul,
-    "data_size_in" / Int32ul,
-    "data_size_out" / Int32ul,
-    "data_in" / Int64ul,
-    "data_out" / Int64ul,
-    "repeat" / Int32ul,
-    "duration" / Int32ul,
-    "ctx_size_in" / Int32ul,
-    "ctx_size_out" / Int32ul,
-    "ctx_in" / Int64ul,
-    "ctx_out" / Int64ul,
-    "flags" / Int32ul,
-    "cpu" / Int32ul,
-)
-
-#: BPF_OBJ_PIN, BPF_OBJ_GET ("anonymous struct used by BPF_OBJ_* commands")
-ObjAttr = Struct(
-    "pathname" / Int64ul,
-    "bpf_fd" / Int32ul,
-    "file_flags" / Int32ul,
-)
-
-#: BPF_*_GET_NEXT_ID and BPF_*_GET_FD_BY_ID; ``start_id`` is also prog_id/map_id/link_id
-GetIdAttr = Struct(
-    "start_id" / Int32ul,
-    "next_id" / Int32ul,
-    "open_flags" / Int32ul,
-)
-
-#: BPF_OBJ_GET_INFO_BY_FD (union member ``info``)
-InfoAttr = Struct(
-    "bpf_fd" / Int32ul,
-    "info_len" / Int32ul,
-    "info" / Int64ul,
-)
-
-#: BPF_RAW_TRACEPOINT_OPEN (union member ``raw_tracepoint``), up to prog_fd
-RawTracepointAttr = Struct(
-    "name" / Int64ul,
-    "prog_fd" / Int32ul,
-)
-
-#: BPF_BTF_LOAD ("anonymous struct for BPF_BTF_LOAD"), up to btf_log_true_size (6.4)
-BtfLoadAttr = Struct(
-    "btf" / Int64ul,
-    "btf_log_buf" / Int64ul,
-    "btf_size" / Int32ul,
-    "btf_log_size" / Int32ul,
-    "btf_log_level" / Int32ul,
-    "btf_log_true_size" / Int32ul,
-)
-
-#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``
-LinkCreateAttr = Struct(
-    "prog_fd" / Int32ul,
-    "target_fd" / Int32ul,
-    "attach_type" / Int32ul,
-    "flags" / Int32ul,
-    "bpf_cookie" / Int64ul,
-)
-
-#: BPF_ENABLE_STATS (union member ``enable_stats``)
-EnableStatsAttr = Struct(
-    "type" / Int32ul,
-)
-
-#: struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1). ``flags`` holds the bitfield
-#: that starts with disabled (bit 0), inherit (1), pinned (2), exclusive (3)...
-PerfEventAttr = Struct(
-    "type" / Int32ul,
-    "size" / Int32ul,
-    "config" / Int64ul,
-    "sample_period" / Int64ul,
-    "sample_type" / Int64ul,
-    "read_format" / Int64ul,
-    "flags" / Int64ul,
-    "wakeup_events" / Int32ul,
-    "bp_type" / Int32ul,
-    "config1" / Int64ul,
-    "config2" / Int64ul,
-)
-
-# Info structs the kernel fills for BPF_OBJ_GET_INFO_BY_FD (include/uapi/linux/bpf.h).
-
-#: struct bpf_prog_info, up to attach_btf_id
-bpf_prog_info = Struct(
-    "type" / Int32ul,
-    "id" / Int32ul,
-    "tag" / Bytes(8),
-    "jited_prog_len" / Int32ul,
-    "xlated_prog_len" / Int32ul,
-    "jited_prog_insns" / Int64ul,
-    "xlated_prog_insns" / Int64ul,
-    "load_time" / Int64ul,
-    "created_by_uid" / Int32ul,
-    "nr_map_ids" / Int32ul,
-    "map_ids" / Int64ul,
-    "name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
-    "ifindex" / Int32ul,
-    "gpl_compatible" / Int32ul,
-    "netns_dev" / Int64ul,
-    "netns_ino" / Int64ul,
-    "nr_jited_ksyms" / Int32ul,
-    "nr_jited_func_lens" / Int32ul,
-    "jited_ksyms" / Int64ul,
-    "jited_func_lens" / Int64ul,
-    "btf_id" / Int32ul,
-    "func_info_rec_size" / Int32ul,
-    "func_info" / Int64ul,
-    "nr_func_info" / Int32ul,
-    "nr_line_info" / Int32ul,
-    "line_info" / Int64ul,
-    "jited_line_info" / Int64ul,
-    "nr_jited_line_info" / Int32ul,
-    "line_info_rec_size" / Int32ul,
-    "jited_line_info_rec_size" / Int32ul,
-    "nr_prog_tags" / Int32ul,
-    "prog_tags" / Int64ul,
-    "run_time_ns" / Int64ul,
-    "run_cnt" / Int64ul,
-    "recursion_misses" / Int64ul,
-    "verified_insns" / Int32ul,
-    "attach_btf_obj_id" / Int32ul,
-    "attach_btf_id" / Int32ul,
-    Padding(4),
-)
-
-#: struct bpf_map_info, up to map_extra
-bpf_map_info = Struct(
-    "type" / Int32ul,
-    "id" / Int32ul,
-    "key_size" / Int32ul,
-    "value_size" / Int32ul,
-    "max_entries" / Int32ul,
-    "map_flags" / Int32ul,
-    "name" / PaddedString(BPF_OBJ_NAME_LEN, "ascii"),
-    "ifindex" / Int32ul,
-    "btf_vmlinux_value_type_id" / Int32ul,
-    "netns_dev" / Int64ul,
-    "netns_ino" / Int64ul,
-    "btf_id" / Int32ul,
-    "btf_key_type_id" / Int32ul,
-    "btf_value_type_id" / Int32ul,
-    "btf_vmlinux_id" / Int32ul,
-    "map_extra" / Int64ul,
-)
-
-#: struct bpf_link_info: the common head; the per-type union stays raw bytes
-bpf_link_info = Struct(
-    "type" / Int32ul,
-    "id" / Int32ul,
-    "prog_id" / Int32ul,
-    Padding(4),
-    "details" / Bytes(48),
-)
-
-_INFO_STRUCTS = {"prog": bpf_prog_info, "map": bpf_map_info, "link": bpf_link_info}
-
-_ELEM = _packer(MapElemAttr)
-_BATCH = _packer(BatchAttr)
+# The per-element commands are the hot paths: their attrs are packed positionally.
+_ELEM = layouts.MapElemAttr.struct
+_BATCH = layouts.BatchAttr.struct
 _BATCH_COUNT_OFFSET = 32  # offsetof(batch, count), checked against BatchAttr in the tests
 _COUNT = struct.Struct("<I")
 _LOOKUP, _UPDATE = Cmd.MAP_LOOKUP_ELEM, Cmd.MAP_UPDATE_ELEM
@@ -535,11 +289,8 @@ _memlock = {"checked": False}
 def _memcg_accounting():
     """True if the kernel charges bpf memory to memcg: a map can be made with memlock at 0."""
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    attr = MapCreateAttr.build(dict(map_type=MapType.ARRAY, key_size=4, value_size=4,
-                                    max_entries=1, map_flags=0, inner_map_fd=0, numa_node=0,
-                                    map_name="", map_ifindex=0, btf_fd=0, btf_key_type_id=0,
-                                    btf_value_type_id=0, btf_vmlinux_value_type_id=0,
-                                    map_extra=0))
+    attr = layouts.MapCreateAttr.pack(map_type=MapType.ARRAY, key_size=4, value_size=4,
+                                      max_entries=1)
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, hard))
     try:
         fd = _sys_bpf(Cmd.MAP_CREATE, attr)
@@ -577,12 +328,11 @@ def map_create(map_type, key_size, value_size, max_entries, flags=0, name="", in
     ensure_memlock()
     if numa_node is not None:
         flags |= MapFlags.NUMA_NODE
-    attr = MapCreateAttr.build(dict(
+    attr = layouts.MapCreateAttr.pack(
         map_type=map_type, key_size=key_size, value_size=value_size, max_entries=max_entries,
         map_flags=flags, inner_map_fd=inner_map_fd, numa_node=numa_node or 0,
-        map_name=object_name(name), map_ifindex=0, btf_fd=btf_fd,
-        btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id,
-        btf_vmlinux_value_type_id=0, map_extra=map_extra))
+        map_name=object_name(name).encode(), btf_fd=btf_fd, btf_key_type_id=btf_key_type_id,
+        btf_value_type_id=btf_value_type_id, map_extra=map_extra)
     return bpf(Cmd.MAP_CREATE, attr)
 
 
@@ -736,23 +486,22 @@ def prog_load(prog_type, insns, license="GPL", *, name="", log_level=0, log_size
     func_info_buf, line_info_buf = _copy(func_info), _copy(line_info)
     log_buf = _buffer(log_size) if log_size else None
     fds = (ctypes.c_int * len(fd_array))(*fd_array) if fd_array else None
-    attr = _inout(ProgLoadAttr.build(dict(
+    attr = _inout(layouts.ProgLoadAttr.pack(
         prog_type=prog_type, insn_cnt=len(insns) // 8, insns=_ptr(insns_buf),
         license=_ptr(license_buf), log_level=log_level if log_size else 0,
         log_size=log_size, log_buf=_ptr(log_buf), kern_version=kern_version,
-        prog_flags=prog_flags, prog_name=object_name(name), prog_ifindex=0,
+        prog_flags=prog_flags, prog_name=object_name(name).encode(),
         expected_attach_type=expected_attach_type, prog_btf_fd=prog_btf_fd,
         func_info_rec_size=func_info_rec_size if func_info else 0, func_info=_ptr(func_info_buf),
         func_info_cnt=len(func_info) // func_info_rec_size if func_info else 0,
         line_info_rec_size=line_info_rec_size if line_info else 0, line_info=_ptr(line_info_buf),
         line_info_cnt=len(line_info) // line_info_rec_size if line_info else 0,
-        attach_btf_id=attach_btf_id, attach_prog_fd=0, core_relo_cnt=0, fd_array=_ptr(fds),
-        core_relos=0, core_relo_rec_size=0, log_true_size=0)))
+        attach_btf_id=attach_btf_id, fd_array=_ptr(fds)))
     try:
         fd = bpf(Cmd.PROG_LOAD, attr, capability=capability_for(Cmd.PROG_LOAD, prog_type))
     except SyscallError as exc:
         raise _load_error(exc, _log_text(log_buf),
-                          ProgLoadAttr.parse(attr.raw).log_true_size) from None
+                          layouts.ProgLoadAttr.unpack(attr)["log_true_size"]) from None
     return fd, _log_text(log_buf)
 
 
@@ -761,7 +510,7 @@ def _load_error(exc, log, log_true_size):
     if log and exc.errno != errno.ENOSPC:
         summary = log_summary(log)
         exc = VerifierError(exc.errno, f"BPF_PROG_LOAD: verifier rejected the program "
-                            f"({errno_name(exc.errno)}): {summary}; full log: err.log",
+                            f"({errno_name(exc.errno)}): {summary}",
                             log=log, summary=summary, insn_index=log_failing_slot(log))
     exc.log = log
     exc.log_true_size = log_true_size
@@ -777,16 +526,16 @@ def prog_test_run(prog_fd, data_in=b"", data_size_out=0, ctx_in=b"", ctx_size_ou
     data_buf, ctx_buf = _copy(data_in), _copy(ctx_in)
     data_out = _buffer(data_size_out) if data_size_out else None
     ctx_out = _buffer(ctx_size_out) if ctx_size_out else None
-    attr = _inout(TestAttr.build(dict(
-        prog_fd=prog_fd, retval=0, data_size_in=len(data_in), data_size_out=data_size_out,
-        data_in=_ptr(data_buf), data_out=_ptr(data_out), repeat=repeat, duration=0,
+    attr = _inout(layouts.TestAttr.pack(
+        prog_fd=prog_fd, data_size_in=len(data_in), data_size_out=data_size_out,
+        data_in=_ptr(data_buf), data_out=_ptr(data_out), repeat=repeat,
         ctx_size_in=len(ctx_in), ctx_size_out=ctx_size_out, ctx_in=_ptr(ctx_buf),
-        ctx_out=_ptr(ctx_out), flags=flags, cpu=cpu)))
+        ctx_out=_ptr(ctx_out), flags=flags, cpu=cpu))
     bpf(Cmd.PROG_TEST_RUN, attr)
-    out = TestAttr.parse(attr.raw)
-    data = data_out.raw[:out.data_size_out] if data_out is not None else b""
-    ctx = ctx_out.raw[:out.ctx_size_out] if ctx_out is not None else b""
-    return out.retval, out.duration, data, ctx
+    out = layouts.TestAttr.unpack(attr)
+    data = data_out.raw[:out["data_size_out"]] if data_out is not None else b""
+    ctx = ctx_out.raw[:out["ctx_size_out"]] if ctx_out is not None else b""
+    return out["retval"], out["duration"], data, ctx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -796,23 +545,24 @@ def prog_test_run(prog_fd, data_in=b"", data_size_out=0, ctx_in=b"", ctx_size_ou
 def obj_pin(fd, path):
     """BPF_OBJ_PIN: make the object live on as a file at ``path`` inside bpffs."""
     path_buf = _copy(os.fsencode(path) + b"\0")
-    bpf(Cmd.OBJ_PIN, ObjAttr.build(dict(pathname=_ptr(path_buf), bpf_fd=fd, file_flags=0)))
+    bpf(Cmd.OBJ_PIN, layouts.ObjAttr.pack(pathname=_ptr(path_buf), bpf_fd=fd))
 
 
 def obj_get(path, flags=0):
     """BPF_OBJ_GET: a new fd for the object pinned at ``path``."""
     path_buf = _copy(os.fsencode(path) + b"\0")
-    return bpf(Cmd.OBJ_GET, ObjAttr.build(dict(pathname=_ptr(path_buf), bpf_fd=0,
-                                               file_flags=flags)))
+    return bpf(Cmd.OBJ_GET, layouts.ObjAttr.pack(pathname=_ptr(path_buf), file_flags=flags))
 
 
 def obj_get_info_by_fd(fd, kind):
     """BPF_OBJ_GET_INFO_BY_FD: the ``"prog"``, ``"map"`` or ``"link"`` info struct as a dict."""
     layout = _INFO_STRUCTS[kind]
-    info = _buffer(layout.sizeof())
-    bpf(Cmd.OBJ_GET_INFO_BY_FD, InfoAttr.build(dict(bpf_fd=fd, info_len=layout.sizeof(),
-                                                    info=ctypes.addressof(info))))
-    fields = {k: v for k, v in layout.parse(info.raw).items() if not k.startswith("_")}
+    info = _buffer(layout.size)
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, layouts.InfoAttr.pack(bpf_fd=fd, info_len=layout.size,
+                                                      info=ctypes.addressof(info)))
+    fields = layout.unpack(info)
+    if "name" in fields:  # char name[BPF_OBJ_NAME_LEN], NUL-padded
+        fields["name"] = fields["name"].rstrip(b"\0").decode("ascii")
     if "tag" in fields:
         fields["tag"] = fields["tag"].hex()
     return fields
@@ -820,19 +570,19 @@ def obj_get_info_by_fd(fd, kind):
 
 def _get_next_id(cmd, start_id):
     """The id after ``start_id`` for a *_GET_NEXT_ID command, None after the last."""
-    attr = _inout(GetIdAttr.build(dict(start_id=start_id, next_id=0, open_flags=0)))
+    attr = _inout(layouts.GetIdAttr.pack(start_id=start_id))
     try:
         bpf(cmd, attr)
     except SyscallError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
-    return GetIdAttr.parse(attr.raw).next_id
+    return layouts.GetIdAttr.unpack(attr)["next_id"]
 
 
 def _get_fd_by_id(cmd, obj_id):
     """A new fd for the object with id ``obj_id``."""
-    return bpf(cmd, GetIdAttr.build(dict(start_id=obj_id, next_id=0, open_flags=0)))
+    return bpf(cmd, layouts.GetIdAttr.pack(start_id=obj_id))
 
 
 def prog_get_next_id(start_id):
@@ -871,26 +621,25 @@ def link_get_fd_by_id(link_id):
 
 def link_create(prog_fd, target_fd, attach_type, flags=0, bpf_cookie=0):
     """BPF_LINK_CREATE: attach ``prog_fd`` to ``target_fd``; the link's fd (close = detach)."""
-    return bpf(Cmd.LINK_CREATE, LinkCreateAttr.build(dict(
+    return bpf(Cmd.LINK_CREATE, layouts.LinkCreateAttr.pack(
         prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags,
-        bpf_cookie=bpf_cookie)), capability="CAP_PERFMON (and CAP_BPF)")
+        bpf_cookie=bpf_cookie), capability="CAP_PERFMON (and CAP_BPF)")
 
 
 def raw_tracepoint_open(name, prog_fd):
     """BPF_RAW_TRACEPOINT_OPEN: attach a raw tracepoint program to tracepoint ``name``."""
     name_buf = _copy(name.encode() + b"\0")
-    return bpf(Cmd.RAW_TRACEPOINT_OPEN, RawTracepointAttr.build(dict(name=_ptr(name_buf),
-                                                                     prog_fd=prog_fd)))
+    return bpf(Cmd.RAW_TRACEPOINT_OPEN, layouts.RawTracepointAttr.pack(name=_ptr(name_buf),
+                                                                       prog_fd=prog_fd))
 
 
 def btf_load(btf, log_level=0, log_size=0):
     """BPF_BTF_LOAD: (fd, log) for raw BTF type information."""
     ensure_memlock()
     btf_buf, log_buf = _copy(btf), (_buffer(log_size) if log_size else None)
-    attr = BtfLoadAttr.build(dict(btf=_ptr(btf_buf), btf_log_buf=_ptr(log_buf),
-                                  btf_size=len(btf), btf_log_size=log_size,
-                                  btf_log_level=log_level if log_size else 0,
-                                  btf_log_true_size=0))
+    attr = layouts.BtfLoadAttr.pack(btf=_ptr(btf_buf), btf_log_buf=_ptr(log_buf),
+                                    btf_size=len(btf), btf_log_size=log_size,
+                                    btf_log_level=log_level if log_size else 0)
     try:
         fd = bpf(Cmd.BTF_LOAD, _inout(attr))
     except SyscallError as exc:
@@ -901,7 +650,7 @@ def btf_load(btf, log_level=0, log_size=0):
 
 def enable_stats(type=BPF_STATS_RUN_TIME):
     """BPF_ENABLE_STATS: turn on run_time_ns/run_cnt accounting while the returned fd is open."""
-    return bpf(Cmd.ENABLE_STATS, EnableStatsAttr.build(dict(type=type)))
+    return bpf(Cmd.ENABLE_STATS, layouts.EnableStatsAttr.pack(type=type))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -911,10 +660,9 @@ def enable_stats(type=BPF_STATS_RUN_TIME):
 def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=PERF_FLAG_FD_CLOEXEC,
                     sample_period=1, sample_type=PERF_SAMPLE_RAW, wakeup_events=1):
     """perf_event_open(2): an fd for the event ``type``/``config`` (a tracepoint id...)."""
-    attr = PerfEventAttr.build(dict(
-        type=type, size=PerfEventAttr.sizeof(), config=config, sample_period=sample_period,
-        sample_type=sample_type, read_format=0, flags=0, wakeup_events=wakeup_events,
-        bp_type=0, config1=0, config2=0))
+    layout = layouts.PerfEventAttr
+    attr = layout.pack(type=type, size=layout.size, config=config, sample_period=sample_period,
+                       sample_type=sample_type, wakeup_events=wakeup_events)
     ret = _sys_perf_event_open(attr, pid, cpu, group_fd, flags)
     if ret < 0:
         raise _perf_error("perf_event_open", -ret)

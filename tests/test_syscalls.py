@@ -5,10 +5,12 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from construct import Bytes, StringEncoded, Struct
 
-from pybpf import syscalls
+from pybpf import attrs, layouts, syscalls
 from pybpf.abi import Cmd, MapType, ProgType, UpdateFlags
 from pybpf.errors import (
     BPFPermissionError,
@@ -22,29 +24,82 @@ from pybpf.errors import (
 
 RET7 = bytes.fromhex("b700000007000000" "9500000000000000")  # r0 = 7; exit
 READ_R2 = bytes.fromhex("bf20000000000000" "9500000000000000")  # r0 = r2; exit (uninit)
+ROOT = Path(__file__).resolve().parent.parent
+
+sys.path.insert(0, str(ROOT / "tools"))
+import gen_layouts  # noqa: E402 - found through the path above
 
 
 # --- layouts ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout, size", [
+KERNEL_SIZES = {
     # offsetofend(union bpf_attr, <last field used>) from include/uapi/linux/bpf.h
-    (syscalls.MapCreateAttr, 72), (syscalls.MapElemAttr, 32), (syscalls.BatchAttr, 56),
-    (syscalls.ProgLoadAttr, 144), (syscalls.TestAttr, 72), (syscalls.ObjAttr, 16),
-    (syscalls.GetIdAttr, 12), (syscalls.InfoAttr, 16), (syscalls.RawTracepointAttr, 12),
-    (syscalls.BtfLoadAttr, 32), (syscalls.LinkCreateAttr, 24), (syscalls.EnableStatsAttr, 4),
-    (syscalls.PerfEventAttr, 72), (syscalls.bpf_prog_info, 232), (syscalls.bpf_map_info, 88),
-])
-def test_attr_sizes_match_the_kernel(layout, size):
-    assert layout.sizeof() == size
+    "MapCreateAttr": 72, "MapElemAttr": 32, "BatchAttr": 56, "ProgLoadAttr": 144,
+    "TestAttr": 72, "ObjAttr": 16, "GetIdAttr": 12, "InfoAttr": 16, "RawTracepointAttr": 12,
+    "BtfLoadAttr": 32, "LinkCreateAttr": 24, "EnableStatsAttr": 4,
+    # sizeof(struct ...) up to the last field declared
+    "PerfEventAttr": 72, "bpf_prog_info": 232, "bpf_map_info": 88, "bpf_link_info": 64,
+}
+DECLARED = sorted(name for name, value in vars(attrs).items() if isinstance(value, Struct))
 
 
-def test_fast_packers_match_the_construct_declarations():
-    elem = dict(map_fd=5, key=0x1122334455667788, value=0x99, flags=2)
-    assert syscalls._ELEM.pack(*elem.values()) == syscalls.MapElemAttr.build(elem)
-    batch = dict(in_batch=1, out_batch=2, keys=3, values=4, count=5, map_fd=6, elem_flags=7,
-                 flags=8)
-    built = syscalls.BatchAttr.build(batch)
-    assert syscalls._BATCH.pack(*batch.values()) == built
+def test_every_declaration_has_a_kernel_size_and_a_layout():
+    assert sorted(KERNEL_SIZES) == DECLARED
+    assert sorted(name for name, value in vars(layouts).items()
+                  if isinstance(value, layouts.Layout)) == DECLARED
+
+
+@pytest.mark.parametrize("name", DECLARED)
+def test_attr_sizes_match_the_kernel(name):
+    assert getattr(attrs, name).sizeof() == getattr(layouts, name).size == KERNEL_SIZES[name]
+
+
+def test_layouts_are_what_the_generator_prints():
+    assert gen_layouts.render() == (ROOT / "pybpf" / "layouts.py").read_text(), \
+        "pybpf/layouts.py is stale: python tools/gen_layouts.py > pybpf/layouts.py"
+
+
+def _sample(declaration):
+    """Distinct non-zero values for every field of a construct Struct, by name."""
+    values = {}
+    for number, sub in enumerate(declaration.subcons, start=1):
+        if sub.name is None:
+            continue
+        size = sub.sizeof()
+        if isinstance(sub.subcon, StringEncoded):
+            values[sub.name] = "name_" + str(number)
+        elif isinstance(sub.subcon, Bytes):
+            values[sub.name] = bytes(range(number, number + size))
+        else:  # an integer: a value that fills its bytes, so misplaced bytes show
+            values[sub.name] = int.from_bytes(bytes(range(number, number + size)), "little")
+    return values
+
+
+@pytest.mark.parametrize("name", DECLARED)
+def test_layouts_pack_and_unpack_like_the_construct_declarations(name):
+    declaration, layout = getattr(attrs, name), getattr(layouts, name)
+    values = _sample(declaration)
+    built = declaration.build(values)
+    as_bytes = {k: v.encode() if isinstance(v, str) else v for k, v in values.items()}
+    assert layout.pack(**as_bytes) == built
+    assert layout.struct.pack(*as_bytes.values()) == built  # the hot paths' positional form
+    parsed = {k: v for k, v in declaration.parse(built).items() if not k.startswith("_")}
+    unpacked = layout.unpack(built)
+    strings = [k for k, v in parsed.items() if isinstance(v, str)]  # char arrays: raw bytes
+    assert {k: unpacked[k].rstrip(b"\0").decode() for k in strings} == \
+        {k: parsed[k] for k in strings}
+    assert unpacked == {**parsed, **{k: unpacked[k] for k in strings}}
+    assert layout.pack() == bytes(layout.size)  # fields not given are zero
+
+
+def test_layout_pack_refuses_unknown_fields():
+    with pytest.raises(TypeError, match="GetIdAttr has no field nxt_id"):
+        layouts.GetIdAttr.pack(nxt_id=1)
+
+
+def test_batch_count_offset():
+    built = attrs.BatchAttr.build(dict(in_batch=1, out_batch=2, keys=3, values=4, count=5,
+                                       map_fd=6, elem_flags=7, flags=8))
     assert syscalls._batch_count(built) == 5
 
 
