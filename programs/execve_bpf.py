@@ -12,8 +12,6 @@ Two programs share three maps:
   ``process_names`` map value: no map update on this hot path.
 """
 
-from construct import Bytes, Int32ul, Int64ul
-
 from pybpf.abi import TASK_COMM_LEN, MapType, ProgType, UpdateFlags
 from pybpf.asm import DW, R0, R1, R2, R3, R4, R6, R10, W, Builder
 from pybpf.spec import CollectionSpec, MapSpec, ProgramSpec
@@ -27,18 +25,24 @@ ONE_SLOT = -16  # u64 one, the first count of a new process
 COMM_SLOT = -32  # char comm[16]; also u32 zero, the key of dropped_execs
 
 
+U32, U64 = "<I", "<Q"  # struct formats of the maps' keys and counts
+
+
 def map_specs(max_pids=DEFAULT_MAX_PIDS):
-    """The tracker's maps: counts and names by PID, and a per-CPU count of what was lost."""
+    """The tracker's maps: counts and names by PID, and a per-CPU count of what was lost.
+
+    Keys and counts are ints (struct formats); names stay raw ``bytes`` (the comm, NUL-padded),
+    which the output escapes for the terminal.
+    """
     return {
         "exec_count": MapSpec(
-            "exec_count", MapType.HASH, 4, 8, max_pids, key_type=Int32ul, value_type=Int64ul
+            "exec_count", MapType.HASH, 4, 8, max_pids, key_type=U32, value_type=U64
         ),
         "process_names": MapSpec(
-            "process_names", MapType.HASH, 4, TASK_COMM_LEN, max_pids,
-            key_type=Int32ul, value_type=Bytes(TASK_COMM_LEN),
+            "process_names", MapType.HASH, 4, TASK_COMM_LEN, max_pids, key_type=U32
         ),
         "dropped_execs": MapSpec(
-            "dropped_execs", MapType.PERCPU_ARRAY, 4, 8, 1, key_type=Int32ul, value_type=Int64ul
+            "dropped_execs", MapType.PERCPU_ARRAY, 4, 8, 1, key_type=U32, value_type=U64
         ),
     }
 

@@ -11,7 +11,6 @@ closing it detaches the program.
 
 import errno
 import os
-import subprocess
 
 from . import syscalls
 from .abi import (
@@ -49,6 +48,8 @@ def _mount_tracefs():
     if os.geteuid() != 0:
         raise TracefsError(f"tracefs is not mounted (no events/ in {' or '.join(TRACEFS_PATHS)})"
                            f"; mount it as root: sudo {MOUNT_HINT}")
+    import subprocess  # only here: importing it costs milliseconds of every tracker's start
+
     result = subprocess.run(MOUNT_HINT.split(), capture_output=True, text=True)
     if result.returncode != 0 or _find_tracefs() is None:
         raise TracefsError(f"tracefs is not mounted and `{MOUNT_HINT}` failed: "

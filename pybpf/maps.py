@@ -21,8 +21,11 @@ call with the **batch** commands (``BPF_MAP_LOOKUP_BATCH`` and friends), which i
 reading 100k elements fast. :class:`Map` offers both behind the ``MutableMapping`` interface.
 
 Keys and values are ``bytes`` of exactly the map's sizes, or Python objects when the map is
-given ``construct`` types (``key_type=Int32ul``); common integer types are decoded with a
-precompiled :class:`struct.Struct` over the whole batch buffer.
+given types: a ``struct`` format (``key_type="<I"`` for a u32 int, ``"16s"`` for 16 bytes,
+``"<IQ"`` for a tuple of two ints) or a ``construct`` type (``key_type=Int32ul``, a
+``Struct``). One-number formats (and construct's integer types, which are such formats) are
+decoded with one ``struct.unpack`` over a whole batch buffer. construct is imported only by
+whoever makes a construct type: a program whose maps use formats never pays its import.
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ import os
 import struct
 from collections.abc import ItemsView, MutableMapping, ValuesView
 from contextlib import ExitStack, suppress
-
-import construct
 
 from . import syscalls
 from .abi import MapType, UpdateFlags
@@ -62,75 +63,133 @@ def _round_up8(size):
     return (size + 7) & ~7
 
 
-class _Codec:
-    """Turns one kind of map slot (a key, or one CPU's value) into bytes and back.
+_UNSIGNED = {1: "B", 2: "<H", 4: "<I", 8: "<Q"}  # struct formats of little-endian uN
+_NUMBERS = frozenset("bBhHiIlLqQefd?")  # struct codes whose repeat count means "N numbers"
+
+
+def _codec(what, ctype, size, stride):
+    """The codec for one kind of map slot (a key, or one CPU's value) typed by ``ctype``.
 
     ``size`` is the slot's size in the kernel, ``stride`` the distance between two slots in a
-    buffer (per-CPU values are padded to 8 bytes). ``ctype`` is a construct type or None (bytes).
+    buffer (per-CPU values are padded to 8 bytes). Sizes are checked here, before any system
+    call.
     """
+    if ctype is None:
+        return _BytesCodec(what, size, stride)
+    if isinstance(ctype, str):
+        return _StructCodec(what, ctype, size, stride)
+    import construct  # only reached with a construct type: construct is already imported
 
-    def __init__(self, what, ctype, size, stride):
-        self.what, self.ctype, self.size, self.stride = what, ctype, size, stride
-        if ctype is not None:
-            _check_size(what, ctype, size)
-        self._struct = _fast_struct(ctype, stride - size)
-
-    def encode(self, obj):
-        """``obj`` as exactly ``stride`` bytes; MapError saying what to pass if it does not fit."""
-        if self.ctype is None:
-            return self._check_bytes(obj).ljust(self.stride, b"\0")
-        try:
-            if self._struct is not None:
-                return self._struct.pack(obj)
-            return self.ctype.build(obj).ljust(self.stride, b"\0")
-        except (struct.error, construct.ConstructError) as exc:
-            raise _usage_error(f"cannot encode {self.what} {obj!r} with the map's "
-                               f"{self.what} type: {exc}") from None
-
-    def decode(self, data):
-        """Every slot in ``data`` (a multiple of ``stride`` bytes), decoded, as a list."""
-        if self._struct is not None and self.stride == self.size:
-            # one unpack of the whole buffer: "<100000L" decodes 100000 u32s in one C call
-            order, code = self.ctype.fmtstr[0], self.ctype.fmtstr[1:]
-            return list(struct.unpack(f"{order}{len(data) // self.size}{code}", data))
-        if self._struct is not None:
-            return [item for (item,) in self._struct.iter_unpack(data)]
-        view = memoryview(data)
-        slots = [view[i:i + self.size] for i in range(0, len(view), self.stride)]
-        if self.ctype is None:
-            return [bytes(slot) for slot in slots]
-        return [self.ctype.parse(slot) for slot in slots]
-
-    def _check_bytes(self, obj):
-        if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) == self.size:
-            return bytes(obj)
-        got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
-        hint = ""
-        if isinstance(obj, int):
-            hint = f"; pass ({obj}).to_bytes({self.size}, 'little')"
-            if self.size in (1, 2, 4, 8):
-                hint += (f", or create the map with {self.what}_type=construct."
-                         f"Int{self.size * 8}ul to use ints")
-        raise _usage_error(f"{self.what} must be bytes of length {self.size} (the map's "
-                           f"{self.what}_size), got {got}{hint}")
+    if isinstance(ctype, construct.FormatField):  # Int32ul is the struct format "<L"
+        return _StructCodec(what, ctype.fmtstr, size, stride)
+    if isinstance(ctype, construct.Construct):
+        return _ConstructCodec(what, ctype, size, stride)
+    raise _usage_error(f"{what}_type must be a struct format such as \"<I\", a construct "
+                       f"type or None (bytes), got {ctype!r}")
 
 
-def _check_size(what, ctype, size):
-    """Refuse a construct type whose size differs from the map's, before any system call."""
-    try:
-        type_size = ctype.sizeof()
-    except construct.ConstructError:
-        raise _usage_error(f"{what} type has no fixed size; map {what}s are {size} bytes, "
-                           f"use a fixed-size construct type") from None
+def _slots(data, size, stride):
+    """Views of the ``size``-byte slots that start every ``stride`` bytes of ``data``."""
+    view = memoryview(data)
+    return [view[i:i + size] for i in range(0, len(view), stride)]
+
+
+def _check_size(what, type_size, size):
+    """Refuse a key/value type whose size differs from the map's."""
     if type_size != size:
         raise _usage_error(f"{what} type is {type_size} bytes, map {what}_size is {size}")
 
 
-def _fast_struct(ctype, padding):
-    """A struct.Struct equivalent to a plain integer/float construct type, else None."""
-    if not isinstance(ctype, construct.FormatField):
-        return None
-    return struct.Struct(ctype.fmtstr + (f"{padding}x" if padding else ""))
+class _BytesCodec:
+    """Untyped slots: ``bytes`` of exactly the slot's size, in and out."""
+
+    def __init__(self, what, size, stride):
+        self.what, self.size, self.stride = what, size, stride
+
+    def encode(self, obj):
+        """``obj`` as ``stride`` bytes; MapError saying what to pass if it is not ``size`` bytes."""
+        if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) == self.size:
+            return bytes(obj).ljust(self.stride, b"\0")
+        got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
+        hint = ""
+        if isinstance(obj, int):
+            hint = f"; pass ({obj}).to_bytes({self.size}, 'little')"
+            if self.size in _UNSIGNED:
+                hint += (f", or create the map with {self.what}_type="
+                         f"\"{_UNSIGNED[self.size]}\" to use ints")
+        raise _usage_error(f"{self.what} must be bytes of length {self.size} (the map's "
+                           f"{self.what}_size), got {got}{hint}")
+
+    def decode(self, data):
+        """Every slot in ``data`` (a multiple of ``stride`` bytes) as ``bytes``."""
+        return [bytes(slot) for slot in _slots(data, self.size, self.stride)]
+
+
+class _StructCodec:
+    """Slots described by a ``struct`` format: ``"<I"`` is an int, ``"16s"`` 16 bytes,
+    ``"<IQ"`` a tuple of two ints. One-number formats decode a whole buffer in one call."""
+
+    def __init__(self, what, fmt, size, stride):
+        self.what, self.size, self.stride = what, size, stride
+        try:
+            layout = struct.Struct(fmt)
+        except struct.error as exc:
+            raise _usage_error(f"{what} type {fmt!r} is not a struct format: {exc}") from None
+        _check_size(what, layout.size, size)
+        self._struct = struct.Struct(f"{fmt}{stride - size}x") if stride > size else layout
+        self._scalar = len(layout.unpack(bytes(size))) == 1
+        self._whole = _whole_buffer_format(fmt) if stride == size else None
+
+    def encode(self, obj):
+        """``obj`` (a value, or a tuple for several fields) packed; MapError if it does not fit."""
+        try:
+            return self._struct.pack(obj) if self._scalar else self._struct.pack(*obj)
+        except (struct.error, TypeError) as exc:
+            raise _usage_error(f"cannot encode {self.what} {obj!r} with the map's {self.what} "
+                               f"type {self._struct.format!r}: {exc}") from None
+
+    def decode(self, data):
+        """Every slot in ``data`` (a multiple of ``stride`` bytes), decoded, as a list."""
+        if self._whole is not None:
+            # one unpack of the whole buffer: "<100000L" decodes 100000 u32s in one C call
+            return list(struct.unpack(self._whole.format(len(data) // self.size), data))
+        if self._scalar:
+            return [item for (item,) in self._struct.iter_unpack(data)]
+        return list(self._struct.iter_unpack(data))
+
+
+def _whole_buffer_format(fmt):
+    """``"<{}L"`` for a one-number format such as ``"<L"``, else None (``"16s"``, ``"<IQ"``)."""
+    order, code = (fmt[0], fmt[1:]) if fmt[:1] in ("@", "=", "<", ">", "!") else ("", fmt)
+    return f"{order}{{}}{code}" if len(code) == 1 and code in _NUMBERS else None
+
+
+class _ConstructCodec:
+    """Slots described by any fixed-size construct type (a Struct, an Array, ``Bytes(16)``)."""
+
+    def __init__(self, what, ctype, size, stride):
+        import construct  # construct is already imported: the caller made ``ctype`` with it
+
+        self.what, self.ctype, self.size, self.stride = what, ctype, size, stride
+        self._error = construct.ConstructError
+        try:
+            type_size = ctype.sizeof()
+        except construct.ConstructError:
+            raise _usage_error(f"{what} type has no fixed size; map {what}s are {size} bytes, "
+                               f"use a fixed-size construct type") from None
+        _check_size(what, type_size, size)
+
+    def encode(self, obj):
+        """``obj`` built and padded to ``stride`` bytes; MapError if it cannot be built."""
+        try:
+            return self.ctype.build(obj).ljust(self.stride, b"\0")
+        except (struct.error, self._error) as exc:
+            raise _usage_error(f"cannot encode {self.what} {obj!r} with the map's "
+                               f"{self.what} type: {exc}") from None
+
+    def decode(self, data):
+        """Every slot in ``data`` (a multiple of ``stride`` bytes), parsed, as a list."""
+        return [self.ctype.parse(slot) for slot in _slots(data, self.size, self.stride)]
 
 
 class _ItemsView(ItemsView):
@@ -208,8 +267,8 @@ class Map(MutableMapping):
         self.type = MapType(spec.type)
         self._ncpus = syscalls.possible_cpus() if self.type in PERCPU_TYPES else 1
         stride = _round_up8(spec.value_size) if self.type in PERCPU_TYPES else spec.value_size
-        self._keys = _Codec("key", spec.key_type, spec.key_size, spec.key_size)
-        self._values = _Codec("value", spec.value_type, spec.value_size, stride)
+        self._keys = _codec("key", spec.key_type, spec.key_size, spec.key_size)
+        self._values = _codec("value", spec.value_type, spec.value_size, stride)
         self._value_bytes = stride * self._ncpus
 
     @staticmethod

@@ -16,8 +16,11 @@ from .abi import MapType, ProgType
 class MapSpec:
     """A map to create with ``BPF_MAP_CREATE``.
 
-    ``key_type``/``value_type`` are optional ``construct`` types used to encode and decode
-    keys and values (e.g. ``Int32ul``); without them keys and values are ``bytes``.
+    ``key_type``/``value_type`` say how :class:`~pybpf.maps.Map` encodes and decodes keys and
+    values: a ``struct`` format (``"<I"`` a u32 int, ``"<Q"`` a u64, ``"16s"`` 16 bytes,
+    ``"<IQ"`` a tuple of two ints), or a ``construct`` type (``Int32ul``, a ``Struct``...), or
+    None for raw ``bytes``. Its size must be the map's ``key_size``/``value_size``. Formats
+    keep construct's import (about 30 ms) out of programs that need nothing more.
     ``data`` is the initial content of element 0 of an array map (ELF ``.data``/``.rodata``),
     ``freeze`` makes the map read-only for user space after it is filled (``.rodata``).
     """

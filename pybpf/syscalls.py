@@ -19,7 +19,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import re
 import resource
 import struct
@@ -49,12 +48,15 @@ _SYSCALL_NUMBERS = {  # machine: (bpf, perf_event_open)
 }
 
 
+_MACHINE = os.uname().machine  # what platform.machine() says, without importing platform
+
+
 def _syscall_number(index):
     """The bpf (0) or perf_event_open (1) syscall number here, or SyscallError saying so."""
-    numbers = _SYSCALL_NUMBERS.get(platform.machine())
+    numbers = _SYSCALL_NUMBERS.get(_MACHINE)
     if numbers is None:
         raise SyscallError(errno.ENOSYS, "bpf", f"pybpf does not know the syscall numbers "
-                           f"for {platform.machine()!r}; supported: x86_64, aarch64")
+                           f"for {_MACHINE!r}; supported: x86_64, aarch64")
     return ctypes.c_long(numbers[index])
 
 

@@ -97,6 +97,28 @@ def test_dump_shows_c_lines_and_instructions_without_root():
 # --- kernel: the whole tracker ------------------------------------------------------------
 
 
+_START = """
+import sys
+before = set(sys.modules)
+from programs import execve
+args = execve.parse_args(["-interval", "1"])
+with execve.Tracker(args.max_pids) as tracker:
+    tracker.snapshot()
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.kernel
+def test_the_tracker_starts_without_construct_or_its_debugging_tools():
+    """Importing construct would cost a third of the start; --dump and --compare-c's modules
+    and subprocess (only to mount tracefs) are not needed before the first exec is counted."""
+    imported = subprocess.run([sys.executable, "-c", _START], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=True).stdout.split()
+    assert "pybpf.maps" in imported
+    unwanted = {"construct", "pybpf.attrs", "pybpf.disasm", "programs.compare", "subprocess"}
+    assert unwanted.isdisjoint(imported)
+
+
 class TrackerProcess:
     """``python -m programs.execve`` in the background, its output lines collected."""
 

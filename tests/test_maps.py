@@ -145,6 +145,37 @@ def test_typed_struct_and_bytes():
         assert m.lookup_batch()[0][0] == b"k" * 16
 
 
+@pytest.mark.parametrize("map_type", HASHES + ARRAYS, ids=lambda t: t.name)
+def test_struct_formats_decode_like_construct_types(map_type):
+    with Map.create(map_type, 4, 8, 8, key_type="<I", value_type="<Q") as m, \
+            Map.from_id(m.id, key_type=Int32ul, value_type=Int64ul) as same:
+        m.update_batch({k: value_for(map_type, k) for k in range(8)})
+        assert m.lookup_batch() == same.lookup_batch()
+        assert dict(m.items()) == dict(same.items()) == dict(m.lookup_batch())
+        assert m[3] == same[3] == value_for(map_type, 3)
+
+
+def test_struct_formats_for_bytes_and_tuples():
+    with Map.create(MapType.HASH, 4, 16, 8, key_type="<I", value_type="16s") as names, \
+            Map.create(MapType.HASH, 8, 12, 8, key_type="<II", value_type="<IQ") as pairs:
+        names[1] = b"bash".ljust(16, b"\0")
+        assert names[1] == b"bash".ljust(16, b"\0") and names.lookup_batch() == [(1, names[1])]
+        pairs[(1, 2)] = (3, 4)
+        assert pairs[(1, 2)] == (3, 4) and pairs.lookup_batch() == [((1, 2), (3, 4))]
+        with pytest.raises(MapError, match=r"cannot encode value 3 with the map's value type "
+                                           r"'<IQ'"):
+            pairs[(1, 2)] = 3
+
+
+def test_struct_format_size_and_syntax_checked_before_creating():
+    with pytest.raises(MapError, match="key type is 8 bytes, map key_size is 4"):
+        Map.create(MapType.HASH, 4, 8, 4, key_type="<Q")
+    with pytest.raises(MapError, match="value type '<Z' is not a struct format"):
+        Map.create(MapType.HASH, 4, 8, 4, value_type="<Z")
+    with pytest.raises(MapError, match=r"key_type must be a struct format such as \"<I\""):
+        Map.create(MapType.HASH, 4, 8, 4, key_type=4)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
@@ -174,7 +205,8 @@ def test_type_size_checked_before_creating():
 
 def test_untyped_map_wants_exact_bytes():
     with Map.create(MapType.HASH, 4, 8, 4) as m:
-        with pytest.raises(MapError, match=r"bytes of length 4.*got int.*\(5\)\.to_bytes\(4"):
+        with pytest.raises(MapError, match=r"bytes of length 4.*got int.*\(5\)\.to_bytes\(4.*"
+                                           r"key_type=\"<I\" to use ints"):
             m[5] = bytes(8)
         with pytest.raises(MapError, match="key must be bytes of length 4.*got 8 bytes"):
             m[bytes(8)] = bytes(8)

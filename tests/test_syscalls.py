@@ -125,7 +125,7 @@ def test_log_summary_drops_statistics_and_finds_the_slot():
 
 
 def test_unknown_architecture_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(syscalls.platform, "machine", lambda: "sparc64")
+    monkeypatch.setattr(syscalls, "_MACHINE", "sparc64")
     monkeypatch.setattr(syscalls, "_NR_BPF", None)
     with pytest.raises(SyscallError, match="sparc64.*x86_64, aarch64"):
         syscalls._sys_bpf(Cmd.MAP_CREATE, b"")
