@@ -16,7 +16,16 @@ from pybpf.asm.insn import (
     decode_all, validate,
 )
 from pybpf.asm.link import assemble, resolve, slot_to_index
-from pybpf.asm.text import format_insn, parse
+
+
+def __getattr__(name):
+    """``format_insn`` and ``parse`` come from :mod:`pybpf.asm.text`, imported on first use:
+    its many regular expressions cost milliseconds that building and loading never need."""
+    if name in ("format_insn", "parse"):
+        from pybpf.asm import text
+
+        return getattr(text, name)
+    raise AttributeError(f"module 'pybpf.asm' has no attribute {name!r}")
 
 __all__ = [
     "B", "H", "W", "DW", "R0", "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10",

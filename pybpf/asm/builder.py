@@ -9,7 +9,6 @@ instruction's index and the call.
 
 from __future__ import annotations
 
-import difflib
 import functools
 
 from pybpf import helpers
@@ -73,6 +72,8 @@ def helper_id(helper):
         name = name[4:]
     if name in helpers.HELPERS:
         return helpers.HELPERS[name]
+    import difflib  # only an unknown helper name needs suggestions
+
     close = difflib.get_close_matches(name, helpers.HELPERS, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise AssemblerError(f"unknown helper {helper!r}{hint}")

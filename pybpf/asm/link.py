@@ -11,8 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pybpf.asm import opcodes as oc
-from pybpf.asm.text import format_insn
 from pybpf.errors import AssemblerError
+
+
+def _text(insn):
+    """An instruction's assembly text for an error message (the text module loads on demand:
+    programs that link cleanly never pay for its import)."""
+    from pybpf.asm.text import format_insn
+
+    return format_insn(insn)
 
 _MAP_SOURCES = (1, 2)  # ld_imm64 src values whose reference is a map name
 _OFF_FORMS = ("ja", "may_goto", "jmp_k", "jmp_x")  # jump offset in off; others use imm
@@ -32,7 +39,7 @@ def label_slots(insns):
     for index, insn in enumerate(insns):
         for name in insn.labels:
             if name in slots:
-                raise AssemblerError(f"duplicate label {name!r}", index, format_insn(insn))
+                raise AssemblerError(f"duplicate label {name!r}", index, _text(insn))
             slots[name] = slot
         slot += insn.slots
     return slots
@@ -72,7 +79,7 @@ def _bind_map(insn, index, maps):
     if insn.ref not in maps:
         known = ", ".join(sorted(maps)) or "none given"
         raise AssemblerError(f"unknown map {insn.ref!r} (maps: {known}); pass it in maps=",
-                             index, format_insn(insn))
+                             index, _text(insn))
     fd = getattr(maps[insn.ref], "fd", maps[insn.ref])
     return replace(insn, imm=(insn.imm & ~0xFFFFFFFF) | fd, ref=None)
 
@@ -81,7 +88,7 @@ def bind_label(insn, index, slot, targets):
     """A copy of ``insn`` (at ``index``, starting at ``slot``) with its label turned into the
     distance in slots; ``targets`` is :func:`label_slots`. Raises AssemblerError if it cannot."""
     if insn.ref not in targets:
-        raise AssemblerError(f"undefined label {insn.ref!r}", index, format_insn(insn))
+        raise AssemblerError(f"undefined label {insn.ref!r}", index, _text(insn))
     distance = targets[insn.ref] - slot - 1
     if insn.op.form in _OFF_FORMS:
         if not -(1 << 15) <= distance < 1 << 15:
@@ -89,7 +96,7 @@ def bind_label(insn, index, slot, targets):
                     "invert the condition and jump over a gotol")
             raise AssemblerError(
                 f"jump to {insn.ref!r} is {distance} slots away, more than a 16-bit offset "
-                f"holds (-32768..32767); {hint}", index, format_insn(insn))
+                f"holds (-32768..32767); {hint}", index, _text(insn))
         return replace(insn, off=distance, ref=None)
     if insn.opcode == oc.LD_IMM64:
         return replace(insn, imm=distance & 0xFFFFFFFF, ref=None)
