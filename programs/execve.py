@@ -170,22 +170,25 @@ def dump(max_pids):
 
 
 class _Stop:
-    """Turns SIGINT and SIGTERM into a flag and a wake-up of :meth:`sleep`."""
+    """Turns SIGINT and SIGTERM into a flag and a wake-up of :meth:`sleep`.
+
+    Python runs a signal handler between two bytecodes: a signal that arrives just before
+    select() starts would be handled only when select() times out, an interval later. So the
+    pipe select() watches is the interpreter's wakeup fd, written by its C-level handler at
+    once.
+    """
 
     def __init__(self):
         self.requested = False
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._write)
         self._previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame):
         self.requested = True
-        try:
-            os.write(self._write, b"\0")
-        except BlockingIOError:
-            pass
 
     def sleep(self, seconds):
         """Wait ``seconds`` or until a stop signal arrives."""
@@ -195,6 +198,7 @@ class _Stop:
     def restore(self):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_wakeup)
         os.close(self._read)
         os.close(self._write)
 
