@@ -9,7 +9,7 @@ points at the instruction of *your* program (and the C line it implements) that 
 
 import errno
 import os
-from typing import NamedTuple
+from collections import namedtuple
 
 from . import asm, syscalls
 from .abi import ProgType
@@ -22,15 +22,11 @@ EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
 _NEEDS_ATTACH_BTF_ID = (ProgType.TRACING, ProgType.LSM, ProgType.EXT, ProgType.STRUCT_OPS)
 
 
-class TestRun(NamedTuple):
-    """What one BPF_PROG_TEST_RUN returned."""
+class TestRun(namedtuple("TestRun", "retval duration_ns data ctx")):
+    """What one BPF_PROG_TEST_RUN returned: retval, duration_ns, data (bytes), ctx (bytes)."""
 
+    __slots__ = ()
     __test__ = False  # not a pytest test class
-
-    retval: int
-    duration_ns: int
-    data: bytes
-    ctx: bytes
 
 
 class Program:

@@ -6,8 +6,9 @@ The DSL (:mod:`pybpf.asm`) and the ELF loader (:mod:`pybpf.elf`) both produce th
 never holds a file descriptor, so the same spec can be loaded many times.
 """
 
+from __future__ import annotations  # annotations stay text: no typing import at start
+
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional
 
 from .abi import MapType, ProgType
 
@@ -31,13 +32,13 @@ class MapSpec:
     value_size: int
     max_entries: int
     flags: int = 0
-    key_type: Any = None
-    value_type: Any = None
-    inner_map: Optional["MapSpec"] = None
-    numa_node: Optional[int] = None
-    data: Optional[bytes] = None
+    key_type: object = None
+    value_type: object = None
+    inner_map: MapSpec | None = None
+    numa_node: int | None = None
+    data: bytes | None = None
     freeze: bool = False
-    pinning: Optional[str] = None
+    pinning: str | None = None
     btf_key_type_id: int = 0
     btf_value_type_id: int = 0
 
@@ -57,15 +58,15 @@ class ProgramSpec:
 
     name: str
     type: ProgType
-    insns: List[Any]
+    insns: list
     license: str = "GPL"
     section: str = ""
     expected_attach_type: int = 0
     attach_target: str = ""
     kern_version: int = 0
-    btf: Any = None
-    func_info: Any = None
-    line_info: Any = None
+    btf: object = None
+    func_info: object = None
+    line_info: object = None
 
     def copy(self, **changes):
         """A copy of this spec (the instruction list copied too) with ``changes`` applied."""
@@ -77,6 +78,6 @@ class ProgramSpec:
 class CollectionSpec:
     """Programs and the maps they use, by name: what one ELF object or one DSL module defines."""
 
-    maps: Dict[str, MapSpec] = field(default_factory=dict)
-    programs: Dict[str, ProgramSpec] = field(default_factory=dict)
-    btf: Any = None
+    maps: dict[str, MapSpec] = field(default_factory=dict)
+    programs: dict[str, ProgramSpec] = field(default_factory=dict)
+    btf: object = None
