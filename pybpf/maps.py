@@ -107,7 +107,7 @@ class _BytesCodec:
         self.what, self.size, self.stride = what, size, stride
 
     def encode(self, obj):
-        """``obj`` padded to ``stride`` bytes; MapError saying what to pass if not ``size`` bytes."""
+        """``obj`` padded to ``stride`` bytes; MapError saying what to pass if it is wrong."""
         if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) == self.size:
             return bytes(obj).ljust(self.stride, b"\0")
         got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
