@@ -130,7 +130,7 @@ class _StructCodec:
     ``"<IQ"`` a tuple of two ints. One-number formats decode a whole buffer in one call."""
 
     def __init__(self, what, fmt, size, stride):
-        self.what, self.size, self.stride = what, size, stride
+        self.what, self.size = what, size
         try:
             layout = struct.Struct(fmt)
         except struct.error as exc:
