@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Optional
 
 from pybpf.asm import opcodes as oc
 from pybpf.errors import AssemblerError, DecodeError
@@ -48,8 +47,8 @@ class Instruction:
     off: int = 0
     imm: int = 0
     labels: tuple = field(default=(), compare=False)
-    ref: Optional[str] = field(default=None, compare=False)
-    comment: Optional[str] = field(default=None, compare=False)
+    ref: str | None = field(default=None, compare=False)  # (annotations are not evaluated)
+    comment: str | None = field(default=None, compare=False)
 
     @property
     def slots(self):

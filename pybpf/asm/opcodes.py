@@ -27,7 +27,7 @@ parser, the disassembler and the decoder all read these tables.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from collections import namedtuple
 
 # Instruction classes (low three bits of the opcode).
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
@@ -46,23 +46,17 @@ LD_IMM64 = LD | IMM | SIZE_BITS[8]  # 0x18, the only two-slot instruction
 FETCH = 0x01  # atomic imm flag: also return the old value in src
 
 
-class Op(NamedTuple):
-    """One operation: its name, opcode byte, operand form and (if shared) its discriminator.
+Op = namedtuple(
+    "Op", "name opcode form key value size symbol semantics", defaults=(None, 0, 0, "", "")
+)
+Op.__doc__ = """One operation: its name, opcode byte, operand form and (if shared) its discriminator.
 
-    ``form`` names the operand layout (see ``FIELDS`` and the text syntax in
-    :mod:`pybpf.asm.text`); ``key``/``value`` say which field tells this operation apart
-    from others with the same opcode byte (``("off", 1)`` for SDIV); ``size`` is the access
-    width in bytes for memory operations; ``symbol`` the operator used in the text syntax.
-    """
-
-    name: str
-    opcode: int
-    form: str
-    key: Optional[str] = None
-    value: int = 0
-    size: int = 0
-    symbol: str = ""
-    semantics: str = ""
+``form`` names the operand layout (see ``FIELDS`` and the text syntax in
+:mod:`pybpf.asm.text`); ``key``/``value`` say which field tells this operation apart from
+others with the same opcode byte (``("off", 1)`` for SDIV); ``size`` is the access width in
+bytes for memory operations; ``symbol`` the operator used in the text syntax; ``semantics``
+one line of C saying what it does.
+"""
 
 
 # What each form allows in each field: "reg" any register r0-r10, "wreg" a register written
