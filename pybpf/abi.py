@@ -230,7 +230,8 @@ class MapFlags(IntFlag):
 
 
 class UpdateFlags(IntEnum):
-    """``flags`` of ``BPF_MAP_UPDATE_ELEM``: create or overwrite (ANY), create only, overwrite only."""
+    """``flags`` of ``BPF_MAP_UPDATE_ELEM``: create or overwrite (ANY), create only (NOEXIST),
+    overwrite only (EXIST)."""
 
     ANY = 0
     NOEXIST = 1

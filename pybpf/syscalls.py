@@ -153,7 +153,8 @@ _HINTS = {
 
 
 def capability_for(cmd, prog_type=None):
-    """The capability a command needs: CAP_PERFMON for tracing, CAP_SYS_ADMIN for ids, else CAP_BPF."""
+    """The capability a command needs: CAP_PERFMON for tracing, CAP_SYS_ADMIN for ids,
+    else CAP_BPF."""
     if cmd in _ADMIN_COMMANDS:
         return "CAP_SYS_ADMIN"
     if cmd in _TRACING_COMMANDS or prog_type in _TRACING_PROG_TYPES:

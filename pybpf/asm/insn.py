@@ -21,7 +21,7 @@ _UNSIGNED_IMM = struct.Struct("<BBhI")  # the same slot with an unsigned imm, fo
 
 
 class Register(int):
-    """A register number, kept apart from plain ints so ``add(R1, R2)`` differs from ``add(R1, 2)``."""
+    """A register number, kept apart from plain ints: ``add(R1, R2)`` is not ``add(R1, 2)``."""
 
     def __repr__(self):
         return f"R{int(self)}"

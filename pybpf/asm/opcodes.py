@@ -49,7 +49,7 @@ FETCH = 0x01  # atomic imm flag: also return the old value in src
 Op = namedtuple(
     "Op", "name opcode form key value size symbol semantics", defaults=(None, 0, 0, "", "")
 )
-Op.__doc__ = """One operation: its name, opcode byte, operand form and (if shared) its discriminator.
+Op.__doc__ = """One operation: name, opcode byte, operand form and (if shared) discriminator.
 
 ``form`` names the operand layout (see ``FIELDS`` and the text syntax in
 :mod:`pybpf.asm.text`); ``key``/``value`` say which field tells this operation apart from

@@ -373,7 +373,7 @@ _SYNTAX = [
     (rf"{_R} = (le|be|bswap)(\d+) {_R}", _p_end),
     (rf"{_R} = -{_R}", _p_neg),
     (rf"{_R} = \(s(8|16|32)\){_R}", _p_movsx),
-    (rf"r(\d+) = (-?\w+|[A-Za-z_.$][\w.$]*) ll", _p_lddw),
+    (r"r(\d+) = (-?\w+|[A-Za-z_.$][\w.$]*) ll", _p_lddw),
     (rf"ld_pseudo\s+r(\d+), (\d+), (-?\w+|[A-Za-z_.$][\w.$]*)(?:, {_N})?", _p_ld_pseudo),
     (rf"{_R} (?:({_ALU_SYMS})=|=) (?:{_R}|{_N})", _p_alu),
 ]
