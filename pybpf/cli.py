@@ -14,6 +14,7 @@ a verifier rejection adds the verifier's log after that line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pybpf.abi import ProgType
@@ -47,18 +48,16 @@ def cmd_disasm(args):
     with open(args.file, "rb") as source:
         data = source.read()
     if data.startswith(b"\x7fELF"):
-        from pybpf import elf
+        from pybpf.objdump import disassemble as objdump
 
-        sys.stdout.write(elf.disassemble(args.file))
+        sys.stdout.write(objdump(args.file))
         return
     sys.stdout.write(disassemble(data, annotate=not args.no_annotate))
 
 
 def cmd_load(args):
     """Load an ELF object's maps and programs, attach them, print the maps until Ctrl+C."""
-    from pybpf import elf
-
-    elf.run_object(args.file, pin=args.pin, interval=args.interval)
+    run_object(args.file, pin=args.pin, interval=args.interval)
 
 
 def cmd_run(args):
@@ -74,11 +73,112 @@ def cmd_run(args):
     print(f"duration = {result.duration_ns} ns ({runs})")
 
 
+# -- python -m pybpf load -------------------------------------------------------------------
+
+def run_object(source, *, pin=None, interval=None, out=None):
+    """Load every map and program of an object, attach each by its section name, print the
+    maps every ``interval`` seconds and on exit; run until Ctrl+C or SIGTERM.
+
+    Programs that cannot be attached from their section name alone (xdp, socket...) are
+    loaded and reported. With ``pin`` (a directory on a bpf file system) the maps, programs
+    and links are pinned there and stay after exit; otherwise everything is detached.
+    """
+    import signal
+    import time
+
+    from pybpf.attach import attach
+    from pybpf.collection import Collection
+    from pybpf.elf import load_spec
+
+    out = out or sys.stdout
+    signal.signal(signal.SIGTERM, _interrupt)
+    with Collection(load_spec(source)) as coll:
+        links = []
+        for name, program in coll.programs.items():
+            try:
+                links.append(attach(program, program.spec.section))
+                print(f"attached {name} ({program.spec.section})", file=out)
+            except BPFError as exc:
+                print(f"loaded {name} but did not attach it: {exc}", file=out)
+        try:
+            if pin:
+                _pin_all(pin, coll, links, out)
+            while True:
+                time.sleep(interval if interval else 3600)
+                if interval:
+                    print_maps(coll.maps, out)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print_maps(coll.maps, out)
+            for link in links:
+                link.close()
+    return 0
+
+
+def _interrupt(signum, frame):
+    """SIGTERM ends the run like Ctrl+C does."""
+    raise KeyboardInterrupt
+
+
+def _pin_all(directory, coll, links, out):
+    os.makedirs(directory, exist_ok=True)
+    for name, m in coll.maps.items():
+        m.pin(os.path.join(directory, name))
+    for name, program in coll.programs.items():
+        program.pin(os.path.join(directory, name))
+    for link in links:
+        link.pin(os.path.join(directory, f"link_{link.id}"))
+    print(f"pinned maps, programs and links under {directory}", file=out)
+
+
+def print_maps(maps, out):
+    """Every entry of every map, decoded with the map's key/value types (BTF) where known."""
+    for name, m in maps.items():
+        try:
+            items = list(m.items())
+        except BPFError as exc:  # a map without keys (ring buffer...)
+            print(f"{name}: cannot list ({exc})", file=out)
+            continue
+        print(f"{name} ({m.type.name}, {len(items)} entries)", file=out)
+        for key, value in items:
+            print(f"  {_shown(key)} -> {_shown(value)}", file=out)
+
+
+def _shown(value):
+    """How a key or value prints: strings quoted and escaped (a char array filled by a
+    program is untrusted: an escape sequence in it must not reach the terminal)."""
+    value = _plain(value)
+    return repr(value) if isinstance(value, str) else value
+
+
+def _plain(value):
+    """construct Containers and lists as plain dicts and lists, bytes as hex, for printing."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
 def _positive(text):
     """An argparse type: an integer >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text):
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
     return value
 
 
@@ -100,7 +200,8 @@ def build_parser():
     load.add_argument("file", help="BPF ELF object (clang -O2 -g -target bpf -c)")
     load.add_argument("--pin", metavar="DIR", help="pin maps, programs and links under DIR "
                       "(on a bpf file system) and leave them after exit")
-    load.add_argument("--interval", type=float, metavar="N", help="print the maps every N s")
+    load.add_argument("--interval", type=_positive_seconds, metavar="N",
+                      help="print the maps every N seconds (default: only on exit)")
     load.set_defaults(func=cmd_load)
 
     run = commands.add_parser("run", help="load a snippet and run it with BPF_PROG_TEST_RUN")

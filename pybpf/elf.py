@@ -40,10 +40,11 @@ from elftools.construct import ConstructError as _PyElfConstructError
 from elftools.elf.elffile import ELFFile
 
 from . import abi
-from .abi import AttachType as A, MapFlags, MapType, ProgType as P
+from .abi import MapFlags, MapType
 from .asm import Instruction
 from .btf import BTF, BTFExt, Kind
 from .errors import BTFError, DecodeError, ElfError
+from .sections import section_program_type
 from .spec import CollectionSpec, MapSpec, ProgramSpec
 
 EM_NONE, EM_BPF = 0, 247
@@ -59,120 +60,14 @@ LD_IMM64, CALL = 0x18, 0x85
 INSN_SIZE = 8
 LIBBPF_PIN_BY_NAME = 1
 
-# libbpf's section names: (name, program type, expected attach type, takes "/<target>").
-# A name taking a target matches "name" and "name/<anything>"; the others match exactly.
-SECTIONS = [
-    ("socket", P.SOCKET_FILTER, 0, False),
-    ("sk_reuseport/migrate", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT_OR_MIGRATE, False),
-    ("sk_reuseport", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT, False),
-    ("kprobe", P.KPROBE, 0, True),
-    ("kretprobe", P.KPROBE, 0, True),
-    ("uprobe", P.KPROBE, 0, True),
-    ("uretprobe", P.KPROBE, 0, True),
-    ("ksyscall", P.KPROBE, 0, True),
-    ("kretsyscall", P.KPROBE, 0, True),
-    ("usdt", P.KPROBE, 0, True),
-    ("kprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True),
-    ("kretprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True),
-    ("tc/ingress", P.SCHED_CLS, A.TCX_INGRESS, False),
-    ("tc/egress", P.SCHED_CLS, A.TCX_EGRESS, False),
-    ("tcx/ingress", P.SCHED_CLS, A.TCX_INGRESS, False),
-    ("tcx/egress", P.SCHED_CLS, A.TCX_EGRESS, False),
-    ("tc", P.SCHED_CLS, 0, False),
-    ("classifier", P.SCHED_CLS, 0, False),
-    ("action", P.SCHED_ACT, 0, False),
-    ("tracepoint", P.TRACEPOINT, 0, True),
-    ("tp", P.TRACEPOINT, 0, True),
-    ("raw_tracepoint", P.RAW_TRACEPOINT, 0, True),
-    ("raw_tp", P.RAW_TRACEPOINT, 0, True),
-    ("raw_tracepoint.w", P.RAW_TRACEPOINT_WRITABLE, 0, True),
-    ("raw_tp.w", P.RAW_TRACEPOINT_WRITABLE, 0, True),
-    ("tp_btf", P.TRACING, A.TRACE_RAW_TP, True),
-    ("fentry", P.TRACING, A.TRACE_FENTRY, True),
-    ("fexit", P.TRACING, A.TRACE_FEXIT, True),
-    ("fmod_ret", P.TRACING, A.MODIFY_RETURN, True),
-    ("fentry.s", P.TRACING, A.TRACE_FENTRY, True),
-    ("fexit.s", P.TRACING, A.TRACE_FEXIT, True),
-    ("fmod_ret.s", P.TRACING, A.MODIFY_RETURN, True),
-    ("freplace", P.EXT, 0, True),
-    ("lsm", P.LSM, A.LSM_MAC, True),
-    ("lsm.s", P.LSM, A.LSM_MAC, True),
-    ("lsm_cgroup", P.LSM, A.LSM_CGROUP, True),
-    ("iter", P.TRACING, A.TRACE_ITER, True),
-    ("iter.s", P.TRACING, A.TRACE_ITER, True),
-    ("syscall", P.SYSCALL, 0, False),
-    ("xdp/devmap", P.XDP, A.XDP_DEVMAP, False),
-    ("xdp/cpumap", P.XDP, A.XDP_CPUMAP, False),
-    ("xdp.frags", P.XDP, A.XDP, False),
-    ("xdp", P.XDP, A.XDP, False),
-    ("perf_event", P.PERF_EVENT, 0, False),
-    ("lwt_in", P.LWT_IN, 0, False),
-    ("lwt_out", P.LWT_OUT, 0, False),
-    ("lwt_xmit", P.LWT_XMIT, 0, False),
-    ("lwt_seg6local", P.LWT_SEG6LOCAL, 0, False),
-    ("sockops", P.SOCK_OPS, A.CGROUP_SOCK_OPS, False),
-    ("sk_skb/stream_parser", P.SK_SKB, A.SK_SKB_STREAM_PARSER, False),
-    ("sk_skb/stream_verdict", P.SK_SKB, A.SK_SKB_STREAM_VERDICT, False),
-    ("sk_skb/verdict", P.SK_SKB, A.SK_SKB_VERDICT, False),
-    ("sk_skb", P.SK_SKB, 0, False),
-    ("sk_msg", P.SK_MSG, A.SK_MSG_VERDICT, False),
-    ("lirc_mode2", P.LIRC_MODE2, A.LIRC_MODE2, False),
-    ("flow_dissector", P.FLOW_DISSECTOR, A.FLOW_DISSECTOR, False),
-    ("cgroup_skb/ingress", P.CGROUP_SKB, A.CGROUP_INET_INGRESS, False),
-    ("cgroup_skb/egress", P.CGROUP_SKB, A.CGROUP_INET_EGRESS, False),
-    ("cgroup/skb", P.CGROUP_SKB, 0, False),
-    ("cgroup/sock_create", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False),
-    ("cgroup/sock_release", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_RELEASE, False),
-    ("cgroup/sock", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False),
-    ("cgroup/post_bind4", P.CGROUP_SOCK, A.CGROUP_INET4_POST_BIND, False),
-    ("cgroup/post_bind6", P.CGROUP_SOCK, A.CGROUP_INET6_POST_BIND, False),
-    ("cgroup/bind4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_BIND, False),
-    ("cgroup/bind6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_BIND, False),
-    ("cgroup/connect4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_CONNECT, False),
-    ("cgroup/connect6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_CONNECT, False),
-    ("cgroup/connect_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_CONNECT, False),
-    ("cgroup/sendmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_SENDMSG, False),
-    ("cgroup/sendmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_SENDMSG, False),
-    ("cgroup/sendmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_SENDMSG, False),
-    ("cgroup/recvmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_RECVMSG, False),
-    ("cgroup/recvmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_RECVMSG, False),
-    ("cgroup/recvmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_RECVMSG, False),
-    ("cgroup/getpeername4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETPEERNAME, False),
-    ("cgroup/getpeername6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETPEERNAME, False),
-    ("cgroup/getsockname4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETSOCKNAME, False),
-    ("cgroup/getsockname6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETSOCKNAME, False),
-    ("cgroup/sysctl", P.CGROUP_SYSCTL, A.CGROUP_SYSCTL, False),
-    ("cgroup/getsockopt", P.CGROUP_SOCKOPT, A.CGROUP_GETSOCKOPT, False),
-    ("cgroup/setsockopt", P.CGROUP_SOCKOPT, A.CGROUP_SETSOCKOPT, False),
-    ("cgroup/dev", P.CGROUP_DEVICE, A.CGROUP_DEVICE, False),
-    ("struct_ops", P.STRUCT_OPS, 0, True),
-    ("sk_lookup", P.SK_LOOKUP, A.SK_LOOKUP, False),
-    ("netfilter", P.NETFILTER, A.NETFILTER, False),
-]
-
-
-def section_program_type(section: str):
-    """``(ProgType, expected attach type, attach target)`` for a libbpf section name.
-
-    The longest matching name wins (``kprobe.multi/x`` over ``kprobe``); an unknown name is an
-    ElfError that lists the known ones.
-    """
-    best = None
-    for name, prog_type, attach_type, has_target in SECTIONS:
-        if section == name or (has_target and section.startswith(name + "/")):
-            if best is None or len(name) > len(best[0]):
-                best = (name, prog_type, attach_type)
-    if best is None:
-        known = ", ".join(name + ("[/...]" if target else "") for name, _, _, target in SECTIONS)
-        raise ElfError(f"unknown program section name {section!r}; known names (libbpf's "
-                       f"conventions): {known}", section)
-    name, prog_type, attach_type = best
-    return prog_type, attach_type, section[len(name) + 1:]
-
-
 def load_spec(source) -> CollectionSpec:
     """The maps and programs of a BPF ELF object (a path, or the file's bytes)."""
-    return _Object(*_read(source)).collection_spec()
+    return open_object(source).collection_spec()
+
+
+def open_object(source) -> "ElfObject":
+    """The parsed object (sections, symbols, relocations, BTF) of a path or the file's bytes."""
+    return ElfObject(*_read(source))
 
 
 def _read(source):
@@ -371,7 +266,7 @@ class Function:
     slots: List[int]  # the section byte offset of each instruction
 
 
-class _Object:
+class ElfObject:
     """Turns one ELF object into a CollectionSpec; each step reads what earlier ones found."""
 
     def __init__(self, data: bytes, name: str):
@@ -501,7 +396,7 @@ class _Object:
                 continue
             if section.name != ".text":
                 section_program_type(section.name)  # unknown names fail early
-            decoded = _decode_section(section)
+            decoded = decode_section(section)
             symbols = self.elf.symbols_in(section, ("STT_FUNC",))
             if not symbols:
                 raise ElfError("executable section without function symbols", section.name)
@@ -623,7 +518,7 @@ def _btf_map_spec(btf, name, ints, types, section, offset):
         value_type=btf.construct_for(value_id) if value_id else None)
 
 
-def _decode_section(section):
+def decode_section(section):
     """``{byte offset: Instruction}`` of an executable section."""
     if section.size % INSN_SIZE:
         raise ElfError(f"size {section.size} is not a multiple of 8 (one instruction)",
@@ -656,7 +551,7 @@ def _function(symbol, section, decoded):
 class _Linker:
     """Builds one program: relocated copies of its functions, entry first, callees after."""
 
-    def __init__(self, obj: _Object, entry: Function):
+    def __init__(self, obj: ElfObject, entry: Function):
         self.obj = obj
         self.placed: List[tuple] = []  # (function, first slot in the program)
         self.insns: List[Instruction] = []
@@ -673,7 +568,7 @@ class _Linker:
         slot = sum(insn.slots for insn in self.insns)
         self.placed.append((function, slot))
         relocations = self.obj.relocations_of(function)
-        lines = _line_comments(self.obj, function)
+        lines = line_comments(self.obj, function)
         callees = []
         for index, insn in enumerate(function.insns):
             where = function.offset + function.slots[index]
@@ -767,7 +662,7 @@ class _Linker:
         return b"".join(records)
 
 
-def _line_comments(obj, function) -> Dict[int, str]:
+def line_comments(obj, function) -> Dict[int, str]:
     """``{section byte offset: C source line}`` where the source line changes."""
     if obj.btf_ext is None:
         return {}
@@ -780,159 +675,3 @@ def _line_comments(obj, function) -> Dict[int, str]:
         if text:
             comments[info.insn_off] = text
     return comments
-
-
-# -- disassembly ---------------------------------------------------------------------------
-
-def disassemble(source, *, source_lines=True) -> str:
-    """An ``llvm-objdump -dr`` style listing of every executable section of an object.
-
-    Symbols head their instructions, relocations follow the instruction they patch, and (with
-    ``source_lines``) the C source lines from ``.BTF.ext`` appear as ``; text`` above theirs.
-    The instruction text is :func:`pybpf.disasm.format_insn`'s, on the unrelocated bytes.
-    """
-    obj = _Object(*_read(source))
-    title = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else source
-    out = [f"\n{title}:\tfile format elf64-bpf\n"]
-    for section in obj.elf.sections:
-        if section.executable and section.size:
-            out.append(f"\nDisassembly of section {section.name}:\n")
-            out.extend(_disassemble_section(obj, section, source_lines))
-    return "".join(out)
-
-
-def _disassemble_section(obj, section, source_lines):
-    from .disasm import format_insn  # the disassembler sits above the ELF reader's inputs
-
-    symbols = {}
-    for symbol in obj.elf.symbols_in(section):
-        symbols.setdefault(symbol.value, symbol.name)
-    relocations = {r.offset: r for r in obj.elf.relocations.get(section.index, [])}
-    comments = {}
-    if source_lines:
-        for function in obj.functions.values():
-            if function.section is section:
-                comments.update(_line_comments(obj, function))
-    for offset, insn in _decode_section(section).items():
-        if offset in symbols:
-            yield f"\n{offset:016x} <{symbols[offset]}>:\n"
-        if offset in comments:
-            yield f"; {comments[offset]}\n"
-        text = _objdump_text(insn, format_insn) + _jump_target(insn, offset, symbols)
-        raw = section.data[offset:offset + insn.slots * INSN_SIZE].hex(" ")
-        yield f"{offset // INSN_SIZE:>8}:\t{raw}\t{text}\n"
-        relocation = relocations.get(offset) or relocations.get(offset + 4)
-        if relocation is not None:
-            kind = RELOC_NAMES.get(relocation.type, str(relocation.type))
-            target = _symbol_label(obj, relocation.symbol)
-            yield f"\t\t{relocation.offset:016x}:  {kind}\t{target}\n"
-
-
-def _symbol_label(obj, symbol):
-    """A symbol's name; section symbols are nameless and print as their section's name."""
-    if symbol.name or symbol.shndx <= 0:
-        return symbol.name
-    return obj.elf.sections[symbol.shndx].name
-
-
-def _objdump_text(insn, format_insn):
-    """format_insn's text, but a local call as LLVM 14 prints it: ``call 2``, not ``call pc+2``."""
-    if insn.opcode == CALL and insn.src == abi.PSEUDO_CALL:
-        return f"call {insn.imm}"
-    return format_insn(insn)
-
-
-def _jump_target(insn, offset, symbols):
-    """`` <LBB0_2>`` after a jump whose target has a symbol, as llvm-objdump prints it."""
-    klass, code = insn.opcode & 0x07, insn.opcode & 0xF0
-    if klass not in (0x05, 0x06) or code in (0x80, 0x90):  # not a jump, or call/exit
-        return ""
-    delta = insn.imm if (klass == 0x06 and code == 0x00) else insn.off  # gotol uses imm
-    target = offset + (delta + 1) * INSN_SIZE
-    return f" <{symbols[target]}>" if target in symbols else ""
-
-
-# -- load and run (python -m pybpf load) -----------------------------------------------------
-
-def run_object(source, *, pin=None, interval=None, out=None):
-    """Load every map and program of an object, attach each by its section name, print the
-    maps every ``interval`` seconds and on exit; run until Ctrl+C or SIGTERM.
-
-    Programs that cannot be attached from their section name alone (xdp, socket...) are
-    loaded and reported. With ``pin`` (a directory on a bpf file system) the maps, programs
-    and links are pinned there and stay after exit; otherwise everything is detached.
-    """
-    import signal
-    import sys
-    import time
-
-    from .attach import attach
-    from .collection import Collection
-    from .errors import BPFError
-
-    out = out or sys.stdout
-    signal.signal(signal.SIGTERM, _interrupt)
-    with Collection(load_spec(source)) as coll:
-        links = []
-        for name, program in coll.programs.items():
-            try:
-                links.append(attach(program, program.spec.section))
-                print(f"attached {name} ({program.spec.section})", file=out)
-            except BPFError as exc:
-                print(f"loaded {name} but did not attach it: {exc}", file=out)
-        try:
-            if pin:
-                _pin_all(pin, coll, links, out)
-            while True:
-                time.sleep(interval if interval else 3600)
-                if interval:
-                    print_maps(coll.maps, out)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            print_maps(coll.maps, out)
-            for link in links:
-                link.close()
-    return 0
-
-
-def _interrupt(signum, frame):
-    """SIGTERM ends the run like Ctrl+C does."""
-    raise KeyboardInterrupt
-
-
-def _pin_all(directory, coll, links, out):
-    os.makedirs(directory, exist_ok=True)
-    for name, m in coll.maps.items():
-        m.pin(os.path.join(directory, name))
-    for name, program in coll.programs.items():
-        program.pin(os.path.join(directory, name))
-    for link in links:
-        link.pin(os.path.join(directory, f"link_{link.id}"))
-    print(f"pinned maps, programs and links under {directory}", file=out)
-
-
-def print_maps(maps, out):
-    """Every entry of every map, decoded with the map's key/value types (BTF) where known."""
-    from .errors import BPFError
-
-    for name, m in maps.items():
-        try:
-            items = list(m.items())
-        except BPFError as exc:  # a map without keys (ring buffer...)
-            print(f"{name}: cannot list ({exc})", file=out)
-            continue
-        print(f"{name} ({m.type.name}, {len(items)} entries)", file=out)
-        for key, value in items:
-            print(f"  {_plain(key)} -> {_plain(value)}", file=out)
-
-
-def _plain(value):
-    """construct Containers and lists as plain dicts and lists, bytes as hex, for printing."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    return value

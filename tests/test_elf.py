@@ -18,6 +18,8 @@ from pybpf import abi, elf
 from pybpf.abi import AttachType, MapFlags, MapType, ProgType
 from pybpf.collection import Collection
 from pybpf.errors import BTFError, ElfError
+from pybpf.objdump import disassemble as objdump
+from pybpf.sections import section_program_type
 
 HERE = os.path.join(os.path.dirname(__file__), "elf")
 OBJECTS = ["calls.o", "execve.o", "globals.o", "legacy.o", "progtypes.o"]
@@ -158,13 +160,13 @@ def test_several_programs_per_section_and_program_types():
     ("cgroup_skb/egress", (ProgType.CGROUP_SKB, AttachType.CGROUP_INET_EGRESS, "")),
 ])
 def test_section_names(section, expected):
-    assert elf.section_program_type(section) == expected
+    assert section_program_type(section) == expected
 
 
 @pytest.mark.parametrize("section", ["sockets", "xdp2", "tracepointx/a/b", "foo"])
 def test_unknown_section_names_list_the_known_ones(section):
     with pytest.raises(ElfError, match="known names .*tracepoint") as info:
-        elf.section_program_type(section)
+        section_program_type(section)
     assert info.value.section == section
 
 
@@ -298,14 +300,14 @@ def test_damaged_objects_load_or_raise_elf_errors_only(data):
 
 @pytest.mark.parametrize("name", OBJECTS)
 def test_disassembly_matches_llvm_objdump(name):
-    objdump = require_tool("llvm-objdump")
-    expected = subprocess.run([objdump, "-dr", path(name)], check=True,
+    llvm_objdump = require_tool("llvm-objdump")
+    expected = subprocess.run([llvm_objdump, "-dr", path(name)], check=True,
                               capture_output=True, text=True).stdout
-    assert elf.disassemble(path(name), source_lines=False) == expected
+    assert objdump(path(name), source_lines=False) == expected
 
 
 def test_disassembly_shows_source_lines():
-    listing = elf.disassemble(path("execve.o"))
+    listing = objdump(path("execve.o"))
     assert "; stats = bpf_map_lookup_elem(&exec_count, &key);\n" in listing
 
 

@@ -1,0 +1,80 @@
+"""``llvm-objdump -dr`` for BPF objects: programs by section, symbols, relocations, C lines.
+
+The listing shows an object as clang left it: instructions unrelocated (map loads read
+``r1 = 0 ll``, with the ``R_BPF_64_64`` relocation that names the map on the next line),
+symbols as ``<name>:`` headings, and, from the object's ``.BTF.ext`` line info, the C source
+line above the instructions it compiled to.
+"""
+
+from . import abi
+from .elf import CALL, INSN_SIZE, RELOC_NAMES, decode_section, line_comments, open_object
+
+
+# -- disassembly ---------------------------------------------------------------------------
+
+def disassemble(source, *, source_lines=True) -> str:
+    """An ``llvm-objdump -dr`` style listing of every executable section of an object.
+
+    Symbols head their instructions, relocations follow the instruction they patch, and (with
+    ``source_lines``) the C source lines from ``.BTF.ext`` appear as ``; text`` above theirs.
+    The instruction text is :func:`pybpf.disasm.format_insn`'s, on the unrelocated bytes.
+    """
+    obj = open_object(source)
+    title = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else source
+    out = [f"\n{title}:\tfile format elf64-bpf\n"]
+    for section in obj.elf.sections:
+        if section.executable and section.size:
+            out.append(f"\nDisassembly of section {section.name}:\n")
+            out.extend(_disassemble_section(obj, section, source_lines))
+    return "".join(out)
+
+
+def _disassemble_section(obj, section, source_lines):
+    from .disasm import format_insn  # the disassembler sits above the ELF reader's inputs
+
+    symbols = {}
+    for symbol in obj.elf.symbols_in(section):
+        symbols.setdefault(symbol.value, symbol.name)
+    relocations = {r.offset: r for r in obj.elf.relocations.get(section.index, [])}
+    comments = {}
+    if source_lines:
+        for function in obj.functions.values():
+            if function.section is section:
+                comments.update(line_comments(obj, function))
+    for offset, insn in decode_section(section).items():
+        if offset in symbols:
+            yield f"\n{offset:016x} <{symbols[offset]}>:\n"
+        if offset in comments:
+            yield f"; {comments[offset]}\n"
+        text = _objdump_text(insn, format_insn) + _jump_target(insn, offset, symbols)
+        raw = section.data[offset:offset + insn.slots * INSN_SIZE].hex(" ")
+        yield f"{offset // INSN_SIZE:>8}:\t{raw}\t{text}\n"
+        relocation = relocations.get(offset) or relocations.get(offset + 4)
+        if relocation is not None:
+            kind = RELOC_NAMES.get(relocation.type, str(relocation.type))
+            target = _symbol_label(obj, relocation.symbol)
+            yield f"\t\t{relocation.offset:016x}:  {kind}\t{target}\n"
+
+
+def _symbol_label(obj, symbol):
+    """A symbol's name; section symbols are nameless and print as their section's name."""
+    if symbol.name or symbol.shndx <= 0:
+        return symbol.name
+    return obj.elf.sections[symbol.shndx].name
+
+
+def _objdump_text(insn, format_insn):
+    """format_insn's text, but a local call as LLVM 14 prints it: ``call 2``, not ``call pc+2``."""
+    if insn.opcode == CALL and insn.src == abi.PSEUDO_CALL:
+        return f"call {insn.imm}"
+    return format_insn(insn)
+
+
+def _jump_target(insn, offset, symbols):
+    """`` <LBB0_2>`` after a jump whose target has a symbol, as llvm-objdump prints it."""
+    klass, code = insn.opcode & 0x07, insn.opcode & 0xF0
+    if klass not in (0x05, 0x06) or code in (0x80, 0x90):  # not a jump, or call/exit
+        return ""
+    delta = insn.imm if (klass == 0x06 and code == 0x00) else insn.off  # gotol uses imm
+    target = offset + (delta + 1) * INSN_SIZE
+    return f" <{symbols[target]}>" if target in symbols else ""
