@@ -1,16 +1,20 @@
 """Assembler throughput: build + encode, and decode + disassemble, a 100k-instruction program.
 
-    PYTHONPATH=. python bench/bench_asm.py
+    python bench/bench_asm.py
 
 The peer in the same run is the raw ``struct`` pack/unpack of the same slots, the floor any
 Python encoder sits on.
 """
 
 import struct
+import sys
 import time
+from pathlib import Path
 
-from pybpf.asm import DW, R0, R1, R2, R10, W, Builder, assemble, decode_all
-from pybpf.disasm import disassemble
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from pybpf.asm import DW, R0, R1, R2, R10, W, Builder, assemble, decode_all  # noqa: E402
+from pybpf.disasm import disassemble  # noqa: E402
 
 N = 100_000
 
