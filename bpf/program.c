@@ -57,9 +57,8 @@ struct {
 	__type(value, __u64);
 } dropped_execs SEC(".maps");
 
-/* Every execve() call, successful or not: count it for the calling process. */
-SEC("tracepoint/syscalls/sys_enter_execve")
-int count_execve(void *ctx)
+/* Every exec call, successful or not: count it for the calling process. */
+static __attribute__((always_inline)) int count_exec(void)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	__u64 *count = bpf_map_lookup_elem(&exec_count, &pid);
@@ -90,6 +89,19 @@ int count_execve(void *ctx)
 	bpf_get_current_comm(comm, sizeof(comm));
 	bpf_map_update_elem(&process_names, &pid, comm, BPF_ANY);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int count_execve(void *ctx)
+{
+	return count_exec();
+}
+
+/* execveat() (fexecve(), systemd...) executes programs too */
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int count_execveat(void *ctx)
+{
+	return count_exec();
 }
 
 /* A successful exec: the process now runs a new program, so record its new name. */

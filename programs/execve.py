@@ -46,6 +46,9 @@ class Tracker:
         self.exec_count = self.collection.maps["exec_count"]
         self.process_names = self.collection.maps["process_names"]
         self.dropped_execs = self.collection.maps["dropped_execs"]
+        self.dropped_reported = 0
+        # BPF sees the kernel's (initial namespace's) PIDs; /proc shows this namespace's
+        self.sees_host_pids = in_initial_pid_namespace()
 
     def snapshot(self):
         """``(counts, names, dropped)``: executions and raw names by PID, and the lost count."""
@@ -54,12 +57,24 @@ class Tracker:
         dropped = sum(self.dropped_execs[0])
         return counts, names, dropped
 
-    def forget_exited(self, pids):
-        """Delete the entries of the processes in ``pids`` that have exited (bounded memory)."""
-        gone = [pid for pid in pids if not os.path.exists(f"/proc/{pid}")]
-        for pid in gone:
+    def forget_exited(self, printed):
+        """Delete the entries of processes that have exited, once printed (bounded memory).
+
+        ``printed`` maps PID to the count just printed. A process is gone when /proc no longer
+        lists it (``os.listdir`` lists processes, not threads, so a thread that reuses a
+        PID does not keep a dead process alive). An entry whose count changed since it was
+        printed is kept for the next report, so no exec goes unprinted.
+        """
+        if not self.sees_host_pids:
+            return []  # /proc cannot tell which of the kernel's PIDs are alive
+        alive = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        gone = []
+        for pid, count in printed.items():
+            if pid in alive or self.exec_count.lookup(pid) != count:
+                continue
             self.exec_count.pop(pid, None)
             self.process_names.pop(pid, None)
+            gone.append(pid)
         return gone
 
     def verifier_logs(self):
@@ -72,9 +87,11 @@ class Tracker:
         lines = table_lines(counts, names)
         if dropped:
             lines.insert(0, (
-                f"WARNING: {dropped} executions were not counted: the maps are full "
+                f"WARNING: {dropped - self.dropped_reported} executions were not counted "
+                f"since the last report ({dropped} since start): the maps are full "
                 f"(--max-pids {self.max_pids}); raise --max-pids"
             ))
+            self.dropped_reported = dropped
         emit(lines)
         self.forget_exited(counts)
 
@@ -90,6 +107,17 @@ class Tracker:
 
     def __exit__(self, *exc):
         self.close()
+
+
+PROC_PID_INIT_INO = 0xEFFFFFFC  # inode of the initial PID namespace (include/linux/proc_ns.h)
+
+
+def in_initial_pid_namespace():
+    """True when this process sees the kernel's own PIDs (not inside a container's PID ns)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino == PROC_PID_INIT_INO
+    except OSError:
+        return True  # no namespace support: there is only one
 
 
 def positive_number(text):
@@ -212,6 +240,9 @@ def run(args):
                 for name, log in tracker.verifier_logs().items():
                     sys.stderr.write(f"--- verifier log of {name} ---\n{log}\n")
             emit(["Starting process execution tracker...", "Press Ctrl+C to exit"])
+            if not tracker.sees_host_pids:
+                emit(["WARNING: running in a PID namespace: PIDs are the host's, and entries "
+                      "of exited processes are kept (run in the host's PID namespace)"])
             deadline = time.monotonic() + args.interval
             while not stop.requested:
                 stop.sleep(deadline - time.monotonic())

@@ -3,10 +3,12 @@
 Each group of instructions carries, as its comment, the line of ``bpf/program.c`` it
 implements; the comments show in ``python -m programs.execve --dump`` and in verifier errors.
 
-Two programs share three maps:
+Three programs share three maps:
 
 - ``count_execve`` runs at ``syscalls/sys_enter_execve`` for every execve() call, successful or
-  not, and counts it for the calling process (its thread-group id, the PID users see).
+  not, and counts it for the calling process (its thread-group id, the PID users see);
+  ``count_execveat`` is the same program at ``syscalls/sys_enter_execveat`` (``fexecve()``,
+  systemd and others execute programs with execveat()).
 - ``name_process`` runs at ``sched/sched_process_exec`` after an exec succeeded, when the
   task's comm is already the new program's name, and writes that name straight into the
   ``process_names`` map value: no map update on this hot path.
@@ -64,7 +66,7 @@ def _lookup(b, map_name, key_slot):
 
 
 def count_execve():
-    """The sys_enter_execve program: one more exec for the calling process."""
+    """The sys_enter_execve(at) program: one more exec for the calling process."""
     b = Builder()
     _pid_key(b)
     b.comment("__u64 *count = bpf_map_lookup_elem(&exec_count, &pid);")
@@ -155,6 +157,10 @@ def collection_spec(max_pids=DEFAULT_MAX_PIDS):
         "count_execve": ProgramSpec(
             "count_execve", ProgType.TRACEPOINT, count_execve(),
             section="tracepoint/syscalls/sys_enter_execve",
+        ),
+        "count_execveat": ProgramSpec(
+            "count_execveat", ProgType.TRACEPOINT, count_execve(),
+            section="tracepoint/syscalls/sys_enter_execveat",
         ),
         "name_process": ProgramSpec(
             "name_process", ProgType.TRACEPOINT, name_process(),

@@ -1,5 +1,6 @@
 """The execve tracker: its output helpers (pure) and the whole CLI against the real kernel."""
 
+import json
 import os
 import queue
 import re
@@ -292,6 +293,13 @@ def test_failed_execs_keep_the_callers_name(tracker):
     t.stop()
 
 
+def _after(first, pid, window):
+    """True if ``pid`` was allocated at most ``window`` PIDs after ``first`` (PIDs wrap at
+    /proc/sys/kernel/pid_max, 32768 on small systems)."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return 0 < (pid - first) % pid_max <= window
+
+
 @pytest.mark.kernel
 def test_storm_is_counted_exactly_and_exited_processes_are_forgotten(tracker):
     t = tracker("-interval", "0.5").started()
@@ -309,10 +317,10 @@ def test_storm_is_counted_exactly_and_exited_processes_are_forgotten(tracker):
         for m in re.finditer(r"PID: (\d+), Name: (.*), Executions: (\d+)$", table, re.M):
             seen[int(m.group(1))] = (m.group(2), int(m.group(3)))
     assert seen[child.pid] == ("sh", 1)
-    # the storm's children: pids above the shell's (other processes may run meanwhile,
-    # but none of them is called "true" with a pid in the storm's range and one exec)
+    # the storm's children: the PIDs allocated after the shell's (other processes may run
+    # meanwhile, but none of them is called "true" with a PID in that range and one exec)
     trues = sorted(pid for pid, (name, count) in seen.items()
-                   if name == "true" and count == 1 and pid > child.pid)
+                   if name == "true" and count == 1 and _after(child.pid, pid, window=8 * n))
     assert len(trues) == n, f"{len(trues)} of {n} execs of /bin/true seen"
     # they have all exited: each was printed, then forgotten
     assert not any(f"PID: {pid}," in table for pid in trues)
@@ -328,14 +336,26 @@ def test_full_maps_are_reported_not_silent(tracker):
     t.stop()
 
 
-def _our_programs():
-    out = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True).stdout
-    return [x for x in out.splitlines() if "count_execve" in x or "name_process" in x]
+def _held_by(pid, kind):
+    """Ids of the bpf objects (``prog`` or ``link``) process ``pid`` holds: its fds'
+    /proc fdinfo says ``prog_id: N`` or ``link_id: N``."""
+    ids = set()
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    for entry in fdinfo.iterdir():
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue
+        m = re.search(rf"^{kind}_id:\s+(\d+)$", text, re.M)
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
 
 
-def _our_links():
-    out = subprocess.run(["bpftool", "link", "list"], capture_output=True, text=True).stdout
-    return out
+def _existing(kind):
+    out = subprocess.run(["bpftool", kind, "show", "-j"], capture_output=True, text=True,
+                         check=True).stdout
+    return {obj["id"] for obj in json.loads(out or "[]")}
 
 
 @pytest.mark.kernel
@@ -345,14 +365,50 @@ def test_signal_prints_last_table_and_detaches(tracker, signum):
 
     require_tool("bpftool")
     t = tracker("-interval", "60").started()
-    assert _our_programs(), "the tracker's programs should be loaded while it runs"
+    programs, links = _held_by(t.proc.pid, "prog"), _held_by(t.proc.pid, "link")
+    assert len(programs) == 3, "count_execve, count_execveat and name_process are loaded"
+    assert len(links) == 3, "each is attached through a bpf_link"
     subprocess.run(["/bin/true"], check=True)
     time.sleep(0.2)
     assert t.stop(signum) == 0
     assert any(line.endswith("processes:") for line in t.lines), t.lines
     assert t.lines[-1].endswith(" ---")
-    assert _our_programs() == []
+    assert not programs & _existing("prog"), "a program of the tracker is still loaded"
+    assert not links & _existing("link"), "a link of the tracker is still attached"
     assert t.proc.stderr.read() == b""
+
+
+@pytest.mark.kernel
+def test_execveat_is_counted_too(tracker):
+    t = tracker("-interval", "0.3").started()
+    code = ("import os\n"
+            "fd = os.open('/bin/sleep', os.O_RDONLY)\n"
+            "os.execve(fd, ['sleep', '3'], {})  # fexecve(): the execveat() system call\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        # python's own execve, then the execveat
+        t.wait_for(rf"PID: {child.pid}, Name: .*, Executions: 2$")
+    finally:
+        child.kill()
+        child.wait()
+    t.stop()
+
+
+@pytest.mark.kernel
+def test_entries_are_forgotten_only_once_their_last_count_was_printed():
+    with execve.Tracker() as tracker:
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        counts, _, _ = tracker.snapshot()
+        assert counts[child.pid] == 1
+        # printed with an older count: an exec happened after the table was read
+        assert tracker.forget_exited({child.pid: 0}) == []
+        assert tracker.exec_count.lookup(child.pid) == 1
+        assert tracker.forget_exited({child.pid: 1}) == [child.pid]
+        assert tracker.exec_count.lookup(child.pid) is None
+        assert tracker.process_names.lookup(child.pid) is None
+        # a live process is kept
+        assert tracker.forget_exited({os.getpid(): 0}) == []
 
 
 @pytest.mark.kernel
