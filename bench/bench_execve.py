@@ -131,7 +131,7 @@ class Loaded:
         for program in self.collection.programs.values():
             info = program.info()
             total += info["run_time_ns"]
-            if "sys_enter_execve" in program.spec.section:
+            if program.spec.section.endswith("/sys_enter_execve"):
                 execs = info["run_cnt"]
         return total, execs
 
