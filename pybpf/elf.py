@@ -41,7 +41,7 @@ from elftools.elf.elffile import ELFFile
 
 from . import abi
 from .abi import MapFlags, MapType
-from .asm import Instruction
+from .asm import Instruction, opcodes as oc
 from .btf import BTF, BTFExt, Kind
 from .errors import BTFError, DecodeError, ElfError
 from .sections import section_program_type
@@ -56,7 +56,6 @@ R_BPF_64_NODYLD32, R_BPF_64_32 = 4, 10
 RELOC_NAMES = {R_BPF_NONE: "R_BPF_NONE", R_BPF_64_64: "R_BPF_64_64",
                R_BPF_64_ABS64: "R_BPF_64_ABS64", R_BPF_64_ABS32: "R_BPF_64_ABS32",
                R_BPF_64_NODYLD32: "R_BPF_64_NODYLD32", R_BPF_64_32: "R_BPF_64_32"}
-LD_IMM64, CALL = 0x18, 0x85
 INSN_SIZE = 8
 LIBBPF_PIN_BY_NAME = 1
 
@@ -578,7 +577,7 @@ class _Linker:
             relocation = relocations.get(where)
             if relocation is not None:
                 callees += self._relocate(insn, relocation, function.section, where)
-            elif insn.opcode == CALL and insn.src == abi.PSEUDO_CALL:
+            elif insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL:
                 callees.append(self._local_call(insn, function.section, where))
             self.insns.append(insn)
         return callees
@@ -598,12 +597,12 @@ class _Linker:
                            "not defined in this object (extern, kfunc or ksym: not supported)",
                            section.name, where)
         target = self.obj.elf.sections[symbol.shndx]
-        if relocation.type == R_BPF_64_32 and insn.opcode == CALL and insn.src == 1:
+        if relocation.type == R_BPF_64_32 and insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL:
             offset = symbol.value + (insn.imm + 1) * INSN_SIZE
             callee = self.obj.function_at(target.index, offset, section.name, where)
             insn.ref, insn.imm = callee.name, -1
             return [callee]
-        if relocation.type == R_BPF_64_64 and insn.opcode == LD_IMM64:
+        if relocation.type == R_BPF_64_64 and insn.opcode == oc.LD_IMM64:
             return self._relocate_load(insn, symbol, target, section, where)
         raise ElfError(f"unsupported relocation {RELOC_NAMES.get(relocation.type, 'type')} "
                        f"({relocation.type}) on instruction opcode {insn.opcode:#04x} against "

@@ -7,7 +7,8 @@ line above the instructions it compiled to.
 """
 
 from . import abi
-from .elf import CALL, INSN_SIZE, RELOC_NAMES, decode_section, line_comments, open_object
+from .asm import opcodes as oc
+from .elf import INSN_SIZE, RELOC_NAMES, decode_section, line_comments, open_object
 
 
 # -- disassembly ---------------------------------------------------------------------------
@@ -65,16 +66,19 @@ def _symbol_label(obj, symbol):
 
 def _objdump_text(insn, format_insn):
     """format_insn's text, but a local call as LLVM 14 prints it: ``call 2``, not ``call pc+2``."""
-    if insn.opcode == CALL and insn.src == abi.PSEUDO_CALL:
+    if insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL:
         return f"call {insn.imm}"
     return format_insn(insn)
 
 
 def _jump_target(insn, offset, symbols):
     """`` <LBB0_2>`` after a jump whose target has a symbol, as llvm-objdump prints it."""
-    klass, code = insn.opcode & 0x07, insn.opcode & 0xF0
-    if klass not in (0x05, 0x06) or code in (0x80, 0x90):  # not a jump, or call/exit
+    form = insn.op.form
+    if form == "gotol":
+        delta = insn.imm
+    elif form in oc.OFF_JUMP_FORMS:
+        delta = insn.off
+    else:
         return ""
-    delta = insn.imm if (klass == 0x06 and code == 0x00) else insn.off  # gotol uses imm
     target = offset + (delta + 1) * INSN_SIZE
     return f" <{symbols[target]}>" if target in symbols else ""

@@ -232,3 +232,22 @@ def test_long_jumps_use_imm():
     b.exit()
     insns = resolve(b.instructions)
     assert [i.imm for i in insns[:3]] == [4, 3, 2]
+
+
+def test_kernel_constants_are_defined_once():
+    """Pseudo source values come from pybpf.abi; opcode bytes from opcodes; no copies."""
+    from pybpf import abi, elf, objdump
+    from pybpf.asm import link
+
+    assert oc.find("call_local").value == abi.PSEUDO_CALL
+    assert oc.find("call_kfunc").value == abi.PSEUDO_KFUNC_CALL
+    assert {name: src for src, (name, _) in oc.LDDW_SOURCES.items()} == {
+        "lddw": 0, "ld_map_fd": abi.PSEUDO_MAP_FD, "ld_map_value": abi.PSEUDO_MAP_VALUE,
+        "ld_btf_id": abi.PSEUDO_BTF_ID, "ld_func": abi.PSEUDO_FUNC,
+        "ld_map_idx": abi.PSEUDO_MAP_IDX, "ld_map_idx_value": abi.PSEUDO_MAP_IDX_VALUE}
+    assert link._MAP_SOURCES == (abi.PSEUDO_MAP_FD, abi.PSEUDO_MAP_VALUE)
+    copies = [(module.__name__, name) for module, names in (
+        (oc, ("CALL_LOCAL", "CALL_KFUNC")), (elf, ("LD_IMM64", "CALL")),
+        (objdump, ("CALL",)), (link, ("_OFF_FORMS",))) for name in names
+        if hasattr(module, name)]
+    assert not copies

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from pybpf import helpers
+from pybpf import abi, helpers
 from pybpf.asm import opcodes as oc
 from pybpf.asm.insn import Instruction, Register, validate
 from pybpf.errors import AssemblerError
@@ -237,12 +237,12 @@ class Builder:
     def call_local(self, target):
         """Call the subprogram at label ``target`` (bpf-to-bpf call)."""
         off, ref = _target(target)
-        return Instruction(_op("call_local").opcode, src=oc.CALL_LOCAL, imm=off, ref=ref)
+        return Instruction(_op("call_local").opcode, src=abi.PSEUDO_CALL, imm=off, ref=ref)
 
     @_dsl
     def call_kfunc(self, btf_id, fd_index=0):
         """Call the kernel function with ``btf_id`` (``fd_index``: module BTF in fd_array)."""
-        return Instruction(_op("call_kfunc").opcode, src=oc.CALL_KFUNC, off=fd_index,
+        return Instruction(_op("call_kfunc").opcode, src=abi.PSEUDO_KFUNC_CALL, off=fd_index,
                            imm=imm32(btf_id))
 
     @_dsl
@@ -300,32 +300,32 @@ class Builder:
     @_dsl
     def ld_map_fd(self, dst, map_):
         """dst = pointer to a map, by name (resolved at load time) or by fd."""
-        return _ld_pseudo(1, dst, map_)
+        return _ld_pseudo(abi.PSEUDO_MAP_FD, dst, map_)
 
     @_dsl
     def ld_map_value(self, dst, map_, offset=0):
         """dst = pointer to byte ``offset`` of a map's value (global data)."""
-        return _ld_pseudo(2, dst, map_, offset)
+        return _ld_pseudo(abi.PSEUDO_MAP_VALUE, dst, map_, offset)
 
     @_dsl
     def ld_btf_id(self, dst, btf_id, module_fd=0):
         """dst = address of the kernel variable with ``btf_id`` (module BTF fd)."""
-        return _ld_pseudo(3, dst, btf_id, module_fd)
+        return _ld_pseudo(abi.PSEUDO_BTF_ID, dst, btf_id, module_fd)
 
     @_dsl
     def ld_func(self, dst, target):
         """dst = address of the subprogram at label ``target`` (a callback)."""
-        return _ld_pseudo(4, dst, target)
+        return _ld_pseudo(abi.PSEUDO_FUNC, dst, target)
 
     @_dsl
     def ld_map_idx(self, dst, index):
         """dst = pointer to the map at ``fd_array[index]``."""
-        return _ld_pseudo(5, dst, index)
+        return _ld_pseudo(abi.PSEUDO_MAP_IDX, dst, index)
 
     @_dsl
     def ld_map_idx_value(self, dst, index, offset=0):
         """dst = pointer to byte ``offset`` of the value of map ``fd_array[index]``."""
-        return _ld_pseudo(6, dst, index, offset)
+        return _ld_pseudo(abi.PSEUDO_MAP_IDX_VALUE, dst, index, offset)
 
 
 def _ld_pseudo(src, dst, value, high=0):

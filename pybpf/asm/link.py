@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pybpf import abi
 from pybpf.asm import opcodes as oc
 from pybpf.errors import AssemblerError
 
@@ -21,8 +22,7 @@ def _text(insn):
 
     return format_insn(insn)
 
-_MAP_SOURCES = (1, 2)  # ld_imm64 src values whose reference is a map name
-_OFF_FORMS = ("ja", "may_goto", "jmp_k", "jmp_x")  # jump offset in off; others use imm
+_MAP_SOURCES = (abi.PSEUDO_MAP_FD, abi.PSEUDO_MAP_VALUE)  # ld_imm64 that name a map
 
 
 def slot_to_index(insns):
@@ -90,7 +90,7 @@ def bind_label(insn, index, slot, targets):
     if insn.ref not in targets:
         raise AssemblerError(f"undefined label {insn.ref!r}", index, _text(insn))
     distance = targets[insn.ref] - slot - 1
-    if insn.op.form in _OFF_FORMS:
+    if insn.op.form in oc.OFF_JUMP_FORMS:
         if not -(1 << 15) <= distance < 1 << 15:
             hint = ("use gotol" if insn.op.form == "ja" else
                     "invert the condition and jump over a gotol")

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from pybpf import abi
+
 # Instruction classes (low three bits of the opcode).
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
 CLASS_NAMES = ("LD", "LDX", "ST", "STX", "ALU", "JMP", "JMP32", "ALU64")
@@ -132,17 +134,19 @@ XCHG = 0xE0 | FETCH
 CMPXCHG = 0xF0 | FETCH
 LOAD_ACQ, STORE_REL = 0x100, 0x110
 
-# Pseudo source registers of the 64-bit immediate load and of calls (RFC 9669 4.4 and 5.3).
+# Pseudo source registers of the 64-bit immediate load and of calls (RFC 9669 4.4 and 5.3);
+# their values are kernel ABI (BPF_PSEUDO_* in linux/bpf.h), defined in pybpf.abi.
 LDDW_SOURCES = {
     0: ("lddw", "dst = imm64"),
-    1: ("ld_map_fd", "dst = address of the map with this fd"),
-    2: ("ld_map_value", "dst = address of the map's value + next_imm"),
-    3: ("ld_btf_id", "dst = address of the kernel variable with this BTF id"),
-    4: ("ld_func", "dst = address of the subprogram imm slots ahead"),
-    5: ("ld_map_idx", "dst = address of the map at fd_array[imm]"),
-    6: ("ld_map_idx_value", "dst = address of fd_array[imm]'s value + next_imm"),
+    abi.PSEUDO_MAP_FD: ("ld_map_fd", "dst = address of the map with this fd"),
+    abi.PSEUDO_MAP_VALUE: ("ld_map_value", "dst = address of the map's value + next_imm"),
+    abi.PSEUDO_BTF_ID: ("ld_btf_id", "dst = address of the kernel variable with this BTF id"),
+    abi.PSEUDO_FUNC: ("ld_func", "dst = address of the subprogram imm slots ahead"),
+    abi.PSEUDO_MAP_IDX: ("ld_map_idx", "dst = address of the map at fd_array[imm]"),
+    abi.PSEUDO_MAP_IDX_VALUE: ("ld_map_idx_value",
+                               "dst = address of fd_array[imm]'s value + next_imm"),
 }
-CALL_HELPER, CALL_LOCAL, CALL_KFUNC = 0, 1, 2
+CALL_HELPER = 0  # call src 0: imm is a helper id (the kernel has no name for this value)
 
 
 def _build_ops():
@@ -175,9 +179,9 @@ def _build_ops():
             ops.append(Op(name + suffix, code | X | cls, "jmp_x", symbol=sym, semantics=sem))
     ops.append(Op("call", CALL | JMP, "call", "src", CALL_HELPER,
                   semantics="call the kernel helper with id imm"))
-    ops.append(Op("call_local", CALL | JMP, "call", "src", CALL_LOCAL,
+    ops.append(Op("call_local", CALL | JMP, "call", "src", abi.PSEUDO_CALL,
                   semantics="call the subprogram imm slots ahead"))
-    ops.append(Op("call_kfunc", CALL | JMP, "call_kfunc", "src", CALL_KFUNC,
+    ops.append(Op("call_kfunc", CALL | JMP, "call_kfunc", "src", abi.PSEUDO_KFUNC_CALL,
                   semantics="call the kernel function with BTF id imm (off: fd_array index)"))
     ops.append(Op("exit", EXIT | JMP, "exit", semantics="return r0"))
 
@@ -254,6 +258,9 @@ def lookup(opcode, src, off, imm):
     return choices.get(src if field == "src" else off if field == "off" else imm)
 
 
+# Jump forms whose target offset is in the 16-bit ``off``; gotol, local calls and ld_func
+# keep theirs in the 32-bit ``imm``.
+OFF_JUMP_FORMS = ("ja", "may_goto", "jmp_k", "jmp_x")
 KX_FORMS = {"alu_k": False, "shift_k": False, "jmp_k": False, "alu_x": True, "jmp_x": True}
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from pybpf import helpers
+from pybpf import abi, helpers
 from pybpf.asm import opcodes as oc
 from pybpf.asm.builder import helper_id, imm32
 from pybpf.asm.insn import Instruction, check, validate
@@ -118,7 +118,7 @@ def _lddw(insn, op):
     if insn.src == 0:
         value = insn.imm - (1 << 64) if insn.imm >= 1 << 63 else insn.imm
         return f"r{insn.dst} = {value} ll"
-    if insn.src == 1 and insn.ref is not None and insn.imm >> 32 == 0:
+    if insn.src == abi.PSEUDO_MAP_FD and insn.ref is not None and insn.imm >> 32 == 0:
         return f"r{insn.dst} = {insn.ref} ll"
     low = insn.ref if insn.ref is not None else insn.imm & 0xFFFFFFFF
     high = insn.imm >> 32
@@ -221,7 +221,7 @@ def _p_call_name(m):
     name = m.group(1)
     if name.startswith("bpf_") and name[4:] in helpers.HELPERS:
         return Instruction(oc.JMP | oc.CALL, imm=helper_id(name))
-    return Instruction(oc.JMP | oc.CALL, src=oc.CALL_LOCAL, ref=name)
+    return Instruction(oc.JMP | oc.CALL, src=abi.PSEUDO_CALL, ref=name)
 
 
 def _sized_reg(prefix, number, size):
@@ -303,7 +303,7 @@ def _p_lddw(m):
     dst, value = m.groups()
     if value[0].isdigit() or value[0] == "-":
         return Instruction(oc.LD_IMM64, int(dst), 0, 0, _imm64(_num(value)))
-    return Instruction(oc.LD_IMM64, int(dst), 1, 0, 0, ref=value)
+    return Instruction(oc.LD_IMM64, int(dst), abi.PSEUDO_MAP_FD, 0, 0, ref=value)
 
 
 def _imm64(value):
@@ -352,10 +352,10 @@ _SYNTAX = [
     (rf"gotol {_T}", lambda m: _p_jump_always(oc.JMP32 | oc.JA, "imm", m.group(1))),
     (rf"may_goto {_T}", lambda m: _p_jump_always(oc.JMP | oc.JCOND, "off", m.group(1))),
     (rf"if {_R} ({_JMP_SYMS}) (?:{_R}|{_N}) goto {_T}", _p_jmp),
-    (r"call pc([+-]\d+)", lambda m: Instruction(oc.JMP | oc.CALL, 0, oc.CALL_LOCAL, 0,
+    (r"call pc([+-]\d+)", lambda m: Instruction(oc.JMP | oc.CALL, 0, abi.PSEUDO_CALL, 0,
                                                 int(m.group(1)))),
     (rf"call kfunc {_N}(?:, {_N})?", lambda m: Instruction(
-        oc.JMP | oc.CALL, 0, oc.CALL_KFUNC, _num(m.group(2) or "0"), imm32(_num(m.group(1))))),
+        oc.JMP | oc.CALL, 0, abi.PSEUDO_KFUNC_CALL, _num(m.group(2) or "0"), imm32(_num(m.group(1))))),
     (rf"call {_N}", lambda m: Instruction(oc.JMP | oc.CALL, imm=imm32(_num(m.group(1))))),
     (rf"call {_NAME}", _p_call_name),
     (r"exit", lambda m: Instruction(oc.JMP | oc.EXIT)),
