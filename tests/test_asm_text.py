@@ -1,7 +1,8 @@
 """The text assembler (parse) and every build-time error: type and message."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pybpf.asm import (
     B, DW, H, R0, R1, R2, R10, W, Builder, Instruction, parse, resolve,
@@ -158,7 +159,45 @@ def test_decode_errors(data, message):
     ("callx r1", "not an instruction"),
     ("w0 = *(u64 *)(r1 + 0)", "w0 is a 32-bit register; a 64-bit access needs r0"),
     ("w1 = atomic_fetch_add((u32 *)(r1 + 0), w2)", r"result register .* \(w1 is not w2\)"),
+    ("exit\nr1 = 0xzz ll", r"instruction 1 \(r1 = 0xzz ll\): line 2: not an instruction"),
+    ("r1 = 12ab ll", "line 1: not an instruction"),
+    ("ld_pseudo r1, 1, 0xq", "line 1: not an instruction"),
+    ("r1 = 010", "line 1: not an instruction"),  # octal or decimal? neither
+    ("r\u0661 = 1", "not an instruction"),  # an Arabic-Indic digit is not a register number
 ])
 def test_parse_errors(text, message):
     with pytest.raises(AssemblerError, match=message):
         parse(text)
+
+
+def test_huge_number_is_an_assembler_error():
+    # Python 3.11+ refuses int() of more than 4300 digits; 3.9 reads it, and it does not fit.
+    with pytest.raises(AssemblerError, match="line 1: (unreadable number|does not fit)"):
+        parse("r1 = 1" + "0" * 5000)
+
+
+# Words that are almost, or not at all, part of the syntax.
+_WORDS = ["r11", "w2", "=", "s>>=", "-", "0x", "0xzz", "0xq", "12ab", "010", "-0", "0x1f",
+          "99999999999999999999", "ll", "ld_pseudo", ",", "kfunc", "pc+1", "bpf_", "bpf_nope",
+          "goto", "+3", "*(u32", "(r1", ")", "x:", "<y>:", "<z>", ";", "\n", "skb[r1", "(s8)",
+          "bswap16", "addr_space_cast(r1,", "\u0661", "\x00", "ü"]
+
+
+@st.composite
+def _almost_instructions(draw):
+    """A valid instruction's text with one word replaced, or arbitrary text."""
+    words = format_insn(draw(instructions())).split(" ")
+    words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(_WORDS) | st.text())
+    return " ".join(words)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_almost_instructions() | st.text())
+@example("r1 = 0xzz ll")
+@example("r1 = 12ab ll")
+@example("ld_pseudo r1, 1, 0xq")
+def test_parse_raises_only_assembler_errors(text):
+    try:
+        parse(text)
+    except AssemblerError:
+        pass

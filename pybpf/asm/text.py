@@ -161,9 +161,10 @@ _FORMAT = {
 # ----------------------------------------------------------------------------------- parse
 
 _R = r"([rw])(\d+)"  # a register: prefix, number
-_N = r"(-?(?:0x[0-9a-fA-F]+|\d+))"  # a number
-_NAME = r"([A-Za-z_.$][\w.$]*)"
-_T = r"([+-]\d+|[A-Za-z_.$][\w.$]*)"  # a jump target: offset or label
+_NUM = r"-?(?:0x[0-9a-fA-F]+|0|[1-9]\d*)"  # a number as int(text, 0) reads it
+_ID = r"[A-Za-z_.$][\w.$]*"  # a label or map name
+_N, _NAME = f"({_NUM})", f"({_ID})"
+_T = rf"([+-]\d+|{_ID})"  # a jump target: offset or label
 _M = r"\(r(\d+) ([+-]) (\d+)\)"  # a memory operand (base + offset)
 _SZ = r"(8|16|32|64)"
 
@@ -373,11 +374,12 @@ _SYNTAX = [
     (rf"{_R} = (le|be|bswap)(\d+) {_R}", _p_end),
     (rf"{_R} = -{_R}", _p_neg),
     (rf"{_R} = \(s(8|16|32)\){_R}", _p_movsx),
-    (r"r(\d+) = (-?\w+|[A-Za-z_.$][\w.$]*) ll", _p_lddw),
-    (rf"ld_pseudo\s+r(\d+), (\d+), (-?\w+|[A-Za-z_.$][\w.$]*)(?:, {_N})?", _p_ld_pseudo),
+    (rf"r(\d+) = ({_NUM}|{_ID}) ll", _p_lddw),
+    (rf"ld_pseudo\s+r(\d+), (\d+), ({_NUM}|{_ID})(?:, {_N})?", _p_ld_pseudo),
     (rf"{_R} (?:({_ALU_SYMS})=|=) (?:{_R}|{_N})", _p_alu),
 ]
-_SYNTAX = [(re.compile(pattern + r"\Z"), build) for pattern, build in _SYNTAX]
+# ASCII: \d and \w must not match other scripts' digits and letters.
+_SYNTAX = [(re.compile(pattern + r"\Z", re.ASCII), build) for pattern, build in _SYNTAX]
 
 
 def parse_insn(text):
@@ -390,14 +392,17 @@ def parse_insn(text):
                 insn = build(match)
             except KeyError as exc:
                 raise AssemblerError(f"no such instruction form ({exc})") from None
+            except ValueError as exc:  # Python 3.11+ limits int() to 4300 digits
+                raise AssemblerError(f"unreadable number ({exc})") from None
             validate(insn)
             return insn
     raise AssemblerError("not an instruction in llvm-objdump syntax")
 
 
 _ANNOTATION = re.compile(r" <[^<>\s]*>\Z")  # llvm-objdump's jump target: goto +4 <LBB0_2>
-_LISTING = re.compile(r"\s*\d+:\s+(?:[0-9a-f]{2} ){7}(?:(?:[0-9a-f]{2} ){8})?[0-9a-f]{2}\s+")
-_LABEL = re.compile(rf"(?:(?:[0-9a-fA-F]+ )?<{_NAME}>|{_NAME}):\s*(.*)\Z")
+_LISTING = re.compile(r"\s*\d+:\s+(?:[0-9a-f]{2} ){7}(?:(?:[0-9a-f]{2} ){8})?[0-9a-f]{2}\s+",
+                      re.ASCII)
+_LABEL = re.compile(rf"(?:(?:[0-9a-fA-F]+ )?<{_NAME}>|{_NAME}):\s*(.*)\Z", re.ASCII)
 
 
 def parse(text):
