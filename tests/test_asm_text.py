@@ -201,3 +201,50 @@ def test_parse_raises_only_assembler_errors(text):
         parse(text)
     except AssemblerError:
         pass
+
+
+# Every numeric operand of every builder method, given something that is not an int.
+# (Where a str is meaningful -- a label, a helper or map name -- only the non-str values.)
+_NOT_INTS = ("x", 1.5, True, None)
+_NOT_INTS_OR_STR = (1.5, True, None)
+_OPERANDS = [  # method, arguments with X where the bad value goes, bad values
+    ("add", (R1, "X"), _NOT_INTS), ("add32", (R1, "X"), _NOT_INTS),
+    ("lsh", (R1, "X"), _NOT_INTS), ("mov", ("X", 1), _NOT_INTS),
+    ("movsx", (R1, R2, "X"), _NOT_INTS), ("movsx32", (R1, R2, "X"), _NOT_INTS),
+    ("le", (R1, "X"), _NOT_INTS), ("be", (R1, "X"), _NOT_INTS), ("bswap", (R1, "X"), _NOT_INTS),
+    ("jeq", (R1, "X", 1), _NOT_INTS), ("jeq32", (R1, 0, "X"), _NOT_INTS_OR_STR),
+    ("ja", ("X",), _NOT_INTS_OR_STR), ("gotol", ("X",), _NOT_INTS_OR_STR),
+    ("may_goto", ("X",), _NOT_INTS_OR_STR), ("call", ("X",), _NOT_INTS_OR_STR),
+    ("call_local", ("X",), _NOT_INTS_OR_STR), ("call_kfunc", ("X", 0), _NOT_INTS),
+    ("call_kfunc", (1, "X"), _NOT_INTS),
+    ("ldx", ("X", R1, R2, 0), _NOT_INTS), ("ldx", (W, R1, R2, "X"), _NOT_INTS),
+    ("ldxsx", (H, R1, R2, "X"), _NOT_INTS), ("st", (W, R10, "X", 0), _NOT_INTS),
+    ("st", (W, R10, -4, "X"), _NOT_INTS), ("stx", (DW, R10, "X", R1), _NOT_INTS),
+    ("ld_abs", (W, "X"), _NOT_INTS), ("ld_ind", (B, R1, "X"), _NOT_INTS),
+    ("load_acquire", (DW, R0, R1, "X"), _NOT_INTS),
+    ("store_release", ("X", R1, 0, R2), _NOT_INTS),
+    ("store_release", (W, R1, "X", R2), _NOT_INTS),
+    ("atomic_add", (DW, R1, "X", R2), _NOT_INTS), ("atomic_fetch_or", ("X", R1, 0, R2), _NOT_INTS),
+    ("xchg", (W, R1, "X", R2), _NOT_INTS), ("cmpxchg", (DW, R1, "X", R2), _NOT_INTS),
+    ("lddw", (R1, "X"), _NOT_INTS), ("ld_map_fd", (R1, "X"), _NOT_INTS_OR_STR),
+    ("ld_map_value", (R1, "m", "X"), _NOT_INTS), ("ld_btf_id", (R1, "X"), _NOT_INTS),
+    ("ld_btf_id", (R1, 1, "X"), _NOT_INTS), ("ld_func", (R1, "X"), _NOT_INTS_OR_STR),
+    ("ld_map_idx", (R1, "X"), _NOT_INTS), ("ld_map_idx_value", (R1, "X", 0), _NOT_INTS),
+    ("ld_map_idx_value", (R1, 0, "X"), _NOT_INTS),
+]
+
+
+@pytest.mark.parametrize("method, args, bad", [
+    (method, args, bad) for method, args, values in _OPERANDS for bad in values])
+def test_builder_operands_must_be_ints(method, args, bad):
+    b = Builder()
+    with pytest.raises(AssemblerError) as info:
+        getattr(b, method)(*(bad if a == "X" else a for a in args))
+    assert str(info.value).startswith(f"instruction 0 ({method}(")
+    assert not b._insns
+
+
+def test_map_index_is_not_a_name():
+    with pytest.raises(AssemblerError, match="ld_map_idx takes an int, not the name 'm'; "
+                                             "load a map by name with ld_map_fd"):
+        Builder().ld_map_idx(R1, "m")

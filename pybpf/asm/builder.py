@@ -67,7 +67,9 @@ def helper_id(helper):
         if not 0 <= helper < 1 << 31:
             raise AssemblerError(f"helper id {helper} is out of range 0..2**31-1")
         return helper
-    name = str(helper)
+    if not isinstance(helper, str):
+        raise AssemblerError(f"a helper is a name or an int id, not {helper!r}")
+    name = helper
     if name.startswith("bpf_"):
         name = name[4:]
     if name in helpers.HELPERS:
@@ -90,6 +92,11 @@ def _target(target):
 
 def _op(name, **selectors):
     """The Op of ``name`` matching ``selectors``, or AssemblerError listing what exists."""
+    for what in ("size", "value"):  # an access size, a movsx width
+        value = selectors.get(what, 0)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise AssemblerError(f"{name} {'width' if what == 'value' else what} must be an "
+                                 f"int, not {value!r}")
     try:
         return oc.find(name, **selectors)
     except KeyError:
@@ -328,9 +335,17 @@ class Builder:
         return _ld_pseudo(abi.PSEUDO_MAP_IDX_VALUE, dst, index, offset)
 
 
+# The pseudo loads whose first immediate may be a name: a map's, or a subprogram's label.
+_NAMED_SOURCES = (abi.PSEUDO_MAP_FD, abi.PSEUDO_MAP_VALUE, abi.PSEUDO_FUNC)
+
+
 def _ld_pseudo(src, dst, value, high=0):
     """A 64-bit immediate load with pseudo source ``src``; a str ``value`` is a reference."""
     if isinstance(value, str):
+        if src not in _NAMED_SOURCES:
+            name = oc.LDDW_SOURCES[src][0]
+            hint = "" if src == abi.PSEUDO_BTF_ID else "; load a map by name with ld_map_fd"
+            raise AssemblerError(f"{name} takes an int, not the name {value!r}{hint}")
         low, ref = 0, value
     else:
         low, ref = imm32(value) & 0xFFFFFFFF, None

@@ -111,10 +111,13 @@ def decode_all(data):
 
 def check(insn):
     """None if ``insn`` is a valid instruction, else a sentence saying what is wrong."""
+    values = (insn.dst, insn.src, insn.off, insn.imm)
+    for name, value in zip(("opcode", "dst", "src", "off", "imm"), (insn.opcode, *values)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name} must be an int, not {value!r}"
     op = insn.op
     if op is None:
         return _why_no_op(insn)
-    values = (insn.dst, insn.src, insn.off, insn.imm)
     for name, rule, value in zip(("dst", "src", "off", "imm"), oc.field_rules(op), values):
         problem = _RULES[rule](value, op, insn)
         if problem:
