@@ -24,7 +24,7 @@ from pybpf.asm import (
 
 # Forms and operations LLVM 14's assembler does not accept.
 _NOT_IN_LLVM14_MC = {"st", "atomic_fetch", "load_acquire", "movsx", "gotol", "may_goto",
-                     "call_kfunc"}
+                     "call_kfunc", "addr_space_cast"}
 _NOT_IN_LLVM14_MC_OPS = {"sdiv", "sdiv32", "smod", "smod32", "mod", "mod32", "jset",
                          "jset32", "ldxsx", "bswap", "cmpxchg", "store_release", "call_local",
                          "ld_map_fd", "ld_map_value", "ld_btf_id", "ld_func", "ld_map_idx",
@@ -83,6 +83,9 @@ RFC_ENCODINGS = [
     (lambda b: b.movsx(R1, R4, 8), "bf41080000000000"),
     (lambda b: b.movsx(R1, R4, 32), "bf41200000000000"),
     (lambda b: b.movsx32(R1, R2, 16), "bc21100000000000"),
+    # addr_space_cast: off 1, imm dst_as << 16 | src_as (LLVM's BPFInstrInfo.td)
+    (lambda b: b.addr_space_cast(R1, R2, 0, 1), "bf21010001000000"),
+    (lambda b: b.addr_space_cast(R3, R4, 1, 0), "bf43010000000100"),
     (lambda b: b.ldxsx(B, R0, R1, 0), "9110000000000000"),
     (lambda b: b.ldxsx(H, R0, R1, -2), "8910feff00000000"),
     (lambda b: b.ldxsx(W, R0, R1, 4), "8110040000000000"),

@@ -163,7 +163,9 @@ def test_decode_errors(data, message):
     ("r1 = 12ab ll", "line 1: not an instruction"),
     ("ld_pseudo r1, 1, 0xq", "line 1: not an instruction"),
     ("r1 = 010", "line 1: not an instruction"),  # octal or decimal? neither
-    ("r\u0661 = 1", "not an instruction"),  # an Arabic-Indic digit is not a register number
+    ("r\u0661 = 1", "not an instruction"),
+    ("r1 = addr_space_cast(r2, 65536, 0)", "address space is an int 0..65535, not 65536"),
+    ("w1 = addr_space_cast(w2, 0, 1)", "not an instruction"),  # a 64-bit operation only  # an Arabic-Indic digit is not a register number
 ])
 def test_parse_errors(text, message):
     with pytest.raises(AssemblerError, match=message):
@@ -212,6 +214,8 @@ _OPERANDS = [  # method, arguments with X where the bad value goes, bad values
     ("lsh", (R1, "X"), _NOT_INTS), ("mov", ("X", 1), _NOT_INTS),
     ("movsx", (R1, R2, "X"), _NOT_INTS), ("movsx32", (R1, R2, "X"), _NOT_INTS),
     ("le", (R1, "X"), _NOT_INTS), ("be", (R1, "X"), _NOT_INTS), ("bswap", (R1, "X"), _NOT_INTS),
+    ("addr_space_cast", (R1, R2, "X", 0), _NOT_INTS),
+    ("addr_space_cast", (R1, R2, 1, "X"), _NOT_INTS),
     ("jeq", (R1, "X", 1), _NOT_INTS), ("jeq32", (R1, 0, "X"), _NOT_INTS_OR_STR),
     ("ja", ("X",), _NOT_INTS_OR_STR), ("gotol", ("X",), _NOT_INTS_OR_STR),
     ("may_goto", ("X",), _NOT_INTS_OR_STR), ("call", ("X",), _NOT_INTS_OR_STR),

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Instructions LLVM 14 does not decode, or decodes losing information (pybpf then uses newer
 # LLVM syntax or its documented extension, see pybpf/asm/text.py).
-_NOT_IN_LLVM14 = {"st", "load_acquire", "movsx", "gotol", "may_goto", "call_kfunc"}
+_NOT_IN_LLVM14 = {"st", "load_acquire", "movsx", "gotol", "may_goto", "call_kfunc",
+                  "addr_space_cast"}
 _NOT_IN_LLVM14_OPS = {"sdiv", "sdiv32", "smod", "smod32", "ldxsx", "bswap", "store_release",
                       "call_local", "mod", "mod32", "jset", "jset32"}  # LLVM 14: <unknown>
 
@@ -208,6 +209,7 @@ def test_format_examples():
         (b.may_goto(2), "may_goto +2"),
         (b.gotol(3), "gotol +3"),
         (b.ldxsx(1, R0, R1, 0), "r0 = *(s8 *)(r1 + 0)"),
+        (b.addr_space_cast(R1, 2, 0, 1), "r1 = addr_space_cast(r2, 0, 1)"),  # as newer LLVM
     ]
     for insn, text in examples:
         assert format_insn(insn) == text

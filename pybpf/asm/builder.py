@@ -54,6 +54,14 @@ def imm64(value):
     return value & 0xFFFFFFFFFFFFFFFF
 
 
+def address_spaces(dst_as, src_as):
+    """The imm of addr_space_cast: ``dst_as << 16 | src_as``, each an int 0..65535."""
+    for value in (dst_as, src_as):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+            raise AssemblerError(f"an address space is an int 0..65535, not {value!r}")
+    return imm32(dst_as << 16 | src_as)
+
+
 def register(value):
     """``value`` as a register number; Register or int 0..10."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
@@ -201,6 +209,19 @@ class Builder:
         """dst = low 32 bits of src sign-extended from its low 8 or 16 bits."""
         op = _op("movsx32", value=bits)
         return Instruction(op.opcode, register(dst), register(src), bits)
+
+    @_dsl
+    def addr_space_cast(self, dst, src, dst_as, src_as):
+        """dst = src, a pointer cast from address space ``src_as`` to ``dst_as`` (Linux 6.9).
+
+        For a BPF arena (``MapType.ARENA``), memory shared with user space: address space 1
+        is the user-space address (what a program stores in the arena), 0 the kernel's view
+        (what it dereferences). clang emits the cast for ``__arena`` pointers; the kernel
+        accepts only ``(0, 1)`` and ``(1, 0)``.
+        """
+        op = _op("addr_space_cast")
+        return Instruction(op.opcode, register(dst), register(src), op.value,
+                           address_spaces(dst_as, src_as))
 
     @_dsl
     def le(self, dst, bits):

@@ -19,8 +19,8 @@ The opcode byte is read in one of two ways, chosen by its class (the low three b
     s: source, K (0: use imm) or       size: W (4 bytes) H (2) B (1) DW (8)
        X (1: use the src register)
 
-Some operations share an opcode byte and are told apart by another field: SDIV/SMOD and
-MOVSX by ``off``, the atomic operations by ``imm``, the calls and the pseudo 64-bit loads by
+Some operations share an opcode byte and are told apart by another field: SDIV/SMOD, MOVSX
+and ADDR_SPACE_CAST by ``off``, the atomic operations by ``imm``, the calls and the pseudo 64-bit loads by
 ``src``. Every operation is declared once below as an :class:`Op`; the builder, the text
 parser, the disassembler and the decoder all read these tables.
 """
@@ -63,7 +63,7 @@ one line of C saying what it does.
 
 # What each form allows in each field: "reg" any register r0-r10, "wreg" a register written
 # to (r0-r9), "zero" must be 0, "key" holds the discriminator, "s16"/"s32" a signed number,
-# "shift" a shift count, "width" 16/32/64, "u64" the 64-bit immediate, "off8" a MOVSX width.
+# "shift" a shift count, "width" 16/32/64, "u64" the 64-bit immediate.
 FIELDS = {
     #          dst      src     off     imm
     "alu_k": ("wreg", "zero", "zero", "s32"),
@@ -71,6 +71,7 @@ FIELDS = {
     "alu_x": ("wreg", "reg", "zero", "zero"),
     "neg": ("wreg", "zero", "zero", "zero"),
     "movsx": ("wreg", "reg", "key", "zero"),
+    "addr_space_cast": ("wreg", "reg", "key", "s32"),  # imm: dst_as << 16 | src_as
     "end": ("wreg", "zero", "zero", "width"),
     "ja": ("zero", "zero", "s16", "zero"),
     "gotol": ("zero", "zero", "zero", "s32"),
@@ -162,6 +163,9 @@ def _build_ops():
         for width in (8, 16, 32) if cls == ALU64 else (8, 16):
             ops.append(Op("movsx" + suffix, 0xB0 | X | cls, "movsx", "off", width,
                           semantics="dst = src sign-extended from its low off bits"))
+    ops.append(Op("addr_space_cast", 0xB0 | X | ALU64, "addr_space_cast", "off", 1,
+                  semantics="dst = src, a pointer cast from address space imm & 0xffff "
+                            "to imm >> 16 (BPF arena)"))
     ops.append(Op("le", END | TO_LE | ALU, "end", symbol="le",
                   semantics="dst = dst converted to little endian, imm bits"))
     ops.append(Op("be", END | TO_BE | ALU, "end", symbol="be",

@@ -8,8 +8,8 @@ atomic add name their value register ``r`` whatever the access width; ``llvm-obj
 parser accepts both. Instructions LLVM 14 does not decode (without +alu32) use newer LLVM's
 syntax: ``r1 s/= r3``, ``r1 = (s8)r4``, ``r0 = *(s8 *)(r1 + 0)``, ``r1 = bswap16 r1``,
 ``gotol +3``, ``may_goto +2``, ``*(u32 *)(r10 - 4) = 5``, ``r0 = load_acquire((u64 *)(r1 +
-0))``, and the ``w`` view for the 32-bit atomics other than add
-(``w2 = atomic_fetch_add((u32 *)(r1 + 0), w2)``, ``lock *(u32 *)(r1 + 0) |= w2``,
+0))``, ``r1 = addr_space_cast(r2, 0, 1)``, and the ``w`` view for the 32-bit atomics other
+than add (``w2 = atomic_fetch_add((u32 *)(r1 + 0), w2)``, ``lock *(u32 *)(r1 + 0) |= w2``,
 ``store_release((u8 *)(r1 + 0), w2)``).
 
 Where LLVM 14's text drops information, one small extension keeps it (so that parsing the
@@ -28,7 +28,7 @@ import re
 
 from pybpf import abi, helpers
 from pybpf.asm import opcodes as oc
-from pybpf.asm.builder import helper_id, imm32
+from pybpf.asm.builder import address_spaces, helper_id, imm32
 from pybpf.asm.insn import Instruction, check, validate
 from pybpf.errors import AssemblerError
 
@@ -136,6 +136,8 @@ _FORMAT = {
     "alu_x": _alu,
     "neg": lambda i, op: f"{_reg(i.opcode, i.dst)} = -{_reg(i.opcode, i.dst)}",
     "movsx": lambda i, op: f"{_reg(i.opcode, i.dst)} = (s{i.off}){_reg(i.opcode, i.src)}",
+    "addr_space_cast": lambda i, op: (f"r{i.dst} = addr_space_cast(r{i.src}, "
+                                      f"{i.imm >> 16 & 0xFFFF}, {i.imm & 0xFFFF})"),
     "end": lambda i, op: f"r{i.dst} = {op.symbol}{i.imm} r{i.dst}",
     "ja": lambda i, op: f"goto {_target(i, i.off)}",
     "gotol": lambda i, op: f"gotol {_target(i, i.imm)}",
@@ -337,6 +339,13 @@ def _p_movsx(m):
     return Instruction(op.opcode, int(dst), int(src), op.value)
 
 
+def _p_addr_space_cast(m):
+    dst, src, dst_as, src_as = m.groups()
+    op = oc.find("addr_space_cast")
+    return Instruction(op.opcode, int(dst), int(src), op.value,
+                       address_spaces(_num(dst_as), _num(src_as)))
+
+
 def _same_prefix(*prefixes):
     if len(set(prefixes)) > 1:
         raise AssemblerError("mixes r (64-bit) and w (32-bit) registers in one instruction")
@@ -374,6 +383,7 @@ _SYNTAX = [
     (rf"{_R} = (le|be|bswap)(\d+) {_R}", _p_end),
     (rf"{_R} = -{_R}", _p_neg),
     (rf"{_R} = \(s(8|16|32)\){_R}", _p_movsx),
+    (rf"r(\d+) = addr_space_cast\(r(\d+), {_N}, {_N}\)", _p_addr_space_cast),
     (rf"r(\d+) = ({_NUM}|{_ID}) ll", _p_lddw),
     (rf"ld_pseudo\s+r(\d+), (\d+), ({_NUM}|{_ID})(?:, {_N})?", _p_ld_pseudo),
     (rf"{_R} (?:({_ALU_SYMS})=|=) (?:{_R}|{_N})", _p_alu),
