@@ -12,7 +12,7 @@ import os
 from . import syscalls
 from .errors import BTFError, SyscallError
 from .maps import Map
-from .program import LOG_SIZE, Program
+from .program import Program
 from .spec import CollectionSpec
 
 
@@ -65,7 +65,7 @@ def load_btf(btf):
     except SyscallError:
         pass  # load again with a log, to say why
     try:
-        return syscalls.btf_load(btf, log_level=1, log_size=LOG_SIZE)[0]
+        return syscalls.btf_load(btf, log_level=1, log_size=syscalls.LOG_SIZE)[0]
     except SyscallError as exc:
         reason = syscalls.log_summary(getattr(exc, "log", "")) or str(exc)
         raise BTFError(f"the kernel rejected the object's BTF: {reason}", section=".BTF"

@@ -43,6 +43,11 @@ class DecodeError(BPFError, ValueError):
         super().__init__(prefix + message)
 
 
+class UsageError(BPFError, ValueError):
+    """pybpf was used wrongly, before any system call: a closed object, a key or value of the
+    wrong type or size, a dict operation on a map without keys, a pin outside bpffs..."""
+
+
 class SyscallError(BPFError, OSError):
     """A bpf() or perf_event_open() call failed; ``errno`` and the command are kept."""
 
@@ -56,7 +61,8 @@ class SyscallError(BPFError, OSError):
 
 
 class BPFPermissionError(SyscallError, PermissionError):
-    """The caller lacks a capability (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) for this operation."""
+    """The caller lacks a capability (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) for this operation,
+    named by ``capability``; None when a file's permissions refused it (``BPF_OBJ_GET``)."""
 
     def __init__(self, err, command, capability="CAP_BPF", message=None):
         self.capability = capability
@@ -68,7 +74,16 @@ class BPFPermissionError(SyscallError, PermissionError):
 
 
 class MapError(SyscallError):
-    """A map operation failed for a reason other than a missing key."""
+    """A map operation failed for a reason other than a missing key.
+
+    A batch operation that fails part way says what it did before: ``partial`` holds the
+    (key, value) pairs a lookup batch read (for ``lookup_and_delete_batch``: read *and
+    deleted*, so they exist only there), ``count`` how many elements an update or delete
+    batch processed. Both are None on other failures.
+    """
+
+    partial = None
+    count = None
 
 
 class MapKeyError(MapError, KeyError):

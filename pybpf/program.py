@@ -13,11 +13,9 @@ from collections import namedtuple
 
 from . import asm, syscalls
 from .abi import ProgType
-from .errors import NotSupportedError, SyscallError, VerifierError, errno_name
+from .errors import NotSupportedError, SyscallError, UsageError, VerifierError, errno_name
 from .spec import ProgramSpec
 
-LOG_SIZE = 64 * 1024  # first verifier log buffer; grown on ENOSPC
-LOG_SIZE_MAX = 0xFFFFFFFF >> 2  # the largest log the kernel accepts (UINT32_MAX >> 2)
 EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
 _NEEDS_ATTACH_BTF_ID = (ProgType.TRACING, ProgType.LSM, ProgType.EXT, ProgType.STRUCT_OPS)
 
@@ -83,15 +81,15 @@ class Program:
 
     def _load_with_log(self, code, log_level, options):
         """Load with a verifier log that grows until the whole log fits."""
-        size = LOG_SIZE
+        size, most = syscalls.LOG_SIZE, syscalls.LOG_SIZE_MAX
         while True:
             try:
                 return _retry_eagain(code, self.type, options, log_level=log_level,
                                      log_size=size)
             except SyscallError as exc:
-                if exc.errno != errno.ENOSPC or size >= LOG_SIZE_MAX:
+                if exc.errno != errno.ENOSPC or size >= most:
                     raise self._explain(exc) from None
-                size = min(LOG_SIZE_MAX, max(size * 4, getattr(exc, "log_true_size", 0)))
+                size = min(most, max(size * 4, getattr(exc, "log_true_size", 0)))
 
     def _explain(self, exc):
         """``exc`` with the failing instruction mapped back to the DSL and its comment."""
@@ -116,9 +114,9 @@ class Program:
 
     @property
     def fd(self):
-        """The program's file descriptor; ValueError once closed."""
+        """The program's file descriptor; UsageError once closed."""
         if self._fd < 0:
-            raise ValueError(f"program {self.name!r} is closed")
+            raise UsageError(f"program {self.name!r} is closed")
         return self._fd
 
     def test_run(self, data=b"", ctx=None, repeat=1, data_size_out=None):
@@ -147,7 +145,8 @@ class Program:
         return self.info()["id"]
 
     def pin(self, path):
-        """Pin the program at ``path`` on a bpf file system so it outlives this process."""
+        """Pin the program at ``path`` on a bpf file system so it outlives this process
+        (UsageError, saying how to mount one, when ``path`` is elsewhere)."""
         syscalls.obj_pin(self.fd, path)
 
     def close(self):

@@ -33,11 +33,15 @@ from .errors import (
     MapFullError,
     MapKeyError,
     SyscallError,
+    UsageError,
     VerifierError,
     errno_name,
 )
 
 ENOTSUPP = 524  # kernel-internal "operation not supported" that leaks to user space
+BPFFS = "/sys/fs/bpf"  # where a bpf file system is mounted by convention
+LOG_SIZE = 64 * 1024  # first verifier/BTF log buffer; grown on ENOSPC
+LOG_SIZE_MAX = 0xFFFFFFFF >> 2  # the largest log the kernel accepts (UINT32_MAX >> 2)
 
 # ---------------------------------------------------------------------------------------------
 # The libc entry points. Syscall numbers differ per architecture (arch/*/syscall tables).
@@ -124,7 +128,8 @@ _EINVAL_FIELDS = {
     Cmd.MAP_DELETE_BATCH: "count, elem_flags or flags",
     Cmd.MAP_FREEZE: "map_fd (only maps without BPF_F_RDONLY_PROG writers can be frozen)",
     Cmd.PROG_LOAD: "prog_type, expected_attach_type, prog_flags, license, attach_btf_id or "
-                   "the instructions (unknown opcode, non-zero reserved field)",
+                   "the instructions (unknown opcode, non-zero reserved field), unless the "
+                   "verifier rejected the program",
     Cmd.PROG_TEST_RUN: "data_size_in (socket filters need >= 14 bytes), ctx_in, repeat, "
                        "flags, cpu, or this program type has no test run",
     Cmd.OBJ_PIN: "pathname (must be inside a bpffs mount such as /sys/fs/bpf) or bpf_fd",
@@ -152,6 +157,35 @@ _HINTS = {
 }
 
 
+# Capability numbers (include/uapi/linux/capability.h). CAP_SYS_ADMIN also grants what
+# CAP_BPF and CAP_PERFMON grant (they were split out of it in Linux 5.8).
+CAPABILITY_BITS = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+_VERIFIER_HINT = ("rejected by the verifier; load with log_level > 0 (or use "
+                  "pybpf.program.Program) to see why")
+
+
+def effective_capabilities():
+    """This process's effective capability set as a bit mask (``CapEff`` in /proc/self/status);
+    0 when it cannot be read."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def missing_capabilities(capability):
+    """The capabilities named in ``capability`` (e.g. ``"CAP_PERFMON (and CAP_BPF)"``) that
+    this process lacks."""
+    have = effective_capabilities()
+    admin = have >> CAPABILITY_BITS["CAP_SYS_ADMIN"] & 1
+    return [name for name in re.findall(r"CAP_[A-Z_]+", capability)
+            if not (admin or have >> CAPABILITY_BITS[name] & 1)]
+
+
 def capability_for(cmd, prog_type=None):
     """The capability a command needs: CAP_PERFMON for tracing, CAP_SYS_ADMIN for ids,
     else CAP_BPF."""
@@ -166,8 +200,16 @@ def error(cmd, err, capability=None):
     """The exception for bpf(``cmd``) failing with ``err``: typed, with a how-to-fix message."""
     name = f"BPF_{Cmd(cmd).name}"
     base = f"{name} failed: {errno_name(err)} ({os.strerror(err)})"
+    capability = capability or capability_for(cmd)
+    if err == errno.EACCES and cmd == Cmd.PROG_LOAD and not missing_capabilities(capability):
+        # the verifier says EACCES (or EINVAL) when it refuses a program
+        return SyscallError(err, name, f"{base}: {_VERIFIER_HINT}")
+    if err == errno.EACCES and cmd == Cmd.OBJ_GET:  # the pinned file's mode, not a capability
+        return BPFPermissionError(err, name, None, (
+            f"{base}: the pinned file's permissions (or a directory's above it) do not let "
+            f"this user open it; check them with ls -l, or run as their owner or root"))
     if err in (errno.EPERM, errno.EACCES):
-        return _permission_error(cmd, err, name, capability or capability_for(cmd))
+        return _permission_error(cmd, err, name, capability)
     if err == errno.ENOENT and cmd in _KEY_COMMANDS:
         return MapKeyError(err, name, f"{name}: key not found (ENOENT)")
     if err == errno.E2BIG and cmd in _UPDATE_COMMANDS:
@@ -191,6 +233,8 @@ def _permission_error(cmd, err, name, capability):
 
 def _hint(cmd, err):
     """What to check or do when ``cmd`` fails with ``err``."""
+    if err == errno.EINVAL and cmd == Cmd.PROG_LOAD:
+        return f"{_VERIFIER_HINT}; or check {_EINVAL_FIELDS[cmd]}"
     if err == errno.EINVAL:
         return "check " + _EINVAL_FIELDS.get(cmd, "the request's fields")
     if err == errno.ENOENT:
@@ -211,12 +255,19 @@ def _hint(cmd, err):
 
 
 def _good_fd(fd):
-    """``fd`` moved to >= 3, so a daemon with closed stdin/stdout/stderr keeps its objects."""
+    """``fd`` moved to >= 3, so a daemon with closed stdin/stdout/stderr keeps its objects
+    (and a later open() of "stdout" cannot land on a map). ``fd`` is closed either way."""
     if fd >= 3:
         return fd
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    os.close(fd)
-    return new
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError as exc:
+        raise SyscallError(exc.errno, "fcntl", (
+            f"fcntl(F_DUPFD_CLOEXEC) could not move new fd {fd} above 2: "
+            f"{errno_name(exc.errno)} ({exc.strerror}); raise the open-files limit "
+            f"(ulimit -n) or close some files")) from None
+    finally:
+        os.close(fd)
 
 
 def bpf(cmd, attr, *, capability=None):
@@ -425,20 +476,56 @@ def map_lookup_and_delete_batch(fd, in_batch, key_size, value_size, count, elem_
 
 
 def map_update_batch(fd, keys, values, count, elem_flags=0, flags=0):
-    """BPF_MAP_UPDATE_BATCH: store ``count`` packed keys/values; returns how many were stored."""
+    """BPF_MAP_UPDATE_BATCH: store ``count`` packed keys/values; returns how many were stored.
+
+    ``elem_flags`` may only be 0 or BPF_F_LOCK: the batch has no NOEXIST/EXIST. The kernel
+    goes in order and stops at the first failure; the exception's ``count`` says how many
+    elements it stored before.
+    """
     keys_buf, values_buf = _copy(keys), _copy(values)
     attr = _inout(_BATCH.pack(0, 0, _ptr(keys_buf), _ptr(values_buf), count, fd, elem_flags,
                               flags))
-    bpf(Cmd.MAP_UPDATE_BATCH, attr)
-    return _batch_count(attr)
+    return _run_counted(Cmd.MAP_UPDATE_BATCH, attr)
 
 
 def map_delete_batch(fd, keys, count, elem_flags=0, flags=0):
-    """BPF_MAP_DELETE_BATCH: delete ``count`` packed keys; returns how many were deleted."""
+    """BPF_MAP_DELETE_BATCH: delete ``count`` packed keys; returns how many were deleted.
+
+    Like :func:`map_update_batch`, a failure's ``count`` says how many were deleted before.
+    """
     keys_buf = _copy(keys)
     attr = _inout(_BATCH.pack(0, 0, _ptr(keys_buf), 0, count, fd, elem_flags, flags))
-    bpf(Cmd.MAP_DELETE_BATCH, attr)
+    return _run_counted(Cmd.MAP_DELETE_BATCH, attr)
+
+
+def _run_counted(cmd, attr):
+    """Run an update/delete batch; the count the kernel wrote back, also on failure."""
+    try:
+        bpf(cmd, attr)
+    except SyscallError as exc:
+        exc.count = _batch_count(attr)
+        raise
     return _batch_count(attr)
+
+
+_NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
+
+
+def map_batch_supported(fd, cmd):
+    """Whether this kernel runs the batch command ``cmd`` on map ``fd``.
+
+    A batch command with ``count`` 0 checks its arguments and does nothing. It fails with
+    ENOTSUPP where the map type has no such batch operation (the kernel's map ops leave it
+    NULL: device maps, arrays for the deleting ones) and with EINVAL before Linux 5.6, which
+    has no batch commands at all.
+    """
+    try:
+        bpf(cmd, _inout(_BATCH.pack(0, 0, 0, 0, 0, fd, 0, 0)))
+    except SyscallError as exc:
+        if exc.errno in _NO_BATCH_ERRNOS:
+            return False
+        raise
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,9 +633,36 @@ def prog_test_run(prog_fd, data_in=b"", data_size_out=0, ctx_in=b"", ctx_size_ou
 
 
 def obj_pin(fd, path):
-    """BPF_OBJ_PIN: make the object live on as a file at ``path`` inside bpffs."""
+    """BPF_OBJ_PIN: make the object live on as a file at ``path`` inside bpffs.
+
+    Outside a bpf file system the kernel answers only EPERM, which would read as a missing
+    capability: the file system is checked first, and the error says how to mount one.
+    """
+    require_bpffs(path)
     path_buf = _copy(os.fsencode(path) + b"\0")
     bpf(Cmd.OBJ_PIN, layouts.ObjAttr.pack(pathname=_ptr(path_buf), bpf_fd=fd))
+
+
+def _filesystem_type(path):
+    """The type of the file system ``path`` lives on (longest mount point in /proc/self/mounts)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            point, fstype = line.split()[1:3]
+            point = point.replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fstype
+    return kind
+
+
+def require_bpffs(path):
+    """UsageError unless ``path`` is on a bpf file system; it says how to mount one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if _filesystem_type(directory) != "bpf":
+        raise UsageError(f"cannot pin at {path}: {directory} is not on a bpf file system; "
+                         f"mount one first, as root: mount -t bpf bpf {BPFFS}")
 
 
 def obj_get(path, flags=0):

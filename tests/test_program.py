@@ -5,11 +5,10 @@ import os
 
 import pytest
 
-from pybpf import program as program_module
 from pybpf import syscalls
 from pybpf.abi import ProgType
 from pybpf.asm import R0, R1, R2, Builder
-from pybpf.errors import NotSupportedError, SyscallError, VerifierError
+from pybpf.errors import NotSupportedError, SyscallError, UsageError, VerifierError
 from pybpf.program import Program
 from pybpf.spec import ProgramSpec
 
@@ -42,9 +41,15 @@ def test_load_and_test_run():
         assert prog.verifier_log == ""
         assert prog.info()["name"] == "answer" and prog.id == prog.info()["id"]
         assert "answer" in repr(prog)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(UsageError, match="program 'answer' is closed"):
         prog.fd
     prog.close()  # idempotent
+
+
+def test_pin_outside_bpffs_is_a_usage_error_not_a_capability(tmp_path):
+    with Program.from_instructions(ret(0), ProgType.SOCKET_FILTER) as prog:
+        with pytest.raises(UsageError, match="not on a bpf file system.*mount -t bpf bpf"):
+            prog.pin(str(tmp_path / "prog"))
 
 
 def test_log_level_keeps_the_log_on_success():
@@ -87,7 +92,7 @@ def test_log_grows_when_too_small(monkeypatch):
         sizes.append(kwargs.get("log_size", 0))
         return real(*args, **kwargs)
     monkeypatch.setattr(syscalls, "prog_load", recording)
-    monkeypatch.setattr(program_module, "LOG_SIZE", 16)
+    monkeypatch.setattr(syscalls, "LOG_SIZE", 16)
     with pytest.raises(VerifierError) as info:
         Program.from_instructions(uninitialised_read(), ProgType.SOCKET_FILTER)
     assert sizes[0] == 0 and sizes[1] == 16 and sizes[-1] > 16

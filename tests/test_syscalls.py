@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,11 @@ from pybpf.errors import (
     MapFullError,
     MapKeyError,
     SyscallError,
+    UsageError,
     VerifierError,
 )
+
+from conftest import _skip_or_fail, require_tool
 
 RET7 = bytes.fromhex("b700000007000000" "9500000000000000")  # r0 = 7; exit
 READ_R2 = bytes.fromhex("bf20000000000000" "9500000000000000")  # r0 = r2; exit (uninit)
@@ -92,6 +96,79 @@ def test_layouts_pack_and_unpack_like_the_construct_declarations(name):
     assert layout.pack() == bytes(layout.size)  # fields not given are zero
 
 
+def _btf_members():
+    """``{struct name or "bpf_attr.<member>": {field: {byte offsets}}}`` from the running
+    kernel's BTF, for ``union bpf_attr``'s members and the info/perf structs. Members of
+    nested structs and unions (anonymous or not) are listed by their own names too."""
+    bpftool = require_tool("bpftool")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        _skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF)")
+    raw = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format",
+                          "raw"], check=True, capture_output=True, text=True).stdout
+    header = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'")
+    member = re.compile(r"^\t'([^']*)' type_id=(\d+) bits_offset=(\d+)")
+    kinds, names, members, current = {}, {}, {}, None
+    for line in raw.splitlines():
+        found = header.match(line)
+        if found:
+            current = int(found.group(1))
+            kinds[current], names[current] = found.group(2), found.group(3)
+            members[current] = []
+        elif current is not None and kinds[current] in ("STRUCT", "UNION"):
+            found = member.match(line)
+            members[current].append((found.group(1), int(found.group(2)), int(found.group(3))))
+
+    def flatten(type_id, base, into):
+        for name, sub, bits in members[type_id]:
+            into.setdefault(name, set()).add((base + bits) // 8)
+            if kinds[sub] in ("STRUCT", "UNION"):
+                flatten(sub, base + bits, into)
+        return into
+
+    by_name = {names[t]: t for t in kinds if kinds[t] in ("STRUCT", "UNION")}
+    structs = {name: flatten(by_name[name], 0, {}) for name in
+               ("perf_event_attr", "bpf_prog_info", "bpf_map_info", "bpf_link_info")}
+    for index, (name, sub, _) in enumerate(members[by_name["bpf_attr"]]):
+        structs[f"bpf_attr.{name}#{index}"] = flatten(sub, 0, {})
+    return structs
+
+
+#: layout fields with no kernel name: the bitfield word of perf_event_attr starts with
+#: ``disabled``; bpf_link_info's per-type union starts with ``raw_tracepoint``.
+ALIASES = {("PerfEventAttr", "flags"): "disabled", ("bpf_link_info", "details"): "raw_tracepoint"}
+
+
+def _offsets(name):
+    """``{field: byte offset}`` of a construct declaration in pybpf.attrs."""
+    offsets, at = {}, 0
+    for sub in getattr(attrs, name).subcons:
+        if sub.name is not None:
+            offsets[ALIASES.get((name, sub.name), sub.name)] = at
+        at += sub.sizeof()
+    return offsets
+
+
+def test_every_field_offset_matches_the_kernels_btf():
+    """Each layout against its kernel struct: the info structs and perf_event_attr by name,
+    the bpf_attr layouts against the member of ``union bpf_attr`` that has all their field
+    names (the one with the fewest others), so a swap of two u32 fields is caught."""
+    kernel = _btf_members()
+    named = {"PerfEventAttr": "perf_event_attr", "bpf_prog_info": "bpf_prog_info",
+             "bpf_map_info": "bpf_map_info", "bpf_link_info": "bpf_link_info"}
+    for name in DECLARED:
+        ours = _offsets(name)
+        if name in named:
+            theirs = kernel[named[name]]
+        else:
+            fits = [fields for key, fields in kernel.items()
+                    if key.startswith("bpf_attr.") and set(ours) <= set(fields)]
+            assert fits, f"no member of union bpf_attr has all the fields of {name}"
+            theirs = min(fits, key=len)
+        wrong = {field: (at, sorted(theirs.get(field, ()))) for field, at in ours.items()
+                 if at not in theirs.get(field, ())}
+        assert not wrong, f"{name}: field: (our offset, the kernel's): {wrong}"
+
+
 def test_layout_pack_refuses_unknown_fields():
     with pytest.raises(TypeError, match="GetIdAttr has no field nxt_id"):
         layouts.GetIdAttr.pack(nxt_id=1)
@@ -146,6 +223,7 @@ def fake_errno(monkeypatch):
     monkeypatch.setattr(syscalls, "_sys_perf_event_open", fake)
     monkeypatch.setattr(syscalls, "_sys_ioctl", fake)
     monkeypatch.setattr(syscalls, "_memlock", {"checked": True})
+    monkeypatch.setattr(syscalls, "_filesystem_type", lambda path: "bpf")
     return state
 
 
@@ -170,6 +248,65 @@ def test_permission_errors_name_the_capability(fake_errno):
             BPFPermissionError, "CAP_PERFMON", "perf_event_open")
     _raises(fake_errno, errno.EPERM, lambda: syscalls.map_update_elem(3, b"k", b"v"),
             BPFPermissionError, "frozen")
+
+
+ALL_CAPABILITIES = (1 << 41) - 1
+
+
+def test_a_verifier_rejection_is_not_a_missing_capability(fake_errno, monkeypatch):
+    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: ALL_CAPABILITIES)
+    for err in (errno.EACCES, errno.EINVAL):
+        rejected = _raises(fake_errno, err, lambda: syscalls.prog_load(1, READ_R2),
+                           SyscallError, "rejected by the verifier", "log_level")
+        assert not isinstance(rejected, BPFPermissionError) and "sudo" not in str(rejected)
+    _raises(fake_errno, errno.EPERM, lambda: syscalls.prog_load(1, READ_R2),
+            BPFPermissionError, "CAP_BPF", "sudo")  # EPERM: always the capability
+
+
+@pytest.mark.parametrize("have, blamed", [
+    (0, "CAP_PERFMON (and CAP_BPF)"),
+    (1 << 39, "CAP_PERFMON"),  # CAP_BPF only: a tracing program also needs CAP_PERFMON
+])
+def test_eacces_blames_a_capability_only_when_it_is_missing(fake_errno, monkeypatch, have,
+                                                             blamed):
+    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: have)
+    err = _raises(fake_errno, errno.EACCES,
+                  lambda: syscalls.prog_load(ProgType.TRACEPOINT, READ_R2),
+                  BPFPermissionError, blamed, "sudo")
+    assert err.capability == "CAP_PERFMON (and CAP_BPF)"
+
+
+def test_capabilities_come_from_capeff(monkeypatch):
+    assert syscalls.effective_capabilities() == int(
+        [line for line in open("/proc/self/status") if line.startswith("CapEff:")][0].split()[1],
+        16)
+    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: 1 << 21)  # CAP_SYS_ADMIN
+    assert syscalls.missing_capabilities("CAP_PERFMON (and CAP_BPF)") == []
+    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: 1 << 38)
+    assert syscalls.missing_capabilities("CAP_PERFMON (and CAP_BPF)") == ["CAP_BPF"]
+
+
+def test_obj_get_eacces_is_the_files_permissions(fake_errno):
+    err = _raises(fake_errno, errno.EACCES, lambda: syscalls.obj_get("/sys/fs/bpf/x"),
+                  BPFPermissionError, "pinned file's permissions", "ls -l")
+    assert err.capability is None and "CAP_" not in str(err)
+
+
+def test_pinning_outside_bpffs_says_how_to_mount(tmp_path):
+    with pytest.raises(UsageError, match="not on a bpf file system.*mount -t bpf bpf"):
+        syscalls.obj_pin(3, str(tmp_path / "x"))
+
+
+def test_failed_batches_carry_the_kernels_count(fake_errno, monkeypatch):
+    def two_then_enoent(cmd, attr):
+        attr[32:36] = (2).to_bytes(4, "little")  # the kernel writes back how far it got
+        return -errno.ENOENT
+    monkeypatch.setattr(syscalls, "_sys_bpf", two_then_enoent)
+    with pytest.raises(MapError) as update:
+        syscalls.map_update_batch(3, bytes(12), bytes(12), 3)
+    with pytest.raises(MapError) as delete:
+        syscalls.map_delete_batch(3, bytes(12), 3)
+    assert update.value.count == delete.value.count == 2
 
 
 def test_map_errors_are_typed(fake_errno):
@@ -198,7 +335,7 @@ def test_einval_names_the_fields_of_each_command(fake_errno):
     _raises(fake_errno, errno.EINVAL, lambda: syscalls.link_create(3, 4, 41), SyscallError,
             "attach_type")
     _raises(fake_errno, errno.EINVAL, lambda: syscalls.prog_load(1, RET7), SyscallError,
-            "prog_type", "expected_attach_type")
+            "rejected by the verifier", "prog_type", "expected_attach_type")
     _raises(fake_errno, errno.ENOENT, lambda: syscalls.obj_get("/sys/fs/bpf/x"),
             SyscallError, "nothing is pinned")
     _raises(fake_errno, errno.EEXIST, lambda: syscalls.obj_pin(3, "/sys/fs/bpf/x"),
@@ -292,6 +429,24 @@ def test_map_batch_commands(hash_map):
 
 
 @pytest.mark.kernel
+def test_batch_support_probe(hash_map):
+    batch = [Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH, Cmd.MAP_UPDATE_BATCH,
+             Cmd.MAP_DELETE_BATCH]
+    assert [syscalls.map_batch_supported(hash_map, cmd) for cmd in batch] == [True] * 4
+    array = syscalls.map_create(MapType.ARRAY, 4, 4, 1)
+    devmap = syscalls.map_create(MapType.DEVMAP, 4, 4, 1)
+    try:  # arrays cannot delete; device maps have no batch operations
+        assert [syscalls.map_batch_supported(array, cmd) for cmd in batch] == \
+            [True, False, True, False]
+        assert not syscalls.map_batch_supported(devmap, Cmd.MAP_LOOKUP_BATCH)
+    finally:
+        os.close(array)
+        os.close(devmap)
+    with pytest.raises(SyscallError, match="EBADF"):
+        syscalls.map_batch_supported(9999, Cmd.MAP_LOOKUP_BATCH)
+
+
+@pytest.mark.kernel
 def test_map_create_options_and_freeze():
     fd = syscalls.map_create(MapType.ARRAY, 4, 4, 1, name="frozen", numa_node=0)
     try:
@@ -331,6 +486,15 @@ def syscalls_stats():
         yield
     finally:
         os.close(fd)
+
+
+@pytest.mark.kernel
+def test_prog_load_rejection_without_a_log_is_not_a_permission_problem():
+    with pytest.raises(SyscallError, match="rejected by the verifier; load with log_level") \
+            as info:
+        syscalls.prog_load(ProgType.SOCKET_FILTER, READ_R2)
+    assert info.value.errno == errno.EACCES
+    assert not isinstance(info.value, BPFPermissionError) and "sudo" not in str(info.value)
 
 
 @pytest.mark.kernel
@@ -406,6 +570,34 @@ def test_fds_below_3_are_moved_up():
     out = subprocess.run([sys.executable, "-c", _CLOSED_STDIO.format(root=root)],
                          capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) >= 3 and out[1] == "False"
+
+
+_FD_MOVE_FAILS = """
+import os, resource, sys
+sys.path.insert(0, {root!r})
+from pybpf import syscalls
+from pybpf.abi import MapType
+syscalls.ensure_memlock()
+os.close(0)
+resource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))  # no fd >= 3 can be made
+try:
+    syscalls.map_create(MapType.ARRAY, 4, 4, 1)
+except syscalls.SyscallError as exc:
+    print(type(exc).__name__, exc)
+try:
+    os.fstat(0)
+except OSError:
+    print("fd 0 closed")
+"""
+
+
+@pytest.mark.kernel
+def test_a_failed_fd_move_closes_the_fd_and_says_why():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _FD_MOVE_FAILS.format(root=root)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("SyscallError fcntl(F_DUPFD_CLOEXEC) could not move new fd 0")
+    assert "ulimit -n" in out and out.endswith("fd 0 closed\n")
 
 
 @pytest.mark.kernel
