@@ -12,13 +12,19 @@ are fixed-size byte strings (``key_size``, ``value_size``) and it holds at most
 - **per-CPU** variants (``PERCPU_HASH``, ``PERCPU_ARRAY``, ``LRU_PERCPU_HASH``) keep one value
   per possible CPU so programs update them without atomics; user space reads and writes all of
   them at once, each padded to 8 bytes. Here such a value is a list, one item per CPU.
-- a **ring buffer** (``RINGBUF``) has no keys at all: it is read with
-  :class:`pybpf.ringbuf.RingBuffer`, so dict operations on it raise :class:`MapError`.
+- a **ring buffer** (``RINGBUF``) has no keys at all, so dict operations on it raise
+  :class:`~pybpf.errors.UsageError`. It can be created (for programs to write records to);
+  reading it from Python is not implemented yet.
 
 User space walks a map one key at a time (``BPF_MAP_GET_NEXT_KEY`` then
 ``BPF_MAP_LOOKUP_ELEM``: two system calls per element) or, since Linux 5.6, many elements per
 call with the **batch** commands (``BPF_MAP_LOOKUP_BATCH`` and friends), which is what makes
-reading 100k elements fast. :class:`Map` offers both behind the ``MutableMapping`` interface.
+reading 100k elements fast. Not every map type has them (device maps have none, arrays cannot
+delete): :class:`Map` asks the kernel once per command and map type, uses the batch command
+where it exists and goes element by element elsewhere, behind the ``MutableMapping``
+interface. Mistakes caught before any system call (a closed map, a key of the wrong size)
+raise :class:`~pybpf.errors.UsageError`; the kernel's refusals raise :class:`MapError` and
+its subclasses.
 
 Keys and values are ``bytes`` of exactly the map's sizes, or Python objects when the map is
 given types: a ``struct`` format (``key_type="<I"`` for a u32 int, ``"16s"`` for 16 bytes,
@@ -37,11 +43,10 @@ from collections.abc import ItemsView, MutableMapping, ValuesView
 from contextlib import ExitStack, suppress
 
 from . import syscalls
-from .abi import MapType, UpdateFlags
-from .errors import KeyExistsError, MapError, MapFullError, MapKeyError, SyscallError
+from .abi import Cmd, MapType, UpdateFlags
+from .errors import KeyExistsError, MapError, MapFullError, MapKeyError, SyscallError, UsageError
 from .spec import MapSpec
 
-BPFFS = "/sys/fs/bpf"
 DEFAULT_CHUNK = 16384  # elements asked for per batch system call
 
 PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
@@ -50,13 +55,15 @@ ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 KEYLESS_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.QUEUE,
                            MapType.STACK, MapType.BLOOM_FILTER})
 
-ENOTSUPP = 524  # kernel-internal "not supported" that leaks to user space
-NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
+_batch_support = {}  # (batch command, map type) -> does this kernel run it? Probed once.
 
 
-def _usage_error(message):
-    """A MapError for a mistake made before any system call (wrong type, size, closed map)."""
-    return MapError(errno.EINVAL, "pybpf.maps", message)
+def _map_type(value):
+    """``value`` as a MapType; a type newer than pybpf's table stays a plain int."""
+    try:
+        return MapType(value)
+    except ValueError:
+        return value
 
 
 def _round_up8(size):
@@ -84,8 +91,8 @@ def _codec(what, ctype, size, stride):
         return _StructCodec(what, ctype.fmtstr, size, stride)
     if isinstance(ctype, construct.Construct):
         return _ConstructCodec(what, ctype, size, stride)
-    raise _usage_error(f"{what}_type must be a struct format such as \"<I\", a construct "
-                       f"type or None (bytes), got {ctype!r}")
+    raise UsageError(f"{what}_type must be a struct format such as \"<I\", a construct "
+                     f"type or None (bytes), got {ctype!r}")
 
 
 def _slots(data, size, stride):
@@ -97,7 +104,7 @@ def _slots(data, size, stride):
 def _check_size(what, type_size, size):
     """Refuse a key/value type whose size differs from the map's."""
     if type_size != size:
-        raise _usage_error(f"{what} type is {type_size} bytes, map {what}_size is {size}")
+        raise UsageError(f"{what} type is {type_size} bytes, map {what}_size is {size}")
 
 
 class _BytesCodec:
@@ -107,7 +114,7 @@ class _BytesCodec:
         self.what, self.size, self.stride = what, size, stride
 
     def encode(self, obj):
-        """``obj`` padded to ``stride`` bytes; MapError saying what to pass if it is wrong."""
+        """``obj`` padded to ``stride`` bytes; UsageError saying what to pass if it is wrong."""
         if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) == self.size:
             return bytes(obj).ljust(self.stride, b"\0")
         got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
@@ -117,8 +124,8 @@ class _BytesCodec:
             if self.size in _UNSIGNED:
                 hint += (f", or create the map with {self.what}_type="
                          f"\"{_UNSIGNED[self.size]}\" to use ints")
-        raise _usage_error(f"{self.what} must be bytes of length {self.size} (the map's "
-                           f"{self.what}_size), got {got}{hint}")
+        raise UsageError(f"{self.what} must be bytes of length {self.size} (the map's "
+                         f"{self.what}_size), got {got}{hint}")
 
     def decode(self, data):
         """Every slot in ``data`` (a multiple of ``stride`` bytes) as ``bytes``."""
@@ -134,19 +141,19 @@ class _StructCodec:
         try:
             layout = struct.Struct(fmt)
         except struct.error as exc:
-            raise _usage_error(f"{what} type {fmt!r} is not a struct format: {exc}") from None
+            raise UsageError(f"{what} type {fmt!r} is not a struct format: {exc}") from None
         _check_size(what, layout.size, size)
         self._struct = struct.Struct(f"{fmt}{stride - size}x") if stride > size else layout
         self._scalar = len(layout.unpack(bytes(size))) == 1
         self._whole = _whole_buffer_format(fmt) if stride == size else None
 
     def encode(self, obj):
-        """``obj`` (a value, or a tuple for several fields) packed; MapError if it does not fit."""
+        """``obj`` (a value, or a tuple for several fields) packed; UsageError if it cannot be."""
         try:
             return self._struct.pack(obj) if self._scalar else self._struct.pack(*obj)
         except (struct.error, TypeError) as exc:
-            raise _usage_error(f"cannot encode {self.what} {obj!r} with the map's {self.what} "
-                               f"type {self._struct.format!r}: {exc}") from None
+            raise UsageError(f"cannot encode {self.what} {obj!r} with the map's {self.what} "
+                             f"type {self._struct.format!r}: {exc}") from None
 
     def decode(self, data):
         """Every slot in ``data`` (a multiple of ``stride`` bytes), decoded, as a list."""
@@ -175,17 +182,17 @@ class _ConstructCodec:
         try:
             type_size = ctype.sizeof()
         except construct.ConstructError:
-            raise _usage_error(f"{what} type has no fixed size; map {what}s are {size} bytes, "
-                               f"use a fixed-size construct type") from None
+            raise UsageError(f"{what} type has no fixed size; map {what}s are {size} bytes, "
+                             f"use a fixed-size construct type") from None
         _check_size(what, type_size, size)
 
     def encode(self, obj):
-        """``obj`` built and padded to ``stride`` bytes; MapError if it cannot be built."""
+        """``obj`` built and padded to ``stride`` bytes; UsageError if it cannot be built."""
         try:
             return self.ctype.build(obj).ljust(self.stride, b"\0")
         except (struct.error, self._error) as exc:
-            raise _usage_error(f"cannot encode {self.what} {obj!r} with the map's "
-                               f"{self.what} type: {exc}") from None
+            raise UsageError(f"cannot encode {self.what} {obj!r} with the map's "
+                             f"{self.what} type: {exc}") from None
 
     def decode(self, data):
         """Every slot in ``data`` (a multiple of ``stride`` bytes), parsed, as a list."""
@@ -248,10 +255,11 @@ class Map(MutableMapping):
         """Wrap a map fd we now own, describing it with ``BPF_OBJ_GET_INFO_BY_FD``."""
         try:
             info = syscalls.obj_get_info_by_fd(fd, "map")
-            spec = MapSpec(name=info["name"], type=MapType(info["type"]),
+            spec = MapSpec(name=info["name"], type=_map_type(info["type"]),
                            key_size=info["key_size"], value_size=info["value_size"],
                            max_entries=info["max_entries"], flags=info["map_flags"],
-                           key_type=key_type, value_type=value_type)
+                           map_extra=info["map_extra"], key_type=key_type,
+                           value_type=value_type)
             m = cls.__new__(cls)
             m._bind(spec)
         except BaseException:
@@ -264,7 +272,7 @@ class Map(MutableMapping):
         """Remember ``spec`` and compile its key/value codecs (checking the sizes up front)."""
         self._fd, self._pinned = -1, None
         self.spec = spec
-        self.type = MapType(spec.type)
+        self.type = _map_type(spec.type)
         self._ncpus = syscalls.possible_cpus() if self.type in PERCPU_TYPES else 1
         stride = _round_up8(spec.value_size) if self.type in PERCPU_TYPES else spec.value_size
         self._keys = _codec("key", spec.key_type, spec.key_size, spec.key_size)
@@ -281,7 +289,8 @@ class Map(MutableMapping):
             return syscalls.map_create(
                 spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags,
                 spec.name, inner_map_fd=inner_fd, numa_node=spec.numa_node, btf_fd=btf_fd,
-                btf_key_type_id=spec.btf_key_type_id, btf_value_type_id=spec.btf_value_type_id)
+                btf_key_type_id=spec.btf_key_type_id, btf_value_type_id=spec.btf_value_type_id,
+                map_extra=spec.map_extra)
 
     def _fill(self, spec):
         """Write ``spec.data`` into element 0 (global data sections) and freeze if asked."""
@@ -299,10 +308,10 @@ class Map(MutableMapping):
 
     @property
     def fd(self):
-        """The map's file descriptor; MapError once the map is closed."""
+        """The map's file descriptor; UsageError once the map is closed."""
         if self._fd < 0:
-            raise _usage_error(f"map {self.name!r} is closed; open it again "
-                               f"(Map.from_pinned / Map.from_id) to use it")
+            raise UsageError(f"map {self.name!r} is closed; open it again "
+                             f"(Map.from_pinned / Map.from_id) to use it")
         return self._fd
 
     name = property(lambda self: self.spec.name, doc="The map's name (at most 15 bytes).")
@@ -311,23 +320,26 @@ class Map(MutableMapping):
     max_entries = property(lambda self: self.spec.max_entries, doc="Capacity.")
 
     @property
+    def type_name(self):
+        """The map type's name (``HASH``), or its number for a type newer than pybpf."""
+        return getattr(self.type, "name", str(self.type))
+
+    @property
     def id(self):
         """The kernel's id of this map (what ``bpftool map show`` lists)."""
         return syscalls.obj_get_info_by_fd(self.fd, "map")["id"]
 
     def __repr__(self):
         state = "closed" if self._fd < 0 else f"fd={self._fd}"
-        return (f"<Map {self.name!r} {self.type.name} key_size={self.key_size} "
+        return (f"<Map {self.name!r} {self.type_name} key_size={self.key_size} "
                 f"value_size={self.value_size} max_entries={self.max_entries} {state}>")
 
     def _keyed_fd(self, op):
         """The fd for a key/value operation; a clear error for maps that have no keys."""
         fd = self.fd
         if self.type in KEYLESS_TYPES:
-            hint = " (read it with pybpf.ringbuf.RingBuffer)" if self.type == MapType.RINGBUF \
-                else ""
-            raise _usage_error(f"{op}: {self.type.name} map {self.name!r} has no keys, so dict "
-                               f"operations do not apply{hint}")
+            raise UsageError(f"{op}: {self.type_name} map {self.name!r} has no keys, so dict "
+                             f"operations do not apply")
         return fd
 
     # --- encoding -------------------------------------------------------------------------
@@ -336,8 +348,8 @@ class Map(MutableMapping):
         if self.type not in PERCPU_TYPES:
             return self._values.encode(value)
         if not isinstance(value, (list, tuple)) or len(value) != self._ncpus:
-            raise _usage_error(f"per-CPU map {self.name!r} needs a list of {self._ncpus} values "
-                               f"(one per possible CPU), got {value!r}")
+            raise UsageError(f"per-CPU map {self.name!r} needs a list of {self._ncpus} values "
+                             f"(one per possible CPU), got {value!r}")
         return b"".join(self._values.encode(v) for v in value)
 
     def _decode_values(self, data):
@@ -399,10 +411,7 @@ class Map(MutableMapping):
             raise self._error(exc, "BPF_MAP_UPDATE_ELEM", key) from None
 
     def __delitem__(self, key):
-        fd = self._keyed_fd("delete")
-        if self.type in ARRAY_TYPES:
-            raise _usage_error(f"array map {self.name!r} elements always exist and cannot be "
-                               f"deleted; assign a zero value instead")
+        fd = self._deletable("delete")
         try:
             syscalls.map_delete_elem(fd, self._keys.encode(key))
         except SyscallError as exc:
@@ -476,61 +485,112 @@ class Map(MutableMapping):
                 syscalls.map_delete_elem(fd, raw_key)
 
     # --- batch operations -----------------------------------------------------------------
+    #
+    # A batch that fails part way has done part of its work: the exception carries it,
+    # ``err.partial`` (the pairs read) or ``err.count`` (the elements written or deleted).
 
     def lookup_batch(self, chunk=DEFAULT_CHUNK):
         """Every (key, value) pair, read ``chunk`` elements per ``BPF_MAP_LOOKUP_BATCH`` call.
 
-        Falls back to key-by-key iteration where the kernel or map type has no batch lookup.
+        Walks key by key where the kernel or map type has no batch lookup.
         """
-        found = self._batch(syscalls.map_lookup_batch, chunk)
-        if found is None:
-            return list(self._iter_items())
-        return self._decode_pairs(*found)
+        if not self._has_batch(Cmd.MAP_LOOKUP_BATCH, "lookup_batch"):
+            return self._decode_pairs(*self._each(self._lookup_each))
+        return self._batch(syscalls.map_lookup_batch, Cmd.MAP_LOOKUP_BATCH, chunk)
 
     def lookup_and_delete_batch(self, chunk=DEFAULT_CHUNK):
-        """Every (key, value) pair, deleting them as they are read (hash maps only)."""
-        if self.type in ARRAY_TYPES:
-            raise _usage_error(f"array map {self.name!r} elements cannot be deleted; "
-                               f"use lookup_batch() and assign zero values instead")
-        found = self._batch(syscalls.map_lookup_and_delete_batch, chunk)
-        if found is None:
-            return self._lookup_and_delete_each()
-        return self._decode_pairs(*found)
+        """Every (key, value) pair, deleting them as they are read (hash maps only).
+
+        On a failure part way, ``err.partial`` holds the pairs already read and deleted: they
+        are in no map any more.
+        """
+        self._deletable("lookup_and_delete_batch")
+        if not self._has_batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH, "lookup_and_delete_batch"):
+            return self._decode_pairs(*self._each(self._lookup_and_delete_each))
+        return self._batch(syscalls.map_lookup_and_delete_batch, Cmd.MAP_LOOKUP_AND_DELETE_BATCH,
+                           chunk)
 
     def update_batch(self, pairs, flags=UpdateFlags.ANY):
-        """Set many (key, value) pairs with one ``BPF_MAP_UPDATE_BATCH``; returns how many."""
+        """Set many (key, value) pairs (a dict or an iterable of pairs); returns how many.
+
+        With ``flags`` ANY or F_LOCK this is one ``BPF_MAP_UPDATE_BATCH`` system call. The
+        batch command knows no NOEXIST or EXIST, so those go element by element, one
+        ``BPF_MAP_UPDATE_ELEM`` each, as do map types and kernels without the batch command.
+        Either way the pairs are stored in order up to the first failure, whose exception's
+        ``count`` says how many were stored. Every key and value is encoded (and checked)
+        before the first is stored.
+        """
         fd = self._keyed_fd("update_batch")
         pairs = list(pairs.items() if hasattr(pairs, "items") else pairs)
-        keys = b"".join(self._keys.encode(k) for k, _ in pairs)
-        values = b"".join(self._encode_value(v) for _, v in pairs)
-        try:
-            return syscalls.map_update_batch(fd, keys, values, len(pairs), elem_flags=flags)
-        except SyscallError as exc:
-            if exc.errno not in NO_BATCH_ERRNOS:
-                raise self._error(exc, "BPF_MAP_UPDATE_BATCH") from None
-        for key, value in pairs:
-            self.update(key, value, flags)
-        return len(pairs)
+        raw = [(self._keys.encode(k), self._encode_value(v)) for k, v in pairs]
+        if flags in (UpdateFlags.ANY, UpdateFlags.F_LOCK) and \
+                self._has_batch(Cmd.MAP_UPDATE_BATCH, "update_batch"):
+            try:
+                return syscalls.map_update_batch(fd, b"".join(k for k, _ in raw),
+                                                 b"".join(v for _, v in raw), len(raw),
+                                                 elem_flags=flags)
+            except SyscallError as exc:
+                raise self._partly(exc, "BPF_MAP_UPDATE_BATCH", count=exc.count) from None
+        for done, ((key, _), (raw_key, raw_value)) in enumerate(zip(pairs, raw)):
+            try:
+                syscalls.map_update_elem(fd, raw_key, raw_value, flags)
+            except SyscallError as exc:
+                raise self._partly(exc, "BPF_MAP_UPDATE_ELEM", key, count=done) from None
+        return len(raw)
 
     def delete_batch(self, keys):
-        """Delete many keys with one ``BPF_MAP_DELETE_BATCH``; returns how many."""
-        fd = self._keyed_fd("delete_batch")
-        keys = list(keys)
-        raw = b"".join(self._keys.encode(k) for k in keys)
-        try:
-            return syscalls.map_delete_batch(fd, raw, len(keys))
-        except SyscallError as exc:
-            if exc.errno not in NO_BATCH_ERRNOS or self.type in ARRAY_TYPES:
-                raise self._error(exc, "BPF_MAP_DELETE_BATCH") from None
-        for key in keys:
-            del self[key]
-        return len(keys)
+        """Delete many keys; returns how many.
 
-    def _batch(self, command, chunk):
-        """Run a batch lookup command to the end: (keys bytes, values bytes), or None when
-        the kernel has no batch support for this map (the caller then walks key by key)."""
-        fd = self._keyed_fd("lookup_batch")
-        keys, values, cursor = [], [], None
+        One ``BPF_MAP_DELETE_BATCH`` where the kernel has it for this map type, else one
+        ``BPF_MAP_DELETE_ELEM`` per key. A missing key stops it with MapKeyError, whose
+        ``count`` says how many keys were deleted before.
+        """
+        fd = self._deletable("delete_batch")
+        keys = list(keys)
+        raw = [self._keys.encode(k) for k in keys]
+        if self._has_batch(Cmd.MAP_DELETE_BATCH, "delete_batch"):
+            try:
+                return syscalls.map_delete_batch(fd, b"".join(raw), len(raw))
+            except SyscallError as exc:
+                raise self._partly(exc, "BPF_MAP_DELETE_BATCH", count=exc.count) from None
+        for done, (key, raw_key) in enumerate(zip(keys, raw)):
+            try:
+                syscalls.map_delete_elem(fd, raw_key)
+            except SyscallError as exc:
+                raise self._partly(exc, "BPF_MAP_DELETE_ELEM", key, count=done) from None
+        return len(raw)
+
+    def _has_batch(self, cmd, op):
+        """Whether the kernel runs batch command ``cmd`` on maps of this type: asked once per
+        command and map type (an empty batch), then remembered. Once a command is known to
+        work, its failures are real errors, never a reason to fall back."""
+        fd = self._keyed_fd(op)
+        if (cmd, self.type) not in _batch_support:
+            try:
+                _batch_support[cmd, self.type] = syscalls.map_batch_supported(fd, cmd)
+            except SyscallError as exc:
+                raise self._error(exc, f"BPF_{cmd.name}") from None
+        return _batch_support[cmd, self.type]
+
+    def _deletable(self, op):
+        """The fd for an operation that deletes elements; UsageError for arrays."""
+        fd = self._keyed_fd(op)
+        if self.type in ARRAY_TYPES:
+            raise UsageError(f"{op}: array map {self.name!r} elements always exist and cannot "
+                             f"be deleted; assign a zero value instead")
+        return fd
+
+    def _partly(self, exc, op, key=None, **done):
+        """``exc`` named as :meth:`_error` does, carrying what was done before it (``partial``
+        pairs or a ``count``)."""
+        err = self._error(exc, op, key)
+        for name, value in done.items():
+            setattr(err, name, value)
+        return err
+
+    def _batch(self, command, cmd, chunk):
+        """Run ``command``, a batch lookup (``cmd``), to the end; every pair it returned."""
+        fd, keys, values, cursor = self.fd, [], [], None
         while True:
             try:
                 k, v, _, cursor_out, done = command(fd, cursor, self.key_size,
@@ -539,27 +599,40 @@ class Map(MutableMapping):
                 if exc.errno == errno.ENOSPC:  # a hash bucket larger than chunk: regrow
                     chunk *= 2
                     continue
-                if cursor is None and exc.errno in NO_BATCH_ERRNOS:
-                    return None
-                raise
+                read = self._decode_pairs(b"".join(keys), b"".join(values))
+                raise self._partly(exc, f"BPF_{cmd.name}", partial=read) from None
             keys.append(k)
             values.append(v)
             if done:
-                return b"".join(keys), b"".join(values)
+                return self._decode_pairs(b"".join(keys), b"".join(values))
             cursor = cursor_out
 
     def _decode_pairs(self, keys, values):
         return list(zip(self._keys.decode(keys), self._decode_values(values)))
 
-    def _lookup_and_delete_each(self):
-        """The slow path of lookup_and_delete_batch: list the keys, then read and delete each."""
-        fd, pairs = self._keyed_fd("lookup_and_delete"), []
+    def _each(self, step):
+        """The slow path of the lookup batches: ``step(fd, raw_key)`` for every key, as
+        (keys bytes, values bytes); keys that vanish meanwhile are skipped. A failure carries
+        the pairs read before it in ``partial``."""
+        fd, keys, values = self.fd, [], []
         for raw_key in list(self._raw_keys()):
-            with suppress(MapKeyError):
-                raw_value = syscalls.map_lookup_elem(fd, raw_key, self._value_bytes)
-                syscalls.map_delete_elem(fd, raw_key)
-                pairs.append((raw_key, raw_value))
-        return self._decode_pairs(b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs))
+            try:
+                values.append(step(fd, raw_key))
+            except MapKeyError:
+                continue
+            except SyscallError as exc:
+                read = self._decode_pairs(b"".join(keys), b"".join(values))
+                raise self._partly(exc, "BPF_MAP_LOOKUP_ELEM", partial=read) from None
+            keys.append(raw_key)
+        return b"".join(keys), b"".join(values)
+
+    def _lookup_each(self, fd, raw_key):
+        return syscalls.map_lookup_elem(fd, raw_key, self._value_bytes)
+
+    def _lookup_and_delete_each(self, fd, raw_key):
+        value = syscalls.map_lookup_elem(fd, raw_key, self._value_bytes)
+        syscalls.map_delete_elem(fd, raw_key)
+        return value
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -568,8 +641,8 @@ class Map(MutableMapping):
         syscalls.map_freeze(self.fd)
 
     def pin(self, path):
-        """Pin the map at ``path`` on a bpf file system so it outlives this process."""
-        _require_bpffs(path)
+        """Pin the map at ``path`` on a bpf file system so it outlives this process
+        (UsageError, saying how to mount one, when ``path`` is elsewhere)."""
         syscalls.obj_pin(self.fd, path)
         self._pinned = path
 
@@ -591,24 +664,3 @@ class Map(MutableMapping):
     def __exit__(self, *exc):
         self.close()
 
-
-def _filesystem_type(path):
-    """The type of the file system ``path`` lives on (longest mount point in /proc/self/mounts)."""
-    real = os.path.realpath(path)
-    best, kind = "", None
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            point, fstype = line.split()[1:3]
-            point = point.replace("\\040", " ")
-            inside = real == point or real.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, kind = point, fstype
-    return kind
-
-
-def _require_bpffs(path):
-    """Refuse to pin outside a bpf file system, saying how to mount one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if _filesystem_type(directory) != "bpf":
-        raise _usage_error(f"cannot pin at {path}: {directory} is not on a bpf file system; "
-                           f"mount one first, as root: mount -t bpf bpf {BPFFS}")

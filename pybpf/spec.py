@@ -24,6 +24,10 @@ class MapSpec:
     keep construct's import (about 30 ms) out of programs that need nothing more.
     ``data`` is the initial content of element 0 of an array map (ELF ``.data``/``.rodata``),
     ``freeze`` makes the map read-only for user space after it is filled (``.rodata``).
+    ``map_extra`` is the kernel's per-type extra parameter: for a ``BLOOM_FILTER`` the number
+    of hash functions (0 means 5). ``pinning`` ``"by_name"`` (libbpf's
+    ``LIBBPF_PIN_BY_NAME``) makes :class:`~pybpf.collection.Collection` share the map through
+    the file ``<pin_path>/<name>``.
     """
 
     name: str
@@ -36,6 +40,7 @@ class MapSpec:
     value_type: object = None
     inner_map: MapSpec | None = None
     numa_node: int | None = None
+    map_extra: int = 0
     data: bytes | None = None
     freeze: bool = False
     pinning: str | None = None
@@ -64,7 +69,6 @@ class ProgramSpec:
     expected_attach_type: int = 0
     attach_target: str = ""
     kern_version: int = 0
-    btf: object = None
     func_info: object = None
     line_info: object = None
 

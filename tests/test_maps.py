@@ -9,9 +9,17 @@ import subprocess
 import pytest
 from construct import Bytes, Int32ul, Int64ul, Struct
 
+from pybpf import maps as maps_module
 from pybpf import syscalls
-from pybpf.abi import MapType, UpdateFlags
-from pybpf.errors import KeyExistsError, MapError, MapFullError, MapKeyError, SyscallError
+from pybpf.abi import Cmd, MapType, UpdateFlags
+from pybpf.errors import (
+    KeyExistsError,
+    MapError,
+    MapFullError,
+    MapKeyError,
+    SyscallError,
+    UsageError,
+)
 from pybpf.maps import Map
 from pybpf.spec import MapSpec
 
@@ -70,18 +78,19 @@ def test_percpu_values_are_lists_of_possible_cpus(map_type):
         m[1] = list(range(ncpus))  # 4-byte values: padded to 8 bytes per CPU in the kernel
         assert m[1] == list(range(ncpus))
         assert dict(m.lookup_batch())[1] == list(range(ncpus))
-        with pytest.raises(MapError, match=f"list of {ncpus} values"):
+        with pytest.raises(UsageError, match=f"list of {ncpus} values"):
             m[1] = 7
 
 
 def test_ringbuf_is_create_only():
     with Map.create(MapType.RINGBUF, 0, 0, 4096, name="events") as rb:
         assert rb.fd >= 0 and rb.type == MapType.RINGBUF
-        with pytest.raises(MapError, match="RINGBUF map 'events' has no keys.*RingBuffer"):
+        with pytest.raises(UsageError, match="RINGBUF map 'events' has no keys") as info:
             rb[b""]
-        with pytest.raises(MapError, match="no keys"):
+        assert "RingBuffer" not in str(info.value)  # no such class (yet)
+        with pytest.raises(UsageError, match="no keys"):
             list(rb)
-        with pytest.raises(MapError, match="no keys"):
+        with pytest.raises(UsageError, match="no keys"):
             rb.lookup_batch()
 
 
@@ -126,7 +135,7 @@ def test_array_semantics():
     with u32_u64(MapType.ARRAY, max_entries=4) as m:
         assert dict(m.items()) == {0: 0, 1: 0, 2: 0, 3: 0} and len(m) == 4
         m[3] = 33
-        with pytest.raises(MapError, match="cannot be deleted"):
+        with pytest.raises(UsageError, match="cannot be deleted"):
             del m[3]
         with pytest.raises(MapKeyError, match=r"key 4 is not in .*0\.\.3"):
             m[4] = 1
@@ -162,17 +171,17 @@ def test_struct_formats_for_bytes_and_tuples():
         assert names[1] == b"bash".ljust(16, b"\0") and names.lookup_batch() == [(1, names[1])]
         pairs[(1, 2)] = (3, 4)
         assert pairs[(1, 2)] == (3, 4) and pairs.lookup_batch() == [((1, 2), (3, 4))]
-        with pytest.raises(MapError, match=r"cannot encode value 3 with the map's value type "
+        with pytest.raises(UsageError, match=r"cannot encode value 3 with the map's value type "
                                            r"'<IQ'"):
             pairs[(1, 2)] = 3
 
 
 def test_struct_format_size_and_syntax_checked_before_creating():
-    with pytest.raises(MapError, match="key type is 8 bytes, map key_size is 4"):
+    with pytest.raises(UsageError, match="key type is 8 bytes, map key_size is 4"):
         Map.create(MapType.HASH, 4, 8, 4, key_type="<Q")
-    with pytest.raises(MapError, match="value type '<Z' is not a struct format"):
+    with pytest.raises(UsageError, match="value type '<Z' is not a struct format"):
         Map.create(MapType.HASH, 4, 8, 4, value_type="<Z")
-    with pytest.raises(MapError, match=r"key_type must be a struct format such as \"<I\""):
+    with pytest.raises(UsageError, match=r"key_type must be a struct format such as \"<I\""):
         Map.create(MapType.HASH, 4, 8, 4, key_type=4)
 
 
@@ -197,20 +206,20 @@ def test_full_map():
 
 
 def test_type_size_checked_before_creating():
-    with pytest.raises(MapError, match="key type is 8 bytes, map key_size is 4"):
+    with pytest.raises(UsageError, match="key type is 8 bytes, map key_size is 4"):
         Map.create(MapType.HASH, 4, 8, 4, key_type=Int64ul)
-    with pytest.raises(MapError, match="value type is 4 bytes, map value_size is 8"):
+    with pytest.raises(UsageError, match="value type is 4 bytes, map value_size is 8"):
         Map.create(MapType.HASH, 4, 8, 4, value_type=Int32ul)
 
 
 def test_untyped_map_wants_exact_bytes():
     with Map.create(MapType.HASH, 4, 8, 4) as m:
-        with pytest.raises(MapError, match=r"bytes of length 4.*got int.*\(5\)\.to_bytes\(4.*"
+        with pytest.raises(UsageError, match=r"bytes of length 4.*got int.*\(5\)\.to_bytes\(4.*"
                                            r"key_type=\"<I\" to use ints"):
             m[5] = bytes(8)
-        with pytest.raises(MapError, match="key must be bytes of length 4.*got 8 bytes"):
+        with pytest.raises(UsageError, match="key must be bytes of length 4.*got 8 bytes"):
             m[bytes(8)] = bytes(8)
-        with pytest.raises(MapError, match="value must be bytes of length 8"):
+        with pytest.raises(UsageError, match="value must be bytes of length 8"):
             m[bytes(4)] = b"x"
         m[b"\1\0\0\0"] = bytes(range(8))
         assert m[b"\1\0\0\0"] == bytes(range(8))
@@ -218,7 +227,7 @@ def test_untyped_map_wants_exact_bytes():
 
 def test_unencodable_value():
     with u32_u64() as m:
-        with pytest.raises(MapError, match="cannot encode value -1"):
+        with pytest.raises(UsageError, match="cannot encode value -1"):
             m[1] = -1
 
 
@@ -226,9 +235,9 @@ def test_closed_map():
     m = u32_u64()
     m.close()
     m.close()  # idempotent
-    with pytest.raises(MapError, match="map 'test' is closed"):
+    with pytest.raises(UsageError, match="map 'test' is closed"):
         m[1]
-    with pytest.raises(MapError, match="closed"):
+    with pytest.raises(UsageError, match="closed"):
         m.fd
 
 
@@ -317,13 +326,14 @@ def test_batch_regrows_on_enospc(monkeypatch):
 
 
 def test_batch_falls_back_without_kernel_support(monkeypatch):
-    def no_batch(*args, **kw):
-        raise SyscallError(errno.EINVAL, "BPF_MAP_LOOKUP_BATCH")
+    def not_called(*args, **kw):
+        raise AssertionError("a batch command was used where the probe said it is missing")
 
-    monkeypatch.setattr(syscalls, "map_lookup_batch", no_batch)
-    monkeypatch.setattr(syscalls, "map_lookup_and_delete_batch", no_batch)
-    monkeypatch.setattr(syscalls, "map_update_batch", no_batch)
-    monkeypatch.setattr(syscalls, "map_delete_batch", no_batch)
+    monkeypatch.setattr(maps_module, "_batch_support", {})
+    monkeypatch.setattr(syscalls, "map_batch_supported", lambda fd, cmd: False)
+    for name in ("map_lookup_batch", "map_lookup_and_delete_batch", "map_update_batch",
+                 "map_delete_batch"):
+        monkeypatch.setattr(syscalls, name, not_called)
     with u32_u64(MapType.PERCPU_HASH, max_entries=100) as m:
         m.update_batch({k: value_for(m.type, k) for k in range(100)})
         assert dict(m.lookup_batch()) == {k: value_for(m.type, k) for k in range(100)}
@@ -340,6 +350,117 @@ def test_batch_falls_back_for_devmap():
     with Map.create(MapType.DEVMAP, 4, 4, 4, key_type=Int32ul, value_type=Int32ul) as m:
         m[0] = m[2] = lo
         assert m.lookup_batch() == [(0, lo), (2, lo)]
+
+
+def test_batch_support_is_probed_once_per_command_and_map_type(monkeypatch):
+    probes = []
+    real = syscalls.map_batch_supported
+
+    def counting(fd, cmd):
+        probes.append(cmd)
+        return real(fd, cmd)
+
+    monkeypatch.setattr(maps_module, "_batch_support", {})
+    monkeypatch.setattr(syscalls, "map_batch_supported", counting)
+    with u32_u64() as a, u32_u64() as b, u32_u64(MapType.ARRAY, max_entries=4) as arr:
+        for m in (a, b, a):
+            m.update_batch({1: 1})
+            m.lookup_batch()
+        arr.lookup_batch()
+    assert sorted(probes) == sorted([Cmd.MAP_UPDATE_BATCH, Cmd.MAP_LOOKUP_BATCH,
+                                     Cmd.MAP_LOOKUP_BATCH])  # HASH twice, ARRAY once
+    assert maps_module._batch_support[Cmd.MAP_LOOKUP_BATCH, MapType.HASH] is True
+
+
+def test_a_real_einval_is_raised_once_the_batch_command_is_known_to_work(monkeypatch):
+    def einval(*args, **kw):
+        raise MapError(errno.EINVAL, "BPF_MAP_UPDATE_BATCH")
+
+    monkeypatch.setattr(syscalls, "map_update_batch", einval)
+    with u32_u64() as m:
+        with pytest.raises(MapError) as info:
+            m.update_batch({1: 1, 2: 2})
+        assert info.value.errno == errno.EINVAL
+        assert len(m) == 0  # not silently stored element by element instead
+
+
+def test_update_batch_noexist_and_exist_go_element_by_element(monkeypatch):
+    batches = []
+    real = syscalls.map_update_batch
+
+    def spy(*args, **kw):
+        batches.append(kw.get("elem_flags", 0))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(syscalls, "map_update_batch", spy)
+    with u32_u64() as m:
+        assert m.update_batch({1: 10, 2: 20}, UpdateFlags.NOEXIST) == 2
+        assert m.update_batch({1: 11}, UpdateFlags.EXIST) == 1
+        with pytest.raises(KeyExistsError, match="key 2 is already in") as info:
+            m.update_batch({3: 30, 2: 21, 4: 40}, UpdateFlags.NOEXIST)
+        assert info.value.count == 1 and dict(m.items()) == {1: 11, 2: 20, 3: 30}
+        assert m.update_batch({5: 50}) == 1
+    assert batches == [UpdateFlags.ANY]  # only the ANY update was one batch
+
+
+def test_update_and_delete_batch_failures_carry_the_count():
+    with u32_u64(max_entries=2) as m:
+        with pytest.raises(MapFullError) as full:
+            m.update_batch({1: 1, 2: 2, 3: 3})
+        assert full.value.count == 2 and dict(m.items()) == {1: 1, 2: 2}
+        with pytest.raises(MapKeyError) as missing:
+            m.delete_batch([1, 7, 2])
+        assert missing.value.count == 1 and dict(m.items()) == {2: 2}
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch", "key by key"])
+def test_lookup_and_delete_batch_failure_keeps_what_was_taken(monkeypatch, batched):
+    calls = []
+    real_batch, real_delete = syscalls.map_lookup_and_delete_batch, syscalls.map_delete_elem
+
+    def fail_second_chunk(*args, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise MapError(errno.EFAULT, "BPF_MAP_LOOKUP_AND_DELETE_BATCH")
+        return real_batch(*args, **kw)
+
+    def fail_fifth_delete(fd, key):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MapError(errno.EFAULT, "BPF_MAP_DELETE_ELEM")
+        return real_delete(fd, key)
+
+    monkeypatch.setattr(maps_module, "_batch_support", {})
+    if batched:
+        monkeypatch.setattr(syscalls, "map_lookup_and_delete_batch", fail_second_chunk)
+    else:
+        monkeypatch.setattr(syscalls, "map_batch_supported", lambda fd, cmd: False)
+        monkeypatch.setattr(syscalls, "map_delete_elem", fail_fifth_delete)
+    with u32_u64(max_entries=256) as m:
+        m.update_batch({k: k for k in range(200)})
+        with pytest.raises(MapError) as info:
+            m.lookup_and_delete_batch(chunk=64)
+        taken = dict(info.value.partial)
+        assert taken and len(taken) < 200 and all(v == k for k, v in taken.items())
+        assert not set(taken) & set(m.keys())  # gone from the map: only err.partial has them
+
+
+def test_bloom_filter_gets_its_map_extra():
+    spec = MapSpec(name="bloom", type=MapType.BLOOM_FILTER, key_size=0, value_size=4,
+                   max_entries=64, map_extra=3)
+    with Map(spec) as m, Map.from_id(m.id) as same:
+        assert syscalls.obj_get_info_by_fd(m.fd, "map")["map_extra"] == 3
+        assert same.spec.map_extra == 3
+
+
+def test_map_type_newer_than_pybpf_stays_a_number(monkeypatch):
+    real = syscalls.obj_get_info_by_fd
+    monkeypatch.setattr(syscalls, "obj_get_info_by_fd",
+                        lambda fd, kind: {**real(fd, kind), "type": 999})
+    with u32_u64() as m, Map.from_id(m.id, key_type="<I", value_type="<Q") as same:
+        m[1] = 10
+        assert same.type == 999 and same.type_name == "999" and same[1] == 10
+        assert "999" in repr(same)
 
 
 def test_batch_errors_name_the_map():
@@ -366,7 +487,7 @@ def test_pin_and_from_pinned(bpffs):
 
 def test_pin_outside_bpffs_says_how_to_mount(tmp_path):
     with u32_u64() as m:
-        with pytest.raises(MapError, match="not on a bpf file system.*mount -t bpf bpf"):
+        with pytest.raises(UsageError, match="not on a bpf file system.*mount -t bpf bpf"):
             m.pin(str(tmp_path / "counts"))
 
 
