@@ -383,7 +383,7 @@ def _parse_types(blob, section, base):
     while position < len(blob):
         if len(types) >= MAX_TYPES:
             raise BTFError(f"more than {MAX_TYPES} types", section, base + position)
-        size = _record_size(blob, position)
+        size = record_size(blob, position)
         if size is None:
             raise BTFError(f"type [{len(types) + 1}] has an unknown kind", section,
                            base + position)
@@ -399,8 +399,12 @@ _ITEM_SIZES = {Kind.STRUCT: 12, Kind.UNION: 12, Kind.ENUM: 8, Kind.FUNC_PROTO: 8
 _FIXED_TAILS = {Kind.INT: 4, Kind.ARRAY: 12, Kind.VAR: 4, Kind.DECL_TAG: 4}
 
 
-def _record_size(blob, position):
-    """Bytes taken by the type record at ``position`` (12 + its tail), None for a bad kind."""
+def record_size(blob, position):
+    """Bytes taken by the type record at ``position`` (12 + its tail), None for a bad kind.
+
+    Type records differ in size, so this is what walking the type list needs; it also serves
+    tools/gen_helpers.py, which scans the kernel's 100 000-odd types for one enum.
+    """
     info = int.from_bytes(blob[position + 4:position + 8], "little")
     kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
     if not Kind.INT <= kind <= max(Kind):

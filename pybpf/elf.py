@@ -46,6 +46,7 @@ from .btf import BTF, BTFExt, Kind
 from .errors import BTFError, DecodeError, ElfError
 from .sections import section_program_type
 from .spec import CollectionSpec, MapSpec, ProgramSpec
+from .syscalls import object_name
 
 EM_NONE, EM_BPF = 0, 247
 SHT_NOBITS, SHT_SYMTAB, SHT_REL = 8, 2, 9
@@ -370,7 +371,7 @@ class ElfObject:
             self._add_map(_legacy_map(symbol, section, size), section, symbol.value)
 
     def _data_map(self, section):
-        name = _kernel_name(section.name)
+        name = object_name(section.name)
         btf_id = 0
         if self.btf is not None:
             btf_id = self.btf.find(section.name, Kind.DATASEC) or 0
@@ -433,12 +434,6 @@ def _is_data_section(section):
     names = (".data", ".rodata", ".bss")
     return bool(section.flags & SHF_ALLOC) and section.size > 0 and any(
         section.name == n or section.name.startswith(n + ".") for n in names)
-
-
-def _kernel_name(name):
-    """A map name the kernel accepts: at most 15 characters of [A-Za-z0-9_.]."""
-    clean = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
-    return clean[:abi.BPF_OBJ_NAME_LEN - 1]
 
 
 _MAP_DEF = struct.Struct("<5I")  # struct bpf_map_def: type, key/value size, max_entries, flags
@@ -597,7 +592,8 @@ class _Linker:
                            "not defined in this object (extern, kfunc or ksym: not supported)",
                            section.name, where)
         target = self.obj.elf.sections[symbol.shndx]
-        if relocation.type == R_BPF_64_32 and insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL:
+        local_call = insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL
+        if relocation.type == R_BPF_64_32 and local_call:
             offset = symbol.value + (insn.imm + 1) * INSN_SIZE
             callee = self.obj.function_at(target.index, offset, section.name, where)
             insn.ref, insn.imm = callee.name, -1

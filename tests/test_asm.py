@@ -237,10 +237,10 @@ def test_long_jumps_use_imm():
     assert [i.imm for i in insns[:3]] == [4, 3, 2]
 
 
-def test_kernel_constants_are_defined_once():
+def test_kernel_constants_and_helpers_are_defined_once():
     """Pseudo source values come from pybpf.abi; opcode bytes from opcodes; no copies."""
-    from pybpf import abi, elf, objdump
-    from pybpf.asm import link
+    from pybpf import abi, elf, objdump, syscalls
+    from pybpf.asm import builder, link, text
 
     assert oc.find("call_local").value == abi.PSEUDO_CALL
     assert oc.find("call_kfunc").value == abi.PSEUDO_KFUNC_CALL
@@ -251,6 +251,7 @@ def test_kernel_constants_are_defined_once():
     assert link._MAP_SOURCES == (abi.PSEUDO_MAP_FD, abi.PSEUDO_MAP_VALUE)
     copies = [(module.__name__, name) for module, names in (
         (oc, ("CALL_LOCAL", "CALL_KFUNC")), (elf, ("LD_IMM64", "CALL")),
-        (objdump, ("CALL",)), (link, ("_OFF_FORMS",))) for name in names
-        if hasattr(module, name)]
+        (objdump, ("CALL",)), (link, ("_OFF_FORMS",)), (text, ("_imm64",)),
+        (elf, ("_kernel_name",))) for name in names if hasattr(module, name)]
     assert not copies
+    assert text.imm64 is builder.imm64 and elf.object_name is syscalls.object_name

@@ -89,6 +89,14 @@ def test_global_data_sections_become_array_maps():
     assert data.value_type.parse(data.data).hits == 7
 
 
+def test_data_map_names_are_names_the_kernel_accepts():
+    data = raw("globals.o")
+    _, strtab = section_header(data, ".strtab")
+    start, end = strtab["sh_offset"], strtab["sh_offset"] + strtab["sh_size"]
+    data[start:end] = data[start:end].replace(b".rodata.str1.1", ".rodata.sté.1".encode())
+    assert ".rodata.st_.1" in elf.load_spec(bytes(data)).maps  # the kernel takes ASCII only
+
+
 def test_global_variables_are_map_values_at_the_symbol_offset():
     insns = spec("globals.o").programs["use_globals"].insns
     value = abi.PSEUDO_MAP_VALUE

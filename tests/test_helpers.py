@@ -7,6 +7,7 @@ name it has, and bpftool's dump of the kernel's BTF checks the generator's BTF r
 
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,16 @@ def test_header_forms():
     assert gen_helpers.read_header(new) == [
         ("unspec", 0), ("map_lookup_elem", 1), ("cgrp_storage_delete", 211)]
 
+
+
+def test_generator_walks_btf_with_pybpf_btf_record_sizes():
+    from pybpf import btf
+
+    assert gen_helpers.record_size is btf.record_size and not hasattr(gen_helpers, "_TAIL")
+    enum = struct.pack("<III", 1, 6 << 24 | 2, 4) + struct.pack("<IiIi", 3, 0, 5, 7)
+    array = struct.pack("<III", 0, 3 << 24, 0) + bytes(12)
+    strings = b"\0e\0a\0b\0"
+    types = array + enum
+    blob = struct.pack("<HBBIIIII", btf.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types),
+                       len(strings)) + types + strings
+    assert gen_helpers.read_btf_enum(blob, "e") == [("a", 0), ("b", 7)]

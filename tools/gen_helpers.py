@@ -18,6 +18,11 @@ import os
 import re
 import struct
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from pybpf.btf import BTF_MAGIC, Kind, record_size  # noqa: E402
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -39,17 +44,11 @@ def read_header(text):
 
 # -- BTF -------------------------------------------------------------------------------------
 
-BTF_MAGIC = 0xEB9F
-# struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
+# struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
+# (pybpf.btf parses whole BTF with construct; for one enum among the kernel's types, a
+# struct scan with pybpf.btf's record sizes is much faster.)
 _HEADER = struct.Struct("<HBBIIIII")
 _TYPE = struct.Struct("<III")  # struct btf_type: name_off, info, size/type
-KIND_ENUM = 6
-# Bytes after each btf_type record, by kind BTF_KIND_INT (1) .. ENUM64 (19): (fixed, per
-# vlen entry). INT has its encoding word, ARRAY its array record, STRUCT/UNION/DATASEC 12-byte
-# members, ENUM and FUNC_PROTO 8-byte entries, VAR and DECL_TAG one word, ENUM64 12 bytes.
-_TAIL = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
-         8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
-         15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12)}
 
 
 def read_btf_enum(data, enum_name):
@@ -66,15 +65,13 @@ def read_btf_enum(data, enum_name):
     position, end = hdr_len + type_off, hdr_len + type_off + type_len
     while position < end:
         name_off, info, _size = _TYPE.unpack_from(data, position)
-        kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
-        position += _TYPE.size
-        if kind == KIND_ENUM and string(name_off) == enum_name:
-            values = struct.iter_unpack("<Ii", data[position:position + 8 * vlen])
+        size = record_size(data, position)
+        if size is None:
+            raise ValueError(f"unknown BTF kind {info >> 24 & 0x1F} at byte {position}")
+        if info >> 24 & 0x1F == Kind.ENUM and string(name_off) == enum_name:
+            values = struct.iter_unpack("<Ii", data[position + _TYPE.size:position + size])
             return [(string(name), value) for name, value in values]
-        if kind not in _TAIL:
-            raise ValueError(f"unknown BTF kind {kind} at byte {position - _TYPE.size}")
-        fixed, each = _TAIL[kind]
-        position += fixed + each * vlen
+        position += size
     raise ValueError(f"no enum {enum_name} in this BTF")
 
 

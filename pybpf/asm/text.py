@@ -28,7 +28,7 @@ import re
 
 from pybpf import abi, helpers
 from pybpf.asm import opcodes as oc
-from pybpf.asm.builder import address_spaces, helper_id, imm32
+from pybpf.asm.builder import address_spaces, helper_id, imm32, imm64
 from pybpf.asm.insn import Instruction, check, validate
 from pybpf.errors import AssemblerError
 
@@ -305,14 +305,8 @@ def _p_end(m):
 def _p_lddw(m):
     dst, value = m.groups()
     if value[0].isdigit() or value[0] == "-":
-        return Instruction(oc.LD_IMM64, int(dst), 0, 0, _imm64(_num(value)))
+        return Instruction(oc.LD_IMM64, int(dst), 0, 0, imm64(_num(value)))
     return Instruction(oc.LD_IMM64, int(dst), abi.PSEUDO_MAP_FD, 0, 0, ref=value)
-
-
-def _imm64(value):
-    if not -(1 << 63) <= value < 1 << 64:
-        raise AssemblerError(f"immediate {value} does not fit in 64 bits (-2**63..2**64-1)")
-    return value & 0xFFFFFFFFFFFFFFFF
 
 
 def _p_ld_pseudo(m):
