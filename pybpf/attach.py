@@ -20,7 +20,8 @@ from .abi import (
     AttachType,
     ProgType,
 )
-from .errors import AttachError, SyscallError, TracefsError
+from .errors import AttachError, ElfError, SyscallError, TracefsError, UsageError
+from .sections import SECTIONS, section_program_type
 
 TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 MOUNT_HINT = "mount -t tracefs nodev /sys/kernel/tracing"
@@ -50,7 +51,12 @@ def _mount_tracefs():
                            f"; mount it as root: sudo {MOUNT_HINT}")
     import subprocess  # only here: importing it costs milliseconds of every tracker's start
 
-    result = subprocess.run(MOUNT_HINT.split(), capture_output=True, text=True)
+    try:
+        result = subprocess.run(MOUNT_HINT.split(), capture_output=True, text=True)
+    except OSError as exc:  # no mount(8) on this system
+        raise TracefsError(f"tracefs is not mounted and the mount command could not run "
+                           f"({exc.strerror}); install mount (util-linux) and run: "
+                           f"{MOUNT_HINT}") from None
     if result.returncode != 0 or _find_tracefs() is None:
         raise TracefsError(f"tracefs is not mounted and `{MOUNT_HINT}` failed: "
                            f"{result.stderr.strip() or 'no events/ directory after mounting'}")
@@ -70,6 +76,9 @@ def tracepoint_id(category, name):
             listing = events
         raise AttachError(f"unknown tracepoint {category}/{name} (no {path}); see the known "
                           f"ones with `ls {listing}`") from None
+    except PermissionError:
+        raise AttachError(f"cannot read tracepoint {category}/{name}'s id: {path} is "
+                          f"readable by root only; run as root (e.g. with sudo)") from None
 
 
 class Link:
@@ -86,10 +95,11 @@ class Link:
 
     @property
     def fd(self):
-        """The bpf_link's fd (or the perf event's when there is no bpf_link)."""
+        """The bpf_link's fd (or the perf event's when there is no bpf_link); UsageError once
+        closed."""
         fd = self._link_fd if self._link_fd is not None else self._perf_fd
         if fd is None:
-            raise ValueError(f"link {self.description} is closed")
+            raise UsageError(f"link {self.description} is closed")
         return fd
 
     @property
@@ -145,16 +155,35 @@ def attach_tracepoint(prog, category, name, cookie=0):
     return Link(f"tracepoint/{category}/{name}", link_fd=link_fd, perf_fd=perf_fd)
 
 
+_perf_link = {}  # "supported": whether BPF_LINK_CREATE takes perf events here (probed once)
+
+
+def perf_link_supported(prog):
+    """Whether this kernel makes bpf_links for perf events (Linux >= 5.15), asked once.
+
+    libbpf's probe: ``BPF_LINK_CREATE`` with attach type ``BPF_PERF_EVENT`` and target fd -1.
+    A kernel that knows the attach type gets as far as looking the perf event up and fails
+    with EBADF; an older one refuses the attach type with EINVAL.
+    """
+    if "supported" not in _perf_link:
+        try:
+            no_fd = 0xFFFFFFFF  # -1 as the attr's u32
+            os.close(syscalls.link_create(prog.fd, no_fd, AttachType.PERF_EVENT))
+            supported = True  # not expected: fd -1 is never a perf event
+        except SyscallError as exc:
+            if exc.errno not in (errno.EBADF, errno.EINVAL):
+                raise
+            supported = exc.errno == errno.EBADF
+        _perf_link["supported"] = supported
+    return _perf_link["supported"]
+
+
 def _attach_perf_event(prog, perf_fd, cookie):
     """A bpf_link for prog on the perf event (>= 5.15), else None after the ioctl fallback."""
-    try:
+    if perf_link_supported(prog):
         return syscalls.link_create(prog.fd, perf_fd, AttachType.PERF_EVENT, bpf_cookie=cookie)
-    except SyscallError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        if cookie:
-            raise AttachError("bpf cookies need BPF_LINK_CREATE for perf events "
-                              "(kernel >= 5.15)") from exc
+    if cookie:
+        raise AttachError("bpf cookies need BPF_LINK_CREATE for perf events (kernel >= 5.15)")
     syscalls.perf_event_ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog.fd)
     syscalls.perf_event_ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0)
     return None
@@ -175,26 +204,32 @@ def attach_raw_tracepoint(prog, name):
     return Link(f"raw_tracepoint/{name}", link_fd=link_fd)
 
 
-SECTIONS = {  # libbpf section prefix -> how many "/"-separated parts name the hook
-    "tracepoint": 2, "tp": 2, "raw_tracepoint": 1, "raw_tp": 1,
-    "raw_tracepoint.w": 1, "raw_tp.w": 1,
+_ATTACHABLE = {  # program type -> how to attach it, given the "/"-separated target parts
+    ProgType.TRACEPOINT: (attach_tracepoint, 2),  # tracepoint/<category>/<name>
+    ProgType.RAW_TRACEPOINT: (attach_raw_tracepoint, 1),  # raw_tp/<name>
+    ProgType.RAW_TRACEPOINT_WRITABLE: (attach_raw_tracepoint, 1),
 }
 
 
 def attach(prog, section=None):
     """Attach ``prog`` where its libbpf section name says (``prog.spec.section`` by default):
-    ``tracepoint/<cat>/<name>``, ``tp/<cat>/<name>``, ``raw_tracepoint/<name>``, ``raw_tp/<name>``.
+    ``tracepoint/<cat>/<name>``, ``tp/<cat>/<name>``, ``raw_tracepoint/<name>``, ``raw_tp/<name>``
+    (and ``raw_tp.w/<name>``). The name is read by :func:`pybpf.sections.section_program_type`,
+    as the ELF loader reads it.
     """
     section = section if section is not None else prog.spec.section
-    kind, _, target = section.partition("/")
-    parts = target.split("/") if target else []
-    if kind not in SECTIONS:
-        known = ", ".join(f"{k}/..." for k in SECTIONS)
+    try:
+        prog_type, _, target = section_program_type(section)
+    except ElfError:
+        prog_type, target = None, ""
+    if prog_type not in _ATTACHABLE:
+        known = ", ".join(f"{name}/..." for name, kind, _, _ in SECTIONS if kind in _ATTACHABLE)
         raise AttachError(f"cannot attach section {section!r} automatically; supported: "
                           f"{known}")
-    if len(parts) != SECTIONS[kind]:
-        shape = "<category>/<name>" if SECTIONS[kind] == 2 else "<name>"
+    attach_to, parts = _ATTACHABLE[prog_type]
+    pieces = target.split("/") if target else []
+    if len(pieces) != parts or not all(pieces):
+        kind = section[:len(section) - len(target)].rstrip("/")
+        shape = "<category>/<name>" if parts == 2 else "<name>"
         raise AttachError(f"section {section!r} should be {kind}/{shape}")
-    if SECTIONS[kind] == 2:
-        return attach_tracepoint(prog, *parts)
-    return attach_raw_tracepoint(prog, parts[0])
+    return attach_to(prog, *pieces)

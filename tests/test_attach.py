@@ -12,7 +12,7 @@ from pybpf import syscalls
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import DW, R0, R1, R2, R10, Builder
 from pybpf.attach import Link, attach, attach_raw_tracepoint, attach_tracepoint, tracepoint_id
-from pybpf.errors import AttachError, SyscallError, TracefsError
+from pybpf.errors import AttachError, SyscallError, TracefsError, UsageError
 from pybpf.maps import Map
 from pybpf.program import Program
 from conftest import require_tool
@@ -93,6 +93,7 @@ def test_tracepoint_counts_execs_exactly_and_detaches():
 def test_ioctl_fallback_when_links_are_missing(monkeypatch):
     def old_kernel(*args, **kwargs):
         raise SyscallError(errno.EINVAL, "BPF_LINK_CREATE")
+    monkeypatch.setattr(attach_module, "_perf_link", {})
     monkeypatch.setattr(syscalls, "link_create", old_kernel)
     with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
         with attach_tracepoint(prog, "syscalls", "sys_enter_execve") as link:
@@ -103,6 +104,26 @@ def test_ioctl_fallback_when_links_are_missing(monkeypatch):
                 link.pin("/sys/fs/bpf/nowhere")
             with pytest.raises(AttachError, match="cookies"):
                 attach_tracepoint(prog, "syscalls", "sys_enter_execve", cookie=7)
+
+
+@pytest.mark.kernel
+def test_perf_link_support_is_probed_once_and_real_errors_are_raised(monkeypatch):
+    real, calls = syscalls.link_create, []
+
+    def einval_for_real_targets(prog_fd, target_fd, attach_type, **kw):
+        calls.append(target_fd)
+        if target_fd == 0xFFFFFFFF:  # the probe: this kernel has perf links (EBADF)
+            return real(prog_fd, target_fd, attach_type, **kw)
+        raise SyscallError(errno.EINVAL, "BPF_LINK_CREATE")
+
+    monkeypatch.setattr(attach_module, "_perf_link", {})
+    monkeypatch.setattr(syscalls, "link_create", einval_for_real_targets)
+    with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
+        for _ in range(2):
+            with pytest.raises(SyscallError) as info:  # no silent ioctl fallback
+                attach_tracepoint(prog, "syscalls", "sys_enter_execve")
+            assert info.value.errno == errno.EINVAL
+    assert calls.count(0xFFFFFFFF) == 1 and attach_module._perf_link == {"supported": True}
 
 
 @pytest.mark.kernel
@@ -147,10 +168,26 @@ class FakeProgram:
     ("tracepoint", "tracepoint/<category>/<name>"),
     ("tp/syscalls", "tp/<category>/<name>"),
     ("raw_tp/a/b", "raw_tp/<name>"),
+    ("tracepoint/syscalls/", "tracepoint/<category>/<name>"),
+    ("raw_tp.w/", "raw_tp.w/<name>"),
+    ("no_such_section", "supported: tracepoint/..., tp/..., raw_tracepoint/..."),
 ])
 def test_section_names(section, message):
     with pytest.raises(AttachError, match=message.replace(".", r"\.")):
         attach(FakeProgram(), section)
+
+
+def test_sections_are_read_by_the_elf_loaders_table(monkeypatch):
+    seen = []
+
+    def spy(section):
+        seen.append(section)
+        return ProgType.RAW_TRACEPOINT, 0, "a/b"
+
+    monkeypatch.setattr(attach_module, "section_program_type", spy)
+    with pytest.raises(AttachError, match="should be my_raw/<name>"):
+        attach(FakeProgram(), "my_raw/a/b")
+    assert seen == ["my_raw/a/b"]
 
 
 def test_section_defaults_to_the_spec():
@@ -166,6 +203,27 @@ def test_tracefs_missing_without_root(monkeypatch, tmp_path):
         attach_module.tracefs_path()
 
 
+def test_tracefs_mount_without_a_mount_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"),))
+    monkeypatch.setattr(attach_module, "_tracefs", {})
+    monkeypatch.setattr(attach_module.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mount(8) to be found
+    with pytest.raises(TracefsError, match="mount command could not run.*install mount"):
+        attach_module.tracefs_path()
+
+
+def test_unreadable_tracepoint_id_is_an_attach_error(monkeypatch, tmp_path):
+    (tmp_path / "events" / "syscalls" / "sys_enter_execve").mkdir(parents=True)
+    monkeypatch.setattr(attach_module, "_tracefs", {"path": str(tmp_path)})
+
+    def refused(path, *args):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(attach_module, "open", refused, raising=False)
+    with pytest.raises(AttachError, match="sys_enter_execve.*root only.*sudo"):
+        tracepoint_id("syscalls", "sys_enter_execve")
+
+
 def test_tracefs_second_location(monkeypatch, tmp_path):
     (tmp_path / "b" / "events").mkdir(parents=True)
     monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"), str(tmp_path / "b")))
@@ -179,7 +237,7 @@ def test_link_close_is_idempotent():
     with link:
         assert link.fd == read_end
     link.close()
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(UsageError, match="link test is closed"):
         link.fd
     with pytest.raises(OSError):
         os.fstat(read_end)
