@@ -5,21 +5,30 @@ turns a :class:`~pybpf.spec.CollectionSpec` (from the DSL or :func:`pybpf.elf.lo
 into kernel objects in dependency order: the BTF blob first (``BPF_BTF_LOAD``: it describes
 map keys/values and the functions and source lines of the programs), then every map, then
 every program with its map references resolved to those maps' fds.
+
+A map declared with ``__uint(pinning, LIBBPF_PIN_BY_NAME)`` (``MapSpec.pinning == "by_name"``)
+is shared between loads, as libbpf does it: it lives on as the file ``<pin_path>/<name>`` on
+a bpf file system; the first load creates and pins it, later ones (of this or another
+object) open the pinned map instead of creating a new one. Closing the collection leaves the
+pin; remove the file to free the map.
 """
 
 import os
 
 from . import syscalls
-from .errors import BTFError, SyscallError
+from .errors import BTFError, NotSupportedError, SyscallError, UsageError
 from .maps import Map
 from .program import Program
 from .spec import CollectionSpec
 
 
 class Collection:
-    """Every map and program of ``spec``, created; close them all with :meth:`close`."""
+    """Every map and program of ``spec``, created; close them all with :meth:`close`.
 
-    def __init__(self, spec: CollectionSpec, *, log_level=0):
+    ``pin_path`` is the bpffs directory of the maps pinned by name (libbpf's default too).
+    """
+
+    def __init__(self, spec: CollectionSpec, *, log_level=0, pin_path=syscalls.BPFFS):
         self.spec = spec
         self.maps = {}
         self.programs = {}
@@ -27,13 +36,37 @@ class Collection:
         try:
             self.btf_fd = load_btf(spec.btf) if spec.btf else None
             for name, map_spec in spec.maps.items():
-                self.maps[name] = Map(map_spec, btf_fd=self._btf_for(map_spec))
+                self.maps[name] = self._map(map_spec, pin_path)
             for name, prog_spec in spec.programs.items():
                 self.programs[name] = Program(prog_spec, self.maps, log_level=log_level,
                                               btf_fd=self.btf_fd or 0)
         except BaseException:
             self.close()
             raise
+
+    def _map(self, spec, pin_path):
+        """The map for ``spec``: new, or for a map pinned by name the one at
+        ``<pin_path>/<name>`` (created and pinned there when nothing is)."""
+        if spec.pinning is None:
+            return Map(spec, btf_fd=self._btf_for(spec))
+        if spec.pinning != "by_name":
+            raise NotSupportedError(f"map {spec.name!r} asks for pinning {spec.pinning!r}; "
+                                    f"pybpf pins maps by name only")
+        path = os.path.join(pin_path, spec.name)
+        reuse = os.path.exists(path)
+        if reuse:
+            m = Map.from_pinned(path, key_type=spec.key_type, value_type=spec.value_type)
+        else:
+            m = Map(spec, btf_fd=self._btf_for(spec))
+        try:
+            if reuse:
+                _check_reusable(m.spec, spec, path)
+            else:
+                m.pin(path)
+        except BaseException:
+            m.close()
+            raise
+        return m
 
     def _btf_for(self, map_spec):
         """The BTF fd for a map whose key/value types are described in it, else 0."""
@@ -56,6 +89,20 @@ class Collection:
 
     def __repr__(self):
         return (f"<Collection maps={sorted(self.maps)} programs={sorted(self.programs)}>")
+
+
+_REUSE_FIELDS = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")
+
+
+def _check_reusable(pinned, declared, path):
+    """UsageError unless the map ``pinned`` at ``path`` is the kind of map ``declared``
+    (the fields libbpf compares before it reuses a pinned map)."""
+    differ = [f"{field} {getattr(pinned, field)} (declared {getattr(declared, field)})"
+              for field in _REUSE_FIELDS if getattr(pinned, field) != getattr(declared, field)]
+    if differ:
+        raise UsageError(f"map {declared.name!r}: the map pinned at {path} differs: "
+                         f"{', '.join(differ)}; if it is stale, remove it (rm {path}), or "
+                         f"load with another pin_path")
 
 
 def load_btf(btf):

@@ -1,13 +1,14 @@
 """Collection: BTF, maps and programs of one spec loaded together and closed together."""
 
 import os
+import subprocess
 
 import pytest
 
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import R0, R1, R2, R10, W, Builder
 from pybpf.collection import Collection, load_btf
-from pybpf.errors import BTFError, VerifierError
+from pybpf.errors import BTFError, NotSupportedError, UsageError, VerifierError
 from pybpf.maps import Map
 from pybpf.spec import CollectionSpec, MapSpec, ProgramSpec
 
@@ -78,3 +79,45 @@ def test_elf_object_with_btf():
 def test_bad_btf_is_a_btf_error():
     with pytest.raises(BTFError, match="rejected the object's BTF"):
         load_btf(b"\x9f\xeb" + bytes(30))
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A private bpf file system mounted for this test only."""
+    path = tmp_path / "bpffs"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "bpf", "bpf", str(path)]).returncode != 0:
+        pytest.skip("cannot mount a bpf file system here (needs root)")
+    yield path
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def pinned(max_entries=4, pinning="by_name"):
+    """A spec with one hash map pinned by name, as elf.py reads LIBBPF_PIN_BY_NAME."""
+    shared = MapSpec("shared", MapType.HASH, 4, 8, max_entries, key_type="<I",
+                     value_type="<Q", pinning=pinning)
+    return CollectionSpec(maps={"shared": shared})
+
+
+def test_maps_pinned_by_name_are_shared_between_loads(bpffs):
+    with Collection(pinned(), pin_path=str(bpffs)) as first:
+        first.maps["shared"][1] = 10
+        with Collection(pinned(), pin_path=str(bpffs)) as second:
+            assert second.maps["shared"].id == first.maps["shared"].id
+    assert (bpffs / "shared").exists()  # the pin outlives the collections
+    with Collection(pinned(), pin_path=str(bpffs)) as third:
+        assert third.maps["shared"][1] == 10
+
+
+def test_a_pinned_map_of_another_kind_is_refused(bpffs):
+    Collection(pinned(max_entries=4), pin_path=str(bpffs)).close()
+    with pytest.raises(UsageError, match=r"map 'shared': the map pinned at .*shared differs: "
+                                         r"max_entries 4 \(declared 8\).*rm "):
+        Collection(pinned(max_entries=8), pin_path=str(bpffs))
+
+
+def test_pinning_needs_bpffs_and_a_known_kind(tmp_path):
+    with pytest.raises(UsageError, match="not on a bpf file system.*mount -t bpf"):
+        Collection(pinned(), pin_path=str(tmp_path))
+    with pytest.raises(NotSupportedError, match="map 'shared' asks for pinning 'by_path'"):
+        Collection(pinned(pinning="by_path"), pin_path=str(tmp_path))
