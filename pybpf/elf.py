@@ -67,20 +67,19 @@ def load_spec(source) -> CollectionSpec:
 
 def open_object(source) -> "ElfObject":
     """The parsed object (sections, symbols, relocations, BTF) of a path or the file's bytes."""
-    return ElfObject(*_read(source))
+    return ElfObject(_read(source))
 
 
 def _read(source):
-    """``(bytes, object name)`` from a path or from bytes."""
+    """The bytes of an object given as a path or as bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "obj"
+        return bytes(source)
     path = os.fspath(source)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as exc:
         raise ElfError(f"cannot read {path}: {exc.strerror}") from None
-    return data, os.path.basename(path).split(".")[0]
 
 
 # -- the ELF container ----------------------------------------------------------------------
@@ -269,9 +268,8 @@ class Function:
 class ElfObject:
     """Turns one ELF object into a CollectionSpec; each step reads what earlier ones found."""
 
-    def __init__(self, data: bytes, name: str):
+    def __init__(self, data: bytes):
         self.elf = Container(data)
-        self.name = name
         self.license = self._license()
         self.kern_version = self._version()
         self.btf, self.btf_ext = self._btf()

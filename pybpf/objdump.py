@@ -8,6 +8,7 @@ line above the instructions it compiled to.
 
 from . import abi
 from .asm import opcodes as oc
+from .disasm import format_insn
 from .elf import INSN_SIZE, RELOC_NAMES, decode_section, line_comments, open_object
 
 
@@ -31,8 +32,6 @@ def disassemble(source, *, source_lines=True) -> str:
 
 
 def _disassemble_section(obj, section, source_lines):
-    from .disasm import format_insn  # the disassembler sits above the ELF reader's inputs
-
     symbols = {}
     for symbol in obj.elf.symbols_in(section):
         symbols.setdefault(symbol.value, symbol.name)
@@ -47,7 +46,7 @@ def _disassemble_section(obj, section, source_lines):
             yield f"\n{offset:016x} <{symbols[offset]}>:\n"
         if offset in comments:
             yield f"; {comments[offset]}\n"
-        text = _objdump_text(insn, format_insn) + _jump_target(insn, offset, symbols)
+        text = _objdump_text(insn) + _jump_target(insn, offset, symbols)
         raw = section.data[offset:offset + insn.slots * INSN_SIZE].hex(" ")
         yield f"{offset // INSN_SIZE:>8}:\t{raw}\t{text}\n"
         relocation = relocations.get(offset) or relocations.get(offset + 4)
@@ -64,7 +63,7 @@ def _symbol_label(obj, symbol):
     return obj.elf.sections[symbol.shndx].name
 
 
-def _objdump_text(insn, format_insn):
+def _objdump_text(insn):
     """format_insn's text, but a local call as LLVM 14 prints it: ``call 2``, not ``call pc+2``."""
     if insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL:
         return f"call {insn.imm}"

@@ -181,6 +181,7 @@ def test_unknown_section_names_list_the_known_ones(section):
 
 def test_bytes_and_paths_give_the_same_spec():
     assert elf.load_spec(bytes(raw("calls.o"))) == spec("calls.o")
+    assert not hasattr(elf.open_object(path("calls.o")), "name")  # the file name plays no part
 
 
 # -- bad input ------------------------------------------------------------------------------

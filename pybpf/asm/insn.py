@@ -142,9 +142,12 @@ def _why_no_op(insn):
     if entry is None:
         return f"opcode {opcode:#04x} (class {cls}) is not an eBPF instruction"
     field_name, choices = entry
-    allowed = ", ".join(str(v) if v < 16 else hex(v) for v in sorted(choices))
     value = getattr(insn, field_name)
-    shown = value if field_name != "imm" else hex(value & 0xFFFFFFFF)
+    if field_name == "imm":  # atomic operation codes, written in hex like the kernel's
+        allowed = ", ".join(f"{v:#x}" for v in sorted(choices))
+        shown = hex(value & 0xFFFFFFFF)
+    else:
+        allowed, shown = ", ".join(str(v) for v in sorted(choices)), value
     return f"opcode {opcode:#04x} needs {field_name} in {{{allowed}}}, not {shown}"
 
 

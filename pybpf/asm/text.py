@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from pybpf import abi, helpers
+from pybpf import abi
 from pybpf.asm import opcodes as oc
 from pybpf.asm.builder import address_spaces, helper_id, imm32, imm64
 from pybpf.asm.insn import Instruction, check, validate
@@ -221,8 +221,10 @@ def _p_jump_always(opcode, field, target):
 
 
 def _p_call_name(m):
+    """``call bpf_<helper>`` calls a helper (an unknown one is an error); any other name is
+    a local call to that label."""
     name = m.group(1)
-    if name.startswith("bpf_") and name[4:] in helpers.HELPERS:
+    if name.startswith("bpf_"):
         return Instruction(oc.JMP | oc.CALL, imm=helper_id(name))
     return Instruction(oc.JMP | oc.CALL, src=abi.PSEUDO_CALL, ref=name)
 
@@ -396,6 +398,8 @@ def parse_insn(text):
                 insn = build(match)
             except KeyError as exc:
                 raise AssemblerError(f"no such instruction form ({exc})") from None
+            except AssemblerError:  # (a ValueError too)
+                raise
             except ValueError as exc:  # Python 3.11+ limits int() to 4300 digits
                 raise AssemblerError(f"unreadable number ({exc})") from None
             validate(insn)
@@ -427,8 +431,8 @@ def parse(text):
             continue
         label = _LABEL.match(code)
         if label:
-            plain, bracketed, code = label.groups()
-            name = plain or bracketed
+            bracketed, plain, code = label.groups()
+            name = bracketed or plain
             if name in seen:
                 raise AssemblerError(f"line {number}: duplicate label {name!r}", len(insns), raw)
             seen.add(name)
