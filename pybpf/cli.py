@@ -8,7 +8,8 @@
 Each subcommand is one function taking the parsed arguments; add one by writing the
 function and registering its parser in :func:`build_parser`. Errors print as
 ``pybpf: <message>`` on stderr with exit status 1 (2 for usage errors), never a traceback;
-a verifier rejection adds the verifier's log after that line.
+a verifier rejection adds the verifier's log after that line. ``load`` runs until Ctrl+C or
+SIGTERM and exits 0; Ctrl+C during any other command exits 130.
 """
 
 from __future__ import annotations
@@ -82,43 +83,79 @@ def run_object(source, *, pin=None, interval=None, out=None):
     Programs that cannot be attached from their section name alone (xdp, socket...) are
     loaded and reported. With ``pin`` (a directory on a bpf file system) the maps, programs
     and links are pinned there and stay after exit; otherwise everything is detached.
+    A signal during loading or attaching ends the run once that step is done, cleanly.
     """
-    import signal
-    import time
-
     from pybpf.attach import attach
     from pybpf.collection import Collection
     from pybpf.elf import load_spec
 
     out = out or sys.stdout
-    signal.signal(signal.SIGTERM, _interrupt)
-    with Collection(load_spec(source)) as coll:
-        links = []
-        for name, program in coll.programs.items():
+    stop = _Stop()
+    try:
+        with Collection(load_spec(source)) as coll:
+            links = []
             try:
-                links.append(attach(program, program.spec.section))
-                print(f"attached {name} ({program.spec.section})", file=out)
-            except BPFError as exc:
-                print(f"loaded {name} but did not attach it: {exc}", file=out)
-        try:
-            if pin:
-                _pin_all(pin, coll, links, out)
-            while True:
-                time.sleep(interval if interval else 3600)
-                if interval:
-                    print_maps(coll.maps, out)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            print_maps(coll.maps, out)
-            for link in links:
-                link.close()
+                for name, program in coll.programs.items():
+                    if stop.requested:
+                        break
+                    try:
+                        links.append(attach(program, program.spec.section))
+                        print(f"attached {name} ({program.spec.section})", file=out)
+                    except BPFError as exc:
+                        print(f"loaded {name} but did not attach it: {exc}", file=out)
+                if pin and not stop.requested:
+                    _pin_all(pin, coll, links, out)
+                while not stop.requested:
+                    stop.sleep(interval)
+                    if interval and not stop.requested:
+                        print_maps(coll.maps, out)
+                print_maps(coll.maps, out)
+            finally:
+                for link in links:
+                    link.close()
+    finally:
+        stop.restore()
     return 0
 
 
-def _interrupt(signum, frame):
-    """SIGTERM ends the run like Ctrl+C does."""
-    raise KeyboardInterrupt
+class _Stop:
+    """SIGINT and SIGTERM as a flag that ends ``load``, and a wake-up of :meth:`sleep`.
+
+    A handler raising KeyboardInterrupt would strike between any two bytecodes: in the middle
+    of loading, attaching, printing or cleaning up. A flag is only looked at where stopping
+    is safe. Python runs its handlers between bytecodes, so a signal landing just before
+    select() would wait out the timeout: the pipe select() watches is the interpreter's
+    wakeup fd, which its C-level handler writes at once. :meth:`restore` puts back the
+    previous handlers.
+    """
+
+    def __init__(self):
+        import signal  # only ``load`` needs these
+
+        self._signal = signal
+        self.requested = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._write)
+        self._previous = {signum: signal.signal(signum, self._handle)
+                          for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def sleep(self, seconds=None):
+        """Wait ``seconds`` (None: for ever) or until a stop signal arrives."""
+        import select
+
+        if not self.requested and select.select([self._read], [], [], seconds)[0]:
+            os.read(self._read, 512)  # the signal numbers the wakeup fd got
+
+    def restore(self):
+        for signum, handler in self._previous.items():
+            self._signal.signal(signum, handler)
+        self._signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._read)
+        os.close(self._write)
 
 
 def _pin_all(directory, coll, links, out):
@@ -140,7 +177,7 @@ def print_maps(maps, out):
         except BPFError as exc:  # a map without keys (ring buffer...)
             print(f"{name}: cannot list ({exc})", file=out)
             continue
-        print(f"{name} ({m.type.name}, {len(items)} entries)", file=out)
+        print(f"{name} ({m.type_name}, {len(items)} entries)", file=out)
         for key, value in items:
             print(f"  {_shown(key)} -> {_shown(value)}", file=out)
 
@@ -221,6 +258,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except KeyboardInterrupt:  # Ctrl+C outside load's loop: 128 + SIGINT, as shells say
+        return 130
     except (BPFError, OSError, ValueError) as exc:
         print(f"pybpf: {exc}", file=sys.stderr)
         if isinstance(exc, VerifierError) and exc.log:
