@@ -504,7 +504,8 @@ def _btf_map_spec(btf, name, ints, types, section, offset):
         key_size=btf.size_of(key_id) if key_id else ints.get("key_size", 0),
         value_size=btf.size_of(value_id) if value_id else ints.get("value_size", 0),
         max_entries=ints.get("max_entries", 0), flags=ints.get("map_flags", 0),
-        numa_node=ints.get("numa_node"), pinning="by_name" if pinning else None,
+        numa_node=ints.get("numa_node"), map_extra=ints.get("map_extra", 0),
+        pinning="by_name" if pinning else None,
         btf_key_type_id=key_id, btf_value_type_id=value_id,
         key_type=btf.construct_for(key_id) if key_id else None,
         value_type=btf.construct_for(value_id) if value_id else None)

@@ -14,7 +14,7 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import require_tool
-from pybpf import abi, elf
+from pybpf import abi, elf, syscalls
 from pybpf.abi import AttachType, MapFlags, MapType, ProgType
 from pybpf.asm import opcodes as oc
 from pybpf.collection import Collection
@@ -23,7 +23,7 @@ from pybpf.objdump import disassemble as objdump
 from pybpf.sections import section_program_type
 
 HERE = os.path.join(os.path.dirname(__file__), "elf")
-OBJECTS = ["calls.o", "execve.o", "globals.o", "legacy.o", "progtypes.o"]
+OBJECTS = ["calls.o", "execve.o", "globals.o", "legacy.o", "maps.o", "progtypes.o"]
 
 
 def path(name):
@@ -61,6 +61,12 @@ def test_btf_map_pinning_and_flags():
     seen = spec("progtypes.o").maps["seen"]
     assert (seen.type, seen.pinning, seen.flags, seen.key_size) == \
         (MapType.LRU_HASH, "by_name", 0, 8)
+
+
+def test_btf_map_extra():
+    bloom = spec("maps.o").maps["lengths_seen"]
+    assert (bloom.type, bloom.key_size, bloom.value_size, bloom.map_extra) == \
+        (MapType.BLOOM_FILTER, 0, 4, 3)  # map_extra: 3 hash functions
 
 
 def test_legacy_maps_section():
@@ -323,7 +329,7 @@ def test_disassembly_shows_source_lines():
 
 # -- the kernel -----------------------------------------------------------------------------
 
-LOADABLE = ["calls.o", "execve.o", "globals.o", "legacy.o"]
+LOADABLE = ["calls.o", "execve.o", "globals.o", "legacy.o", "maps.o"]
 
 
 def collection(name, **kwargs):
@@ -356,6 +362,13 @@ def test_global_data_and_calls_run():
     with collection("calls.o") as coll:
         assert coll.programs["xdp_calls"].test_run(bytes(64)).retval == 2
         assert coll.programs["tc_calls"].test_run(bytes(64)).retval == 9
+
+
+@pytest.mark.kernel
+def test_bloom_filter_is_created_with_its_map_extra():
+    with collection("maps.o") as coll:
+        assert coll.programs["remember_length"].test_run(bytes(64)).retval == 1
+        assert syscalls.obj_get_info_by_fd(coll.maps["lengths_seen"].fd, "map")["map_extra"] == 3
 
 
 @pytest.mark.kernel

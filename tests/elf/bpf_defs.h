@@ -16,7 +16,7 @@ typedef long long __s64;
 
 /* enum bpf_map_type values (include/uapi/linux/bpf.h) */
 enum { MAP_HASH = 1, MAP_ARRAY = 2, MAP_PERCPU_HASH = 5, MAP_PERCPU_ARRAY = 6,
-       MAP_LRU_HASH = 9 };
+       MAP_LRU_HASH = 9, MAP_BLOOM_FILTER = 30 };
 enum { PIN_NONE = 0, PIN_BY_NAME = 1 };
 enum { BPF_ANY = 0 };
 
@@ -37,6 +37,8 @@ static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)6;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size_of_buf) = (void *)16;
+static long (*bpf_map_push_elem)(void *map, const void *value, __u64 flags) = (void *)87;
+static long (*bpf_map_peek_elem)(void *map, void *value) = (void *)89;
 
 struct xdp_md {
 	__u32 data;
