@@ -255,3 +255,30 @@ def test_kernel_constants_and_helpers_are_defined_once():
         (elf, ("_kernel_name",))) for name in names if hasattr(module, name)]
     assert not copies
     assert text.imm64 is builder.imm64 and elf.object_name is syscalls.object_name
+
+
+@pytest.mark.kernel
+def test_addr_space_cast_loads_with_an_arena():
+    """The verifier accepts the casts between an arena's two address spaces (Linux 6.9)."""
+    from pybpf.abi import MapFlags, MapType, ProgType
+    from pybpf.errors import SyscallError
+    from pybpf.maps import Map
+    from pybpf.program import Program
+    from pybpf.spec import MapSpec
+
+    spec = MapSpec(name="arena", type=MapType.ARENA, key_size=0, value_size=0, max_entries=1,
+                   flags=MapFlags.MMAPABLE, map_extra=1 << 32)  # map_extra: user address
+    try:
+        arena = Map(spec)
+    except SyscallError as exc:
+        pytest.skip(f"no BPF arena in this kernel (Linux 6.9+): {exc}")
+    b = Builder()
+    b.ld_map_fd(R1, "arena")
+    b.mov(R2, 0)
+    b.addr_space_cast(R1, R2, 0, 1)
+    b.addr_space_cast(R1, R1, 1, 0)
+    b.mov(R0, 7)
+    b.exit()
+    with arena, Program.from_instructions(b.instructions, ProgType.SOCKET_FILTER,
+                                          maps={"arena": arena}) as prog:
+        assert prog.test_run(data=bytes(64)).retval == 7
