@@ -20,9 +20,9 @@ The opcode byte is read in one of two ways, chosen by its class (the low three b
        X (1: use the src register)
 
 Some operations share an opcode byte and are told apart by another field: SDIV/SMOD, MOVSX
-and ADDR_SPACE_CAST by ``off``, the atomic operations by ``imm``, the calls and the pseudo 64-bit loads by
-``src``. Every operation is declared once below as an :class:`Op`; the builder, the text
-parser, the disassembler and the decoder all read these tables.
+and ADDR_SPACE_CAST by ``off``, the atomic operations by ``imm``, the calls and the pseudo
+64-bit loads by ``src``. Every operation is declared once below as an :class:`Op`; the
+builder, the text parser, the disassembler and the decoder all read these tables.
 """
 
 from __future__ import annotations

@@ -360,8 +360,8 @@ _SYNTAX = [
     (rf"if {_R} ({_JMP_SYMS}) (?:{_R}|{_N}) goto {_T}", _p_jmp),
     (r"call pc([+-]\d+)", lambda m: Instruction(oc.JMP | oc.CALL, 0, abi.PSEUDO_CALL, 0,
                                                 int(m.group(1)))),
-    (rf"call kfunc {_N}(?:, {_N})?", lambda m: Instruction(
-        oc.JMP | oc.CALL, 0, abi.PSEUDO_KFUNC_CALL, _num(m.group(2) or "0"), imm32(_num(m.group(1))))),
+    (rf"call kfunc {_N}(?:, {_N})?", lambda m: Instruction(oc.JMP | oc.CALL, 0,
+        abi.PSEUDO_KFUNC_CALL, _num(m.group(2) or "0"), imm32(_num(m.group(1))))),
     (rf"call {_N}", lambda m: Instruction(oc.JMP | oc.CALL, imm=imm32(_num(m.group(1))))),
     (rf"call {_NAME}", _p_call_name),
     (r"exit", lambda m: Instruction(oc.JMP | oc.EXIT)),
