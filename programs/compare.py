@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from pybpf.asm import format_insn, resolve
+from pybpf.asm.link import is_map_load
 from pybpf.errors import BPFError
 
 REFERENCE_C = Path(__file__).resolve().parent.parent / "bpf" / "program.c"
@@ -46,10 +47,10 @@ def build_reference(workdir):
 
 def listing(insns):
     """One text per instruction: llvm-objdump's, with map loads by name (``r1 = exec_count ll``)."""
-    maps = {insn.ref: 0 for insn in insns if insn.ref and insn.opcode == 0x18}
+    maps = {insn.ref: 0 for insn in insns if insn.ref and is_map_load(insn)}
     texts = []
     for original, insn in zip(insns, resolve(insns, maps)):
-        if original.ref in maps and original.opcode == 0x18:
+        if original.ref in maps and is_map_load(original):
             texts.append(f"r{insn.dst} = {original.ref} ll")
         else:
             texts.append(format_insn(insn))
