@@ -57,20 +57,23 @@ class Tracker:
         dropped = sum(self.dropped_execs[0])
         return counts, names, dropped
 
-    def forget_exited(self, printed):
+    def forget_exited(self, counts, names):
         """Delete the entries of processes that have exited, once printed (bounded memory).
 
-        ``printed`` maps PID to the count just printed. A process is gone when /proc no longer
-        lists it (``os.listdir`` lists processes, not threads, so a thread that reuses a
-        PID does not keep a dead process alive). An entry whose count changed since it was
-        printed is kept for the next report, so no exec goes unprinted.
+        ``counts`` and ``names`` are what was just printed, by PID. A process is gone when
+        /proc no longer lists it (``os.listdir`` lists processes, not threads, so a thread
+        that reuses a PID does not keep a dead process alive). An entry that changed since it
+        was printed (one more exec, or the new name of an exec that was under way) is kept
+        for the next report, so what a process did last is always printed.
         """
         if not self.sees_host_pids:
             return []  # /proc cannot tell which of the kernel's PIDs are alive
         alive = {int(name) for name in os.listdir("/proc") if name.isdigit()}
         gone = []
-        for pid, count in printed.items():
+        for pid, count in counts.items():
             if pid in alive or self.exec_count.lookup(pid) != count:
+                continue
+            if self.process_names.lookup(pid) != names.get(pid):
                 continue
             self.exec_count.pop(pid, None)
             self.process_names.pop(pid, None)
@@ -93,7 +96,7 @@ class Tracker:
             ))
             self.dropped_reported = dropped
         emit(lines)
-        self.forget_exited(counts)
+        self.forget_exited(counts, names)
 
     def close(self):
         """Detach the programs and close every fd (safe to call twice)."""

@@ -395,20 +395,23 @@ def test_execveat_is_counted_too(tracker):
 
 
 @pytest.mark.kernel
-def test_entries_are_forgotten_only_once_their_last_count_was_printed():
+def test_entries_are_forgotten_only_once_their_last_state_was_printed():
     with execve.Tracker() as tracker:
         child = subprocess.Popen(["/bin/true"])
         child.wait()
-        counts, _, _ = tracker.snapshot()
-        assert counts[child.pid] == 1
+        counts, names, _ = tracker.snapshot()
+        assert counts[child.pid] == 1 and names[child.pid].rstrip(b"\0") == b"true"
+        name = {child.pid: names[child.pid]}
         # printed with an older count: an exec happened after the table was read
-        assert tracker.forget_exited({child.pid: 0}) == []
+        assert tracker.forget_exited({child.pid: 0}, name) == []
+        # printed with the caller's name: the exec finished after the table was read
+        assert tracker.forget_exited({child.pid: 1}, {child.pid: b"sh".ljust(16, b"\0")}) == []
         assert tracker.exec_count.lookup(child.pid) == 1
-        assert tracker.forget_exited({child.pid: 1}) == [child.pid]
+        assert tracker.forget_exited({child.pid: 1}, name) == [child.pid]
         assert tracker.exec_count.lookup(child.pid) is None
         assert tracker.process_names.lookup(child.pid) is None
         # a live process is kept
-        assert tracker.forget_exited({os.getpid(): 0}) == []
+        assert tracker.forget_exited({os.getpid(): 0}, {}) == []
 
 
 @pytest.mark.kernel
