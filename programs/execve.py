@@ -18,6 +18,7 @@ import sys
 import time
 
 from pybpf import BPFError, VerifierError
+from pybpf.argtypes import positive_int, positive_seconds
 from pybpf.attach import attach
 from pybpf.collection import Collection
 
@@ -123,28 +124,6 @@ def in_initial_pid_namespace():
         return True  # no namespace support: there is only one
 
 
-def positive_number(text):
-    """argparse type: a number of seconds greater than zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be greater than 0")
-    return value
-
-
-def positive_int(text):
-    """argparse type: a whole number greater than zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
-    return value
-
-
 def help_formatter(prog):
     """argparse's help formatter, given the terminal's width so that it need not find it.
 
@@ -165,7 +144,7 @@ def parse_args(argv):
         description="Count process executions per process with eBPF and print them.",
     )
     parser.add_argument(
-        "-interval", "--interval", type=positive_number, default=2.0, metavar="N",
+        "-interval", "--interval", type=positive_seconds, default=2.0, metavar="N",
         help="seconds between two reports (default 2)",
     )
     parser.add_argument(

@@ -19,6 +19,7 @@ import os
 import sys
 
 from pybpf.abi import ProgType
+from pybpf.argtypes import positive_int, positive_seconds
 from pybpf.asm import parse
 from pybpf.asm.link import resolve
 from pybpf.asm.text import format_insn
@@ -200,25 +201,6 @@ def _plain(value):
     return value
 
 
-def _positive(text):
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_seconds(text):
-    """An argparse type: a number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
-    return value
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m pybpf", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -237,7 +219,7 @@ def build_parser():
     load.add_argument("file", help="BPF ELF object (clang -O2 -g -target bpf -c)")
     load.add_argument("--pin", metavar="DIR", help="pin maps, programs and links under DIR "
                       "(on a bpf file system) and leave them after exit")
-    load.add_argument("--interval", type=_positive_seconds, metavar="N",
+    load.add_argument("--interval", type=positive_seconds, metavar="N",
                       help="print the maps every N seconds (default: only on exit)")
     load.set_defaults(func=cmd_load)
 
@@ -246,7 +228,7 @@ def build_parser():
     run.add_argument("--data", type=bytes.fromhex, default=bytes(64), metavar="HEX",
                      help="packet bytes in hex, from the Ethernet header on (default 64 "
                      "zeros); a socket filter sees them from byte 14")
-    run.add_argument("--repeat", type=_positive, default=1)
+    run.add_argument("--repeat", type=positive_int, default=1)
     run.add_argument("--type", default="socket_filter",
                      choices=[t.name.lower() for t in ProgType if t != ProgType.UNSPEC])
     run.set_defaults(func=cmd_run)

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -48,3 +49,14 @@ def _kernel_marker(request):
         reason = bpf_unavailable_reason()
         if reason:
             _skip_or_fail(reason)
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A private bpf file system (for pinning) mounted for this test only."""
+    path = tmp_path / "bpffs"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "bpf", "bpf", str(path)]).returncode != 0:
+        _skip_or_fail("cannot mount a bpf file system here (needs root)")
+    yield path
+    subprocess.run(["umount", str(path)], check=True)

@@ -1,7 +1,6 @@
 """Collection: BTF, maps and programs of one spec loaded together and closed together."""
 
 import os
-import subprocess
 
 import pytest
 
@@ -79,17 +78,6 @@ def test_elf_object_with_btf():
 def test_bad_btf_is_a_btf_error():
     with pytest.raises(BTFError, match="rejected the object's BTF"):
         load_btf(b"\x9f\xeb" + bytes(30))
-
-
-@pytest.fixture
-def bpffs(tmp_path):
-    """A private bpf file system mounted for this test only."""
-    path = tmp_path / "bpffs"
-    path.mkdir()
-    if subprocess.run(["mount", "-t", "bpf", "bpf", str(path)]).returncode != 0:
-        pytest.skip("cannot mount a bpf file system here (needs root)")
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
 
 
 def pinned(max_entries=4, pinning="by_name"):

@@ -45,17 +45,6 @@ def value_for(map_type, n):
     return n
 
 
-@pytest.fixture
-def bpffs(tmp_path):
-    """A private bpf file system mounted for this test only."""
-    path = tmp_path / "bpffs"
-    path.mkdir()
-    if subprocess.run(["mount", "-t", "bpf", "bpf", str(path)]).returncode != 0:
-        pytest.skip("cannot mount a bpf file system here (needs root)")
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
-
-
 # --- every map type ---------------------------------------------------------------------------
 
 
