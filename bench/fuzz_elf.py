@@ -13,8 +13,9 @@ import glob
 import os
 import sys
 import time
+import traceback
 
-from hypothesis import HealthCheck, given, seed, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, seed, settings, strategies as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -46,7 +47,7 @@ def main():
 
     @seed(args.seed)
     @settings(max_examples=args.cases, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), phases=["generate"])
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
     @given(mutated_objects())
     def run(data):
         try:
@@ -67,7 +68,8 @@ def main():
         print(f"{outcome:<24}{count:>8}")
     print(f"{'total':<24}{total:>8}   in {elapsed:.1f} s ({total / elapsed:.0f} cases/s)")
     for exc, _data in crashes[:5]:
-        print(f"crash: {exc!r}")
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"crash: {exc!r} at {where.filename}:{where.lineno}")
     return 1 if crashes else 0
 
 

@@ -49,7 +49,7 @@ from .spec import CollectionSpec, MapSpec, ProgramSpec
 from .syscalls import object_name
 
 EM_NONE, EM_BPF = 0, 247
-SHT_NOBITS, SHT_SYMTAB, SHT_REL = 8, 2, 9
+SHT_NOBITS, SHT_SYMTAB, SHT_STRTAB, SHT_REL = 8, 2, 3, 9
 SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
 SHN_UNDEF = 0
 R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32 = 0, 1, 2, 3
@@ -127,6 +127,9 @@ class Relocation:
 _ELF_HEADER = struct.Struct("<4sBBBBB7xHHIQQQIHHHHHH")
 
 
+_SECTION_LINK = struct.Struct("<I")  # sh_link, at offset 40 of a 64-byte section header
+
+
 def _check_header(data):
     """Check what pyelftools would trip over or misread: class, byte order, machine, tables."""
     if len(data) < _ELF_HEADER.size:
@@ -153,6 +156,11 @@ def _check_header(data):
     if shstrndx >= shnum:
         raise ElfError(f"section name table index {shstrndx} is out of range ({shnum} "
                        "sections)", "ELF header", 62)
+    for index in range(shnum):
+        link = _SECTION_LINK.unpack_from(data, shoff + index * 64 + 40)[0]
+        if link >= shnum:
+            raise ElfError(f"section {index} links to section {link}, but there are only "
+                           f"{shnum} sections", "section headers", index * 64 + 40)
 
 
 def _read_sections(elf, data):
@@ -172,8 +180,8 @@ def _read_sections(elf, data):
 
 def _sh_type(section):
     header = section.header
-    return {"SHT_SYMTAB": SHT_SYMTAB, "SHT_REL": SHT_REL, "SHT_NOBITS": SHT_NOBITS}.get(
-        header["sh_type"], -1)
+    return {"SHT_SYMTAB": SHT_SYMTAB, "SHT_STRTAB": SHT_STRTAB, "SHT_REL": SHT_REL,
+            "SHT_NOBITS": SHT_NOBITS}.get(header["sh_type"], -1)
 
 
 def _read_symbols(elf, sections):
@@ -185,6 +193,9 @@ def _read_symbols(elf, sections):
     section = elf.get_section(symtab[0].index)
     if symtab[0].link >= len(sections):
         raise ElfError(f"string table index {symtab[0].link} is out of range",
+                       symtab[0].name)
+    if sections[symtab[0].link].type != SHT_STRTAB:
+        raise ElfError(f"the symbol names' section ({symtab[0].link}) is not a string table",
                        symtab[0].name)
     symbols = []
     for index, sym in enumerate(section.iter_symbols()):

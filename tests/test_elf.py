@@ -4,6 +4,7 @@ Pure tests check the specs; bad-input tests damage the objects byte by byte; ker
 every object into the running kernel; oracle tests compare with llvm-objdump and bpftool.
 """
 
+import io
 import json
 import os
 import struct
@@ -192,12 +193,16 @@ def test_bytes_and_paths_give_the_same_spec():
 
 # -- bad input ------------------------------------------------------------------------------
 
+def section_index(data, name):
+    """The index of section ``name`` in an object's bytes."""
+    f = ELFFile(io.BytesIO(bytes(data)))
+    return next(i for i in range(f.num_sections()) if f.get_section(i).name == name)
+
+
 def section_header(data, name):
     """(section header offset, section header) of section ``name`` in an object's bytes."""
-    import io
-
     f = ELFFile(io.BytesIO(bytes(data)))
-    index = next(i for i in range(f.num_sections()) if f.get_section(i).name == name)
+    index = section_index(data, name)
     return f["e_shoff"] + index * f["e_shentsize"], f.get_section(index)
 
 
@@ -233,6 +238,24 @@ def test_symbol_with_a_bad_section_index():
     data[sym + 6:sym + 8] = (500).to_bytes(2, "little")
     err = load_error(data)
     assert "symbol 3 ('calls') is in section 500" in str(err) and err.section == ".symtab"
+
+
+@pytest.mark.parametrize("target", [None, "xdp"])  # the null section; a section of code
+def test_symbol_names_not_in_a_string_table(target):
+    data = raw("globals.o")
+    offset, _ = section_header(data, ".symtab")
+    index = 0 if target is None else section_index(data, target)
+    data[offset + 40:offset + 44] = index.to_bytes(4, "little")  # sh_link
+    err = load_error(data)  # pyelftools 0.33 says it while reading; 0.29 leaves it to us
+    assert "not a string table" in str(err) or "expected SHT_STRTAB" in str(err)
+
+
+def test_section_linking_past_the_section_table():
+    data = raw("globals.o")
+    offset, _ = section_header(data, ".symtab")
+    data[offset + 40:offset + 44] = (700).to_bytes(4, "little")  # sh_link
+    err = load_error(data)  # pyelftools 0.29 would fail inside with a TypeError
+    assert "links to section 700" in str(err) and err.section == "section headers"
 
 
 def test_relocation_past_the_end_of_its_section():
