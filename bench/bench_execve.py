@@ -190,13 +190,17 @@ def _prog_ids():
 # --- storms -------------------------------------------------------------------------------
 
 
-def chain_storm(n, workdir):
-    """One process that re-execs itself n times (n + 1 execve calls in one PID)."""
+def chain_script(workdir):
+    """A script that re-execs itself ``$1`` times in one PID."""
     script = Path(workdir) / "chain.sh"
     script.write_text('#!/bin/sh\nif [ "$1" -gt 0 ]; then exec "$0" $(($1 - 1)); fi\n')
     script.chmod(0o755)
-    proc = subprocess.run([str(script), str(n)], check=True)
-    return proc
+    return script
+
+
+def chain_storm(n, workdir):
+    """One process that re-execs itself n times (n + 1 execve calls in one PID)."""
+    subprocess.run([str(chain_script(workdir)), str(n)], check=True)
 
 
 def fork_storm(n):
@@ -294,10 +298,7 @@ def exactness(n, workdir):
     """Run a chain storm of n execs under a fresh tracker: was every exec counted?"""
     design = Loaded(execve_bpf.collection_spec())
     try:
-        script = Path(workdir) / "chain.sh"
-        script.write_text('#!/bin/sh\nif [ "$1" -gt 0 ]; then exec "$0" $(($1 - 1)); fi\n')
-        script.chmod(0o755)
-        proc = subprocess.Popen([str(script), str(n - 1)])
+        proc = subprocess.Popen([str(chain_script(workdir)), str(n - 1)])
         proc.wait()
         counts = dict(design.collection.maps["exec_count"].items())
         return counts.get(proc.pid, 0)
