@@ -58,9 +58,9 @@ def table_lines(counts, names):
     return lines
 
 
-def emit(lines, stream=None):
-    """Write ``lines`` as timestamped log lines and flush, so ``| grep`` sees them at once."""
-    stream = stream or sys.stdout
+def emit(lines):
+    """Write ``lines`` to stdout as timestamped log lines and flush, so ``| grep`` sees them
+    at once."""
     now = time.time()
-    stream.write("".join(log_line(line, now) + "\n" for line in lines))
-    stream.flush()
+    sys.stdout.write("".join(log_line(line, now) + "\n" for line in lines))
+    sys.stdout.flush()
