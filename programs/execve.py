@@ -10,20 +10,26 @@ the program each process runs (map ``process_names``) and prints both every inte
 The eBPF programs themselves are in :mod:`programs.execve_bpf` (reference C: bpf/program.c).
 """
 
-import argparse
 import os
-import select
 import signal
 import sys
-import time
 
-from pybpf import BPFError, VerifierError
-from pybpf.argtypes import positive_int, positive_seconds
-from pybpf.attach import attach
-from pybpf.collection import Collection
+if __name__ == "__main__":
+    # Ctrl+C before the tracker's own handlers take over (during the imports below) exits
+    # quietly: nothing is loaded yet, so there is nothing to clean up and no traceback to show.
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(128 + signum))
 
-from . import execve_bpf
-from .output import emit, table_lines
+import argparse  # noqa: E402 - after the handler, so an early Ctrl+C is quiet too
+import time  # noqa: E402
+
+from pybpf import BPFError, VerifierError  # noqa: E402
+from pybpf.argtypes import positive_int, positive_seconds  # noqa: E402
+from pybpf.attach import attach_all  # noqa: E402
+from pybpf.collection import Collection  # noqa: E402
+from pybpf.signals import StopSignal  # noqa: E402
+
+from . import execve_bpf  # noqa: E402
+from .output import emit, table_lines  # noqa: E402
 
 PROG = "programs.execve"
 
@@ -38,8 +44,7 @@ class Tracker:
         self.collection = Collection(execve_bpf.collection_spec(max_pids), log_level=log_level)
         self.links = []
         try:
-            for program in self.collection.programs.values():
-                self.links.append(attach(program, program.spec.section))
+            self.links = attach_all(self.collection.programs)
         except BaseException:
             self.close()
             raise
@@ -89,7 +94,7 @@ class Tracker:
         """Print one table, then forget the processes that have exited since."""
         counts, names, dropped = self.snapshot()
         lines = table_lines(counts, names)
-        if dropped:
+        if dropped > self.dropped_reported:
             lines.insert(0, (
                 f"WARNING: {dropped - self.dropped_reported} executions were not counted "
                 f"since the last report ({dropped} since start): the maps are full "
@@ -179,44 +184,9 @@ def dump(max_pids):
         print()
 
 
-class _Stop:
-    """Turns SIGINT and SIGTERM into a flag and a wake-up of :meth:`sleep`.
-
-    Python runs a signal handler between two bytecodes: a signal that arrives just before
-    select() starts would be handled only when select() times out, an interval later. So the
-    pipe select() watches is the interpreter's wakeup fd, written by its C-level handler at
-    once.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-        self._previous_wakeup = signal.set_wakeup_fd(self._write)
-        self._previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def sleep(self, seconds):
-        """Wait ``seconds`` or until a stop signal arrives."""
-        if seconds > 0 and not self.requested:
-            select.select([self._read], [], [], seconds)
-
-    def restore(self):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        signal.set_wakeup_fd(self._previous_wakeup)
-        os.close(self._read)
-        os.close(self._write)
-
-
 def run(args):
     """Load, attach, report every interval until stopped, report once more, detach."""
-    stop = _Stop()
-    try:
+    with StopSignal() as stop:
         with Tracker(args.max_pids, log_level=2 if args.verifier_log else 0) as tracker:
             if args.verifier_log:
                 for name, log in tracker.verifier_logs().items():
@@ -235,20 +205,33 @@ def run(args):
                 if deadline < time.monotonic():  # the machine stalled: don't catch up
                     deadline = time.monotonic() + args.interval
             tracker.report()
-    finally:
-        stop.restore()
     return 0
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        print(f"{PROG}: standard output is closed; nothing to print the reports to",
+              file=sys.stderr)
+        return 1
     try:
         return _main(args)
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): exit quietly like other Unix tools
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 0
+    except OSError as err:  # stdout full (/dev/full), or another write failure
+        _silence_stdout()
+        print(f"{PROG}: cannot write to standard output: {err.strerror or err}",
+              file=sys.stderr)
+        return 1
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _main(args):

@@ -11,21 +11,34 @@ def log_line(message, now=None):
     return f"{stamp} {message}"
 
 
+# Characters that print as nothing, or as blank space, though Unicode calls them letters.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+# Unicode categories that do not print as a visible character of their own: format and
+# bidi controls (Cf), line/paragraph separators and non-ASCII spaces (Zl, Zp, Zs), and
+# combining marks (Mn, Mc, Me), which draw over the character before them (U+0336 strikes
+# through the ", " before a name).
+_UNSAFE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Zs", "Mn", "Mc", "Me"})
+FIELD_SEPARATOR = ", "  # between the fields of a table line: escaped inside a name
+
+
 def _is_safe(char):
-    """True for a character that prints as itself: no control, format (bidi) or separator."""
+    """True for a character that prints as itself, visibly, on its own."""
     if char == "\\":
         return False
     if char.isascii():
         return char.isprintable()
-    return char.isprintable() and unicodedata.category(char) not in ("Cf", "Zl", "Zp")
+    return (char.isprintable() and char not in _INVISIBLE_LETTERS
+            and unicodedata.category(char) not in _UNSAFE_CATEGORIES)
 
 
 def safe_name(raw):
-    """A process name as text that cannot change the terminal.
+    """A process name as text that cannot change the terminal or fake a table field.
 
     ``raw`` is the comm bytes from the kernel, cut at the first NUL. Printable UTF-8 is kept;
-    control characters, bidi controls, backslashes and bytes that are not UTF-8 become
-    ``\\xNN`` escapes (``\\\\`` for a backslash), so ``\\x1b[2J`` is shown, not obeyed.
+    control characters, bidi controls, invisible and combining characters, backslashes and
+    bytes that are not UTF-8 become ``\\xNN`` escapes (``\\\\`` for a backslash), so
+    ``\\x1b[2J`` is shown, not obeyed. The field separator ``", "`` becomes ``\\x2c `` so that
+    a process named ``, Executions: 9`` cannot add a field to its line.
     """
     raw = bytes(raw).split(b"\0", 1)[0]
     text = raw.decode("utf-8", errors="surrogateescape")
@@ -40,7 +53,7 @@ def safe_name(raw):
             out.append("\\\\")
         else:
             out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
-    return "".join(out)
+    return "".join(out).replace(FIELD_SEPARATOR, "\\x2c ")
 
 
 def table_lines(counts, names):
@@ -53,7 +66,8 @@ def table_lines(counts, names):
     lines = [f"Tracked {len(rows)} processes:"]
     for pid, count in rows:
         name = safe_name(names.get(pid, b""))
-        lines.append(f"PID: {pid}, Name: {name}, Executions: {count}")
+        lines.append(f"PID: {pid}{FIELD_SEPARATOR}Name: {name}{FIELD_SEPARATOR}"
+                     f"Executions: {count}")
     lines.append("---")
     return lines
 

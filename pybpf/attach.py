@@ -10,9 +10,8 @@ closing it detaches the program.
 """
 
 import errno
-import os
 
-from . import syscalls
+from . import features, syscalls
 from .abi import (
     PERF_EVENT_IOC_ENABLE,
     PERF_EVENT_IOC_SET_BPF,
@@ -20,119 +19,50 @@ from .abi import (
     AttachType,
     ProgType,
 )
-from .errors import AttachError, ElfError, SyscallError, TracefsError, UsageError
-from .sections import SECTIONS, section_program_type
-
-TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-MOUNT_HINT = "mount -t tracefs nodev /sys/kernel/tracing"
-
-_tracefs = {}
+from .errors import AttachError, BPFError, SyscallError
+from .fd import FD, KernelObject
+from .perf import perf_event_ioctl, perf_event_open
+from .sections import known_sections, section_program_type
+from .tracefs import tracepoint_id
 
 
-def tracefs_path():
-    """Where tracefs is mounted; mounts it at /sys/kernel/tracing when root and it is absent."""
-    if "path" not in _tracefs:
-        _tracefs["path"] = _find_tracefs() or _mount_tracefs()
-    return _tracefs["path"]
-
-
-def _find_tracefs():
-    """The first of TRACEFS_PATHS that has an ``events`` directory, else None."""
-    for path in TRACEFS_PATHS:
-        if os.path.isdir(os.path.join(path, "events")):
-            return path
-    return None
-
-
-def _mount_tracefs():
-    """Mount tracefs (root only), or TracefsError saying how to do it."""
-    if os.geteuid() != 0:
-        raise TracefsError(f"tracefs is not mounted (no events/ in {' or '.join(TRACEFS_PATHS)})"
-                           f"; mount it as root: sudo {MOUNT_HINT}")
-    import subprocess  # only here: importing it costs milliseconds of every tracker's start
-
-    try:
-        result = subprocess.run(MOUNT_HINT.split(), capture_output=True, text=True)
-    except OSError as exc:  # no mount(8) on this system
-        raise TracefsError(f"tracefs is not mounted and the mount command could not run "
-                           f"({exc.strerror}); install mount (util-linux) and run: "
-                           f"{MOUNT_HINT}") from None
-    if result.returncode != 0 or _find_tracefs() is None:
-        raise TracefsError(f"tracefs is not mounted and `{MOUNT_HINT}` failed: "
-                           f"{result.stderr.strip() or 'no events/ directory after mounting'}")
-    return TRACEFS_PATHS[0]
-
-
-def tracepoint_id(category, name):
-    """The id tracefs gives tracepoint ``category/name`` (the perf event ``config``)."""
-    events = os.path.join(tracefs_path(), "events")
-    path = os.path.join(events, category, name, "id")
-    try:
-        with open(path) as f:
-            return int(f.read())
-    except FileNotFoundError:
-        listing = os.path.join(events, category)
-        if not os.path.isdir(listing):
-            listing = events
-        raise AttachError(f"unknown tracepoint {category}/{name} (no {path}); see the known "
-                          f"ones with `ls {listing}`") from None
-    except PermissionError:
-        raise AttachError(f"cannot read tracepoint {category}/{name}'s id: {path} is "
-                          f"readable by root only; run as root (e.g. with sudo)") from None
-
-
-class Link:
+class Link(KernelObject):
     """An attachment of a program to a hook; owns its fds and detaches on :meth:`close`.
 
     ``link_fd`` is the bpf_link (None on the ioctl path of kernels < 5.15); ``perf_fd`` the
-    perf event a tracepoint program is attached to (None for raw tracepoints).
+    perf event a tracepoint program is attached to (None for raw tracepoints). :attr:`fd` is
+    the bpf_link's, or the perf event's when there is no bpf_link.
     """
 
     def __init__(self, description, link_fd=None, perf_fd=None):
         self.description = description
-        self._link_fd = link_fd
-        self._perf_fd = perf_fd
-
-    @property
-    def fd(self):
-        """The bpf_link's fd (or the perf event's when there is no bpf_link); UsageError once
-        closed."""
-        fd = self._link_fd if self._link_fd is not None else self._perf_fd
-        if fd is None:
-            raise UsageError(f"link {self.description} is closed")
-        return fd
+        what = f"link {description}"
+        self._link = FD(link_fd, what) if link_fd is not None else None
+        self._perf = FD(perf_fd, f"perf event of {description}") if perf_fd is not None else None
+        self._fd = self._link or self._perf
 
     @property
     def id(self):
         """The kernel's id of the bpf_link (``bpftool link show id N``), None without one."""
-        if self._link_fd is None:
+        if self._link is None:
             return None
-        return syscalls.obj_get_info_by_fd(self._link_fd, "link")["id"]
+        return syscalls.obj_get_info_by_fd(self._link.fileno(), "link")["id"]
 
     def pin(self, path):
         """Pin the bpf_link at ``path`` (bpffs) so the program stays attached after exit."""
-        if self._link_fd is None:
+        if self._link is None:
             raise AttachError(f"{self.description}: only a bpf_link can be pinned (this one "
                               f"was attached with an ioctl; kernels >= 5.15 make links)")
-        syscalls.obj_pin(self._link_fd, path)
+        syscalls.obj_pin(self._link.fileno(), path)
 
     def close(self):
         """Detach: close the link and perf event fds. Safe to call twice."""
-        for attr in ("_link_fd", "_perf_fd"):
-            fd = getattr(self, attr)
-            if fd is not None:
-                setattr(self, attr, None)
-                os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        for owned in (self._link, self._perf):
+            if owned is not None:
+                owned.close()
 
     def __repr__(self):
-        state = "closed" if self._link_fd is None and self._perf_fd is None else "attached"
-        return f"<Link {self.description} {state}>"
+        return f"<Link {self.description} {'closed' if self.closed else 'attached'}>"
 
 
 def _check_type(prog, allowed, hook):
@@ -146,46 +76,24 @@ def _check_type(prog, allowed, hook):
 def attach_tracepoint(prog, category, name, cookie=0):
     """Attach a TRACEPOINT program to ``category/name`` (e.g. syscalls, sys_enter_execve)."""
     _check_type(prog, (ProgType.TRACEPOINT,), "a tracepoint")
-    perf_fd = syscalls.perf_event_open(PERF_TYPE_TRACEPOINT, tracepoint_id(category, name))
+    perf = FD(perf_event_open(PERF_TYPE_TRACEPOINT, tracepoint_id(category, name)),
+              f"perf event of tracepoint/{category}/{name}")
     try:
-        link_fd = _attach_perf_event(prog, perf_fd, cookie)
+        link_fd = _attach_perf_event(prog, perf.fileno(), cookie)
     except BaseException:
-        os.close(perf_fd)
+        perf.close()
         raise
-    return Link(f"tracepoint/{category}/{name}", link_fd=link_fd, perf_fd=perf_fd)
-
-
-_perf_link = {}  # "supported": whether BPF_LINK_CREATE takes perf events here (probed once)
-
-
-def perf_link_supported(prog):
-    """Whether this kernel makes bpf_links for perf events (Linux >= 5.15), asked once.
-
-    libbpf's probe: ``BPF_LINK_CREATE`` with attach type ``BPF_PERF_EVENT`` and target fd -1.
-    A kernel that knows the attach type gets as far as looking the perf event up and fails
-    with EBADF; an older one refuses the attach type with EINVAL.
-    """
-    if "supported" not in _perf_link:
-        try:
-            no_fd = 0xFFFFFFFF  # -1 as the attr's u32
-            os.close(syscalls.link_create(prog.fd, no_fd, AttachType.PERF_EVENT))
-            supported = True  # not expected: fd -1 is never a perf event
-        except SyscallError as exc:
-            if exc.errno not in (errno.EBADF, errno.EINVAL):
-                raise
-            supported = exc.errno == errno.EBADF
-        _perf_link["supported"] = supported
-    return _perf_link["supported"]
+    return Link(f"tracepoint/{category}/{name}", link_fd=link_fd, perf_fd=perf.release())
 
 
 def _attach_perf_event(prog, perf_fd, cookie):
     """A bpf_link for prog on the perf event (>= 5.15), else None after the ioctl fallback."""
-    if perf_link_supported(prog):
+    if features.have("perf_link"):
         return syscalls.link_create(prog.fd, perf_fd, AttachType.PERF_EVENT, bpf_cookie=cookie)
     if cookie:
-        raise AttachError("bpf cookies need BPF_LINK_CREATE for perf events (kernel >= 5.15)")
-    syscalls.perf_event_ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog.fd)
-    syscalls.perf_event_ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0)
+        raise AttachError(features.missing("perf_link", what="bpf cookies"))
+    perf_event_ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog.fd)
+    perf_event_ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0)
     return None
 
 
@@ -193,6 +101,8 @@ def attach_raw_tracepoint(prog, name):
     """Attach a RAW_TRACEPOINT program to the raw tracepoint ``name`` (e.g. sys_enter)."""
     _check_type(prog, (ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE),
                 "a raw tracepoint")
+    if not name or "\0" in name:
+        raise AttachError(f"invalid raw tracepoint name {name!r}")
     try:
         link_fd = syscalls.raw_tracepoint_open(name, prog.fd)
     except SyscallError as exc:
@@ -218,14 +128,11 @@ def attach(prog, section=None):
     as the ELF loader reads it.
     """
     section = section if section is not None else prog.spec.section
-    try:
-        prog_type, _, target = section_program_type(section)
-    except ElfError:
-        prog_type, target = None, ""
+    kind = section_program_type(section)
+    prog_type, target = (kind[0], kind[2]) if kind else (None, "")
     if prog_type not in _ATTACHABLE:
-        known = ", ".join(f"{name}/..." for name, kind, _, _ in SECTIONS if kind in _ATTACHABLE)
         raise AttachError(f"cannot attach section {section!r} automatically; supported: "
-                          f"{known}")
+                          f"{known_sections(_ATTACHABLE)}")
     attach_to, parts = _ATTACHABLE[prog_type]
     pieces = target.split("/") if target else []
     if len(pieces) != parts or not all(pieces):
@@ -233,3 +140,26 @@ def attach(prog, section=None):
         shape = "<category>/<name>" if parts == 2 else "<name>"
         raise AttachError(f"section {section!r} should be {kind}/{shape}")
     return attach_to(prog, *pieces)
+
+
+def attach_all(programs, failures=None):
+    """Attach every program of ``programs`` (a dict by name) by its section; the links.
+
+    Without ``failures`` the first program that cannot be attached closes the links made so
+    far and raises. With a list, each failure is appended to it as ``(name, error)`` and the
+    others are attached.
+    """
+    links = []
+    try:
+        for name, program in programs.items():
+            try:
+                links.append(attach(program))
+            except BPFError as exc:
+                if failures is None:
+                    raise
+                failures.append((name, exc))
+    except BaseException:
+        for link in links:
+            link.close()
+        raise
+    return links

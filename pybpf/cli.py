@@ -86,77 +86,35 @@ def run_object(source, *, pin=None, interval=None, out=None):
     and links are pinned there and stay after exit; otherwise everything is detached.
     A signal during loading or attaching ends the run once that step is done, cleanly.
     """
-    from pybpf.attach import attach
+    from pybpf.attach import attach_all
     from pybpf.collection import Collection
     from pybpf.elf import load_spec
+    from pybpf.signals import StopSignal
 
     out = out or sys.stdout
-    stop = _Stop()
-    try:
-        with Collection(load_spec(source)) as coll:
-            links = []
-            try:
-                for name, program in coll.programs.items():
-                    if stop.requested:
-                        break
-                    try:
-                        links.append(attach(program, program.spec.section))
-                        print(f"attached {name} ({program.spec.section})", file=out)
-                    except BPFError as exc:
-                        print(f"loaded {name} but did not attach it: {exc}", file=out)
-                if pin and not stop.requested:
-                    _pin_all(pin, coll, links, out)
-                while not stop.requested:
-                    stop.sleep(interval)
-                    if interval and not stop.requested:
-                        print_maps(coll.maps, out)
-                print_maps(coll.maps, out)
-            finally:
-                for link in links:
-                    link.close()
-    finally:
-        stop.restore()
+    with StopSignal() as stop, Collection(load_spec(source)) as coll:
+        failures = []
+        links = [] if stop.requested else attach_all(coll.programs, failures)
+        try:
+            failed = dict(failures)
+            for name, program in coll.programs.items():
+                if not links and not failures:
+                    break  # stopped before attaching
+                if name in failed:
+                    print(f"loaded {name} but did not attach it: {failed[name]}", file=out)
+                else:
+                    print(f"attached {name} ({program.spec.section})", file=out)
+            if pin and not stop.requested:
+                _pin_all(pin, coll, links, out)
+            while not stop.requested:
+                stop.sleep(interval)
+                if interval and not stop.requested:
+                    print_maps(coll.maps, out)
+            print_maps(coll.maps, out)
+        finally:
+            for link in links:
+                link.close()
     return 0
-
-
-class _Stop:
-    """SIGINT and SIGTERM as a flag that ends ``load``, and a wake-up of :meth:`sleep`.
-
-    A handler raising KeyboardInterrupt would strike between any two bytecodes: in the middle
-    of loading, attaching, printing or cleaning up. A flag is only looked at where stopping
-    is safe. Python runs its handlers between bytecodes, so a signal landing just before
-    select() would wait out the timeout: the pipe select() watches is the interpreter's
-    wakeup fd, which its C-level handler writes at once. :meth:`restore` puts back the
-    previous handlers.
-    """
-
-    def __init__(self):
-        import signal  # only ``load`` needs these
-
-        self._signal = signal
-        self.requested = False
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-        self._previous_wakeup = signal.set_wakeup_fd(self._write)
-        self._previous = {signum: signal.signal(signum, self._handle)
-                          for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def sleep(self, seconds=None):
-        """Wait ``seconds`` (None: for ever) or until a stop signal arrives."""
-        import select
-
-        if not self.requested and select.select([self._read], [], [], seconds)[0]:
-            os.read(self._read, 512)  # the signal numbers the wakeup fd got
-
-    def restore(self):
-        for signum, handler in self._previous.items():
-            self._signal.signal(signum, handler)
-        self._signal.set_wakeup_fd(self._previous_wakeup)
-        os.close(self._read)
-        os.close(self._write)
 
 
 def _pin_all(directory, coll, links, out):
@@ -191,9 +149,13 @@ def _shown(value):
 
 
 def _plain(value):
-    """construct Containers and lists as plain dicts and lists, bytes as hex, for printing."""
+    """construct Containers and lists as plain dicts and lists, bytes as hex, for printing.
+
+    construct keeps the stream a value was parsed from under the key ``_io``; that one is
+    dropped, while struct members and globals whose names start with ``_`` are kept.
+    """
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+        return {k: _plain(v) for k, v in value.items() if k != "_io"}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, (bytes, bytearray)):

@@ -15,8 +15,10 @@ pin; remove the file to free the map.
 
 import os
 
-from . import syscalls
+from . import features, syscalls, verifier
 from .errors import BTFError, NotSupportedError, SyscallError, UsageError
+from .fd import FD
+from .host import BPFFS
 from .maps import Map
 from .program import Program
 from .spec import CollectionSpec
@@ -28,18 +30,18 @@ class Collection:
     ``pin_path`` is the bpffs directory of the maps pinned by name (libbpf's default too).
     """
 
-    def __init__(self, spec: CollectionSpec, *, log_level=0, pin_path=syscalls.BPFFS):
+    def __init__(self, spec: CollectionSpec, *, log_level=0, pin_path=BPFFS):
         self.spec = spec
         self.maps = {}
         self.programs = {}
-        self.btf_fd = None
+        self._btf = None
         try:
-            self.btf_fd = load_btf(spec.btf) if spec.btf else None
+            self._btf = FD(load_btf(spec.btf), "the object's BTF") if spec.btf else None
             for name, map_spec in spec.maps.items():
                 self.maps[name] = self._map(map_spec, pin_path)
             for name, prog_spec in spec.programs.items():
                 self.programs[name] = Program(prog_spec, self.maps, log_level=log_level,
-                                              btf_fd=self.btf_fd or 0)
+                                              btf_fd=self.btf_fd)
         except BaseException:
             self.close()
             raise
@@ -68,18 +70,22 @@ class Collection:
             raise
         return m
 
+    @property
+    def btf_fd(self):
+        """The fd of the object's BTF in the kernel, 0 when it has none."""
+        return self._btf.fileno() if self._btf is not None else 0
+
     def _btf_for(self, map_spec):
         """The BTF fd for a map whose key/value types are described in it, else 0."""
         described = map_spec.btf_key_type_id or map_spec.btf_value_type_id
-        return self.btf_fd if described and self.btf_fd else 0
+        return self.btf_fd if described else 0
 
     def close(self):
         """Close every program, map and the BTF object (safe to call twice)."""
         for obj in list(self.programs.values()) + list(self.maps.values()):
             obj.close()
-        if self.btf_fd is not None:
-            fd, self.btf_fd = self.btf_fd, None
-            os.close(fd)
+        if self._btf is not None:
+            self._btf.close()
 
     def __enter__(self):
         return self
@@ -107,6 +113,7 @@ def _check_reusable(pinned, declared, path):
 
 def load_btf(btf):
     """``BPF_BTF_LOAD`` for raw BTF bytes; on rejection, BTFError with the kernel's reason."""
+    features.ensure_memlock()
     try:
         return syscalls.btf_load(btf)[0]
     except SyscallError:
@@ -114,6 +121,6 @@ def load_btf(btf):
     try:
         return syscalls.btf_load(btf, log_level=1, log_size=syscalls.LOG_SIZE)[0]
     except SyscallError as exc:
-        reason = syscalls.log_summary(getattr(exc, "log", "")) or str(exc)
+        reason = verifier.summary(exc.log) or str(exc)
         raise BTFError(f"the kernel rejected the object's BTF: {reason}", section=".BTF"
                        ) from exc

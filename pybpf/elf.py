@@ -44,9 +44,8 @@ from .abi import MapFlags, MapType
 from .asm import Instruction, opcodes as oc
 from .btf import BTF, BTFExt, Kind
 from .errors import BTFError, DecodeError, ElfError
-from .sections import section_program_type
-from .spec import CollectionSpec, MapSpec, ProgramSpec
-from .syscalls import object_name
+from .sections import known_sections, section_program_type
+from .spec import CollectionSpec, MapSpec, ProgramSpec, object_name
 
 EM_NONE, EM_BPF = 0, 247
 SHT_NOBITS, SHT_SYMTAB, SHT_STRTAB, SHT_REL = 8, 2, 3, 9
@@ -404,7 +403,7 @@ class ElfObject:
             if not section.executable or not section.size:
                 continue
             if section.name != ".text":
-                section_program_type(section.name)  # unknown names fail early
+                _program_section(section.name)  # unknown names fail early
             decoded = decode_section(section)
             symbols = self.elf.symbols_in(section, ("STT_FUNC",))
             if not symbols:
@@ -415,7 +414,7 @@ class ElfObject:
 
     def _program(self, entry: Function) -> ProgramSpec:
         """The entry function, then every function it calls (transitively), linked by label."""
-        prog_type, attach_type, target = section_program_type(entry.section.name)
+        prog_type, attach_type, target = _program_section(entry.section.name)
         linker = _Linker(self, entry)
         return ProgramSpec(
             name=entry.name, type=prog_type, insns=linker.insns, license=self.license,
@@ -437,6 +436,15 @@ class ElfObject:
             raise ElfError(f"call or function reference to {target}+{offset:#x}, where no "
                            "function starts", where, at)
         return function
+
+
+def _program_section(name):
+    """``section_program_type(name)``; ElfError listing libbpf's names for an unknown one."""
+    kind = section_program_type(name)
+    if kind is None:
+        raise ElfError(f"unknown program section name {name!r}; known names (libbpf's "
+                       f"conventions): {known_sections()}", name)
+    return kind
 
 
 def _is_data_section(section):

@@ -49,7 +49,14 @@ class UsageError(BPFError, ValueError):
 
 
 class SyscallError(BPFError, OSError):
-    """A bpf() or perf_event_open() call failed; ``errno`` and the command are kept."""
+    """A bpf() or perf_event_open() call failed; ``errno`` and the command are kept.
+
+    ``log`` is the kernel's log of a command that writes one (BPF_PROG_LOAD, BPF_BTF_LOAD)
+    and ``log_true_size`` the size the kernel wanted for it (0 before Linux 6.4).
+    """
+
+    log = ""
+    log_true_size = 0
 
     def __init__(self, err, command, message=None):
         self.command = command

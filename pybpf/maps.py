@@ -13,8 +13,7 @@ are fixed-size byte strings (``key_size``, ``value_size``) and it holds at most
   per possible CPU so programs update them without atomics; user space reads and writes all of
   them at once, each padded to 8 bytes. Here such a value is a list, one item per CPU.
 - a **ring buffer** (``RINGBUF``) has no keys at all, so dict operations on it raise
-  :class:`~pybpf.errors.UsageError`. It can be created (for programs to write records to);
-  reading it from Python is not implemented yet.
+  :class:`~pybpf.errors.UsageError`; its records are read through :mod:`pybpf.ringbuf`.
 
 User space walks a map one key at a time (``BPF_MAP_GET_NEXT_KEY`` then
 ``BPF_MAP_LOOKUP_ELEM``: two system calls per element) or, since Linux 5.6, many elements per
@@ -42,9 +41,11 @@ import struct
 from collections.abc import ItemsView, MutableMapping, ValuesView
 from contextlib import ExitStack, suppress
 
-from . import syscalls
+from . import errnos, features, syscalls
 from .abi import Cmd, MapType, UpdateFlags
-from .errors import KeyExistsError, MapError, MapFullError, MapKeyError, SyscallError, UsageError
+from .errors import MapError, MapKeyError, SyscallError, UsageError
+from .fd import FD, KernelObject
+from .host import possible_cpus
 from .spec import MapSpec
 
 DEFAULT_CHUNK = 16384  # elements asked for per batch system call
@@ -54,8 +55,7 @@ PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
 ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 KEYLESS_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.QUEUE,
                            MapType.STACK, MapType.BLOOM_FILTER})
-
-_batch_support = {}  # (batch command, map type) -> does this kernel run it? Probed once.
+_REOPEN = "open it again (Map.from_pinned / Map.from_id) to use it"
 
 
 def _map_type(value):
@@ -115,9 +115,13 @@ class _BytesCodec:
 
     def encode(self, obj):
         """``obj`` padded to ``stride`` bytes; UsageError saying what to pass if it is wrong."""
-        if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) == self.size:
-            return bytes(obj).ljust(self.stride, b"\0")
-        got = f"{len(obj)} bytes" if isinstance(obj, (bytes, bytearray)) else type(obj).__name__
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            data = bytes(obj)  # a memoryview's len() counts items, not bytes
+            if len(data) == self.size:
+                return data.ljust(self.stride, b"\0")
+            got = f"{len(data)} bytes"
+        else:
+            got = type(obj).__name__
         hint = ""
         if isinstance(obj, int):
             hint = f"; pass ({obj}).to_bytes({self.size}, 'little')"
@@ -213,7 +217,7 @@ class _ValuesView(ValuesView):
         return (value for _, value in self._mapping._iter_items())
 
 
-class Map(MutableMapping):
+class Map(KernelObject, MutableMapping):
     """A BPF map owned through its file descriptor, used like a dict.
 
     ``len(m)`` walks the whole map (the kernel keeps no count). Iteration tolerates elements
@@ -225,34 +229,35 @@ class Map(MutableMapping):
 
     def __init__(self, spec: MapSpec, *, btf_fd: int = 0):
         self._bind(spec)
-        self._fd = self._create(spec, btf_fd)
+        self._fd = FD(self._create(spec, btf_fd), f"map {spec.name!r}", _REOPEN)
         self._fill(spec)
 
     # --- construction -------------------------------------------------------------------
 
     @classmethod
     def create(cls, type, key_size, value_size, max_entries, *, flags=0, name="",
-               key_type=None, value_type=None):
+               key_type=None, value_type=None) -> "Map":
         """Create a new map (``BPF_MAP_CREATE``) from its parameters."""
-        return cls(MapSpec(name=name, type=MapType(type), key_size=key_size,
+        return cls(MapSpec(name=name, type=_map_type(type), key_size=key_size,
                            value_size=value_size, max_entries=max_entries, flags=flags,
                            key_type=key_type, value_type=value_type))
 
     @classmethod
-    def from_pinned(cls, path, *, key_type=None, value_type=None):
+    def from_pinned(cls, path, *, key_type=None, value_type=None) -> "Map":
         """Open the map pinned at ``path`` on a bpf file system (``BPF_OBJ_GET``)."""
         m = cls._from_fd(syscalls.obj_get(path), key_type, value_type)
         m._pinned = path
         return m
 
     @classmethod
-    def from_id(cls, map_id, *, key_type=None, value_type=None):
+    def from_id(cls, map_id, *, key_type=None, value_type=None) -> "Map":
         """Open an existing map by its kernel id (as listed by ``bpftool map``)."""
         return cls._from_fd(syscalls.map_get_fd_by_id(map_id), key_type, value_type)
 
     @classmethod
     def _from_fd(cls, fd, key_type, value_type):
         """Wrap a map fd we now own, describing it with ``BPF_OBJ_GET_INFO_BY_FD``."""
+        owned = FD(fd, "map", _REOPEN)
         try:
             info = syscalls.obj_get_info_by_fd(fd, "map")
             spec = MapSpec(name=info["name"], type=_map_type(info["type"]),
@@ -263,17 +268,18 @@ class Map(MutableMapping):
             m = cls.__new__(cls)
             m._bind(spec)
         except BaseException:
-            os.close(fd)
+            owned.close()
             raise
-        m._fd = fd
+        owned.what = f"map {spec.name!r}"
+        m._fd = owned
         return m
 
     def _bind(self, spec):
         """Remember ``spec`` and compile its key/value codecs (checking the sizes up front)."""
-        self._fd, self._pinned = -1, None
+        self._pinned = None
         self.spec = spec
         self.type = _map_type(spec.type)
-        self._ncpus = syscalls.possible_cpus() if self.type in PERCPU_TYPES else 1
+        self._ncpus = possible_cpus() if self.type in PERCPU_TYPES else 1
         stride = _round_up8(spec.value_size) if self.type in PERCPU_TYPES else spec.value_size
         self._keys = _codec("key", spec.key_type, spec.key_size, spec.key_size)
         self._values = _codec("value", spec.value_type, spec.value_size, stride)
@@ -282,6 +288,7 @@ class Map(MutableMapping):
     @staticmethod
     def _create(spec, btf_fd):
         """``BPF_MAP_CREATE``; a map of maps gets a temporary inner map as its template."""
+        features.ensure_memlock()
         with ExitStack() as stack:
             inner_fd = 0
             if spec.inner_map is not None:
@@ -306,14 +313,6 @@ class Map(MutableMapping):
 
     # --- attributes ---------------------------------------------------------------------
 
-    @property
-    def fd(self):
-        """The map's file descriptor; UsageError once the map is closed."""
-        if self._fd < 0:
-            raise UsageError(f"map {self.name!r} is closed; open it again "
-                             f"(Map.from_pinned / Map.from_id) to use it")
-        return self._fd
-
     name = property(lambda self: self.spec.name, doc="The map's name (at most 15 bytes).")
     key_size = property(lambda self: self.spec.key_size, doc="Bytes per key.")
     value_size = property(lambda self: self.spec.value_size, doc="Bytes per value (per CPU).")
@@ -330,7 +329,7 @@ class Map(MutableMapping):
         return syscalls.obj_get_info_by_fd(self.fd, "map")["id"]
 
     def __repr__(self):
-        state = "closed" if self._fd < 0 else f"fd={self._fd}"
+        state = "closed" if self.closed else f"fd={self.fd}"
         return (f"<Map {self.name!r} {self.type_name} key_size={self.key_size} "
                 f"value_size={self.value_size} max_entries={self.max_entries} {state}>")
 
@@ -360,26 +359,11 @@ class Map(MutableMapping):
         n = self._ncpus
         return [items[i:i + n] for i in range(0, len(items), n)]
 
-    def _error(self, exc, op, key=None):
-        """``exc`` re-raised as the MapError subclass its errno means, naming map and key
-        (``key`` None: one of the keys of a batch)."""
-        where = f"map {self.name!r}"
-        which = "one of the keys" if key is None else f"key {key!r}"
-        err = exc.errno
-        if err == errno.ENOENT or (err == errno.E2BIG and self.type in ARRAY_TYPES):
-            extra = f" (array indexes are 0..{self.max_entries - 1})" \
-                if self.type in ARRAY_TYPES else ""
-            return MapKeyError(err, op, f"{which} is not in {where}{extra}")
-        if err == errno.E2BIG:
-            return MapFullError(err, op, f"{where} is full ({self.max_entries} entries): delete "
-                                         f"some, or create it with a larger max_entries")
-        if err == errno.EEXIST:
-            return KeyExistsError(err, op, f"{which} is already in {where} "
-                                           f"(the update asked for NOEXIST)")
-        if err == errno.EPERM and op in ("BPF_MAP_UPDATE_ELEM", "BPF_MAP_UPDATE_BATCH"):
-            return MapError(err, op, f"{where} refused the update: it is frozen or read-only "
-                                     f"for user space (or you lack CAP_BPF)")
-        return exc
+    def _error(self, exc, cmd, key=errnos.Context.NO_KEY):
+        """``exc`` as the exception its errno means for this map: :func:`pybpf.errnos.error`
+        with the map's name, type and size, and ``key`` (None: one of the keys of a batch)."""
+        context = errnos.Context(f"map {self.name!r}", key, self.type, self.max_entries)
+        return errnos.error(cmd, exc.errno, context=context)
 
     # --- single elements ------------------------------------------------------------------
 
@@ -408,14 +392,14 @@ class Map(MutableMapping):
         try:
             syscalls.map_update_elem(fd, raw_key, raw_value, flags)
         except SyscallError as exc:
-            raise self._error(exc, "BPF_MAP_UPDATE_ELEM", key) from None
+            raise self._error(exc, Cmd.MAP_UPDATE_ELEM, key) from None
 
     def __delitem__(self, key):
         fd = self._deletable("delete")
         try:
             syscalls.map_delete_elem(fd, self._keys.encode(key))
         except SyscallError as exc:
-            raise self._error(exc, "BPF_MAP_DELETE_ELEM", key) from None
+            raise self._error(exc, Cmd.MAP_DELETE_ELEM, key) from None
 
     def __contains__(self, key):
         try:
@@ -428,20 +412,24 @@ class Map(MutableMapping):
         try:
             return syscalls.map_lookup_elem(self._keyed_fd("lookup"), raw_key, self._value_bytes)
         except SyscallError as exc:
-            raise self._error(exc, "BPF_MAP_LOOKUP_ELEM", key) from None
+            raise self._error(exc, Cmd.MAP_LOOKUP_ELEM, key) from None
 
     # --- iteration ------------------------------------------------------------------------
 
     def _raw_keys(self):
-        """Every key as bytes, by ``BPF_MAP_GET_NEXT_KEY``, at most ``max_entries`` steps."""
-        fd = self._keyed_fd("iterate")
+        """Every key as bytes, by ``BPF_MAP_GET_NEXT_KEY``, at most ``max_entries`` steps.
+
+        The fd is asked for at every step: a map closed during the walk raises UsageError
+        (its number may already name another map).
+        """
+        self._keyed_fd("iterate")
         key = None
         for _ in range(self.max_entries):
-            key = syscalls.map_get_next_key(fd, key, self.key_size)
+            key = syscalls.map_get_next_key(self.fd, key, self.key_size)
             if key is None:
                 return
             yield key
-        if syscalls.map_get_next_key(fd, key, self.key_size) is not None:
+        if syscalls.map_get_next_key(self.fd, key, self.key_size) is not None:
             raise MapError(errno.EAGAIN, "BPF_MAP_GET_NEXT_KEY",
                            f"iteration of map {self.name!r} aborted after {self.max_entries} "
                            f"steps: keys were deleted meanwhile and the walk restarted from the "
@@ -451,7 +439,7 @@ class Map(MutableMapping):
         """(key, value) bytes pairs; keys deleted between next-key and lookup are skipped."""
         for raw_key in self._raw_keys():
             try:
-                yield raw_key, syscalls.map_lookup_elem(self._fd, raw_key, self._value_bytes)
+                yield raw_key, syscalls.map_lookup_elem(self.fd, raw_key, self._value_bytes)
             except MapKeyError:
                 continue
 
@@ -494,6 +482,7 @@ class Map(MutableMapping):
 
         Walks key by key where the kernel or map type has no batch lookup.
         """
+        chunk = _chunk(chunk, self.max_entries)
         if not self._has_batch(Cmd.MAP_LOOKUP_BATCH, "lookup_batch"):
             return self._decode_pairs(*self._each(self._lookup_each))
         return self._batch(syscalls.map_lookup_batch, Cmd.MAP_LOOKUP_BATCH, chunk)
@@ -505,6 +494,7 @@ class Map(MutableMapping):
         are in no map any more.
         """
         self._deletable("lookup_and_delete_batch")
+        chunk = _chunk(chunk, self.max_entries)
         if not self._has_batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH, "lookup_and_delete_batch"):
             return self._decode_pairs(*self._each(self._lookup_and_delete_each))
         return self._batch(syscalls.map_lookup_and_delete_batch, Cmd.MAP_LOOKUP_AND_DELETE_BATCH,
@@ -521,7 +511,7 @@ class Map(MutableMapping):
         before the first is stored.
         """
         fd = self._keyed_fd("update_batch")
-        pairs = list(pairs.items() if hasattr(pairs, "items") else pairs)
+        pairs = _pairs(pairs)
         raw = [(self._keys.encode(k), self._encode_value(v)) for k, v in pairs]
         if flags in (UpdateFlags.ANY, UpdateFlags.F_LOCK) and \
                 self._has_batch(Cmd.MAP_UPDATE_BATCH, "update_batch"):
@@ -530,12 +520,12 @@ class Map(MutableMapping):
                                                  b"".join(v for _, v in raw), len(raw),
                                                  elem_flags=flags)
             except SyscallError as exc:
-                raise self._partly(exc, "BPF_MAP_UPDATE_BATCH", count=exc.count) from None
+                raise self._partly(exc, Cmd.MAP_UPDATE_BATCH, count=exc.count) from None
         for done, ((key, _), (raw_key, raw_value)) in enumerate(zip(pairs, raw)):
             try:
                 syscalls.map_update_elem(fd, raw_key, raw_value, flags)
             except SyscallError as exc:
-                raise self._partly(exc, "BPF_MAP_UPDATE_ELEM", key, count=done) from None
+                raise self._partly(exc, Cmd.MAP_UPDATE_ELEM, key, count=done) from None
         return len(raw)
 
     def delete_batch(self, keys):
@@ -552,25 +542,23 @@ class Map(MutableMapping):
             try:
                 return syscalls.map_delete_batch(fd, b"".join(raw), len(raw))
             except SyscallError as exc:
-                raise self._partly(exc, "BPF_MAP_DELETE_BATCH", count=exc.count) from None
+                raise self._partly(exc, Cmd.MAP_DELETE_BATCH, count=exc.count) from None
         for done, (key, raw_key) in enumerate(zip(keys, raw)):
             try:
                 syscalls.map_delete_elem(fd, raw_key)
             except SyscallError as exc:
-                raise self._partly(exc, "BPF_MAP_DELETE_ELEM", key, count=done) from None
+                raise self._partly(exc, Cmd.MAP_DELETE_ELEM, key, count=done) from None
         return len(raw)
 
     def _has_batch(self, cmd, op):
         """Whether the kernel runs batch command ``cmd`` on maps of this type: asked once per
-        command and map type (an empty batch), then remembered. Once a command is known to
-        work, its failures are real errors, never a reason to fall back."""
+        command and map type (the ``batch`` feature probe), then remembered. Once a command is
+        known to work, its failures are real errors, never a reason to fall back."""
         fd = self._keyed_fd(op)
-        if (cmd, self.type) not in _batch_support:
-            try:
-                _batch_support[cmd, self.type] = syscalls.map_batch_supported(fd, cmd)
-            except SyscallError as exc:
-                raise self._error(exc, f"BPF_{cmd.name}") from None
-        return _batch_support[cmd, self.type]
+        try:
+            return features.have("batch", cmd, self.type, fd=fd)
+        except SyscallError as exc:
+            raise self._error(exc, cmd) from None
 
     def _deletable(self, op):
         """The fd for an operation that deletes elements; UsageError for arrays."""
@@ -580,27 +568,36 @@ class Map(MutableMapping):
                              f"be deleted; assign a zero value instead")
         return fd
 
-    def _partly(self, exc, op, key=None, **done):
+    def _partly(self, exc, cmd, key=None, **done):
         """``exc`` named as :meth:`_error` does, carrying what was done before it (``partial``
         pairs or a ``count``)."""
-        err = self._error(exc, op, key)
+        err = self._error(exc, cmd, key)
         for name, value in done.items():
             setattr(err, name, value)
         return err
 
     def _batch(self, command, cmd, chunk):
-        """Run ``command``, a batch lookup (``cmd``), to the end; every pair it returned."""
-        fd, keys, values, cursor = self.fd, [], [], None
+        """Run ``command``, a batch lookup (``cmd``), to the end; every pair it returned.
+
+        ``chunk`` elements are asked for per call (never more than the map holds); a hash
+        bucket with more elements than that (ENOSPC) doubles it. A call that returns nothing
+        yet does not end the walk is an error, never a reason to loop.
+        """
+        keys, values, cursor = [], [], None
         while True:
             try:
-                k, v, _, cursor_out, done = command(fd, cursor, self.key_size,
+                k, v, n, cursor_out, done = command(self.fd, cursor, self.key_size,
                                                     self._value_bytes, chunk)
+                if n == 0 and not done:
+                    raise MapError(errno.EAGAIN, f"BPF_{cmd.name}", (
+                        f"map {self.name!r}: BPF_{cmd.name} returned no elements and did not "
+                        f"reach the end (cursor {cursor!r}); the walk cannot go on"))
             except SyscallError as exc:
-                if exc.errno == errno.ENOSPC:  # a hash bucket larger than chunk: regrow
-                    chunk *= 2
+                if exc.errno == errno.ENOSPC and chunk < self.max_entries:
+                    chunk = min(chunk * 2, self.max_entries)  # a hash bucket larger than chunk
                     continue
                 read = self._decode_pairs(b"".join(keys), b"".join(values))
-                raise self._partly(exc, f"BPF_{cmd.name}", partial=read) from None
+                raise self._partly(exc, cmd, partial=read) from None
             keys.append(k)
             values.append(v)
             if done:
@@ -622,7 +619,7 @@ class Map(MutableMapping):
                 continue
             except SyscallError as exc:
                 read = self._decode_pairs(b"".join(keys), b"".join(values))
-                raise self._partly(exc, "BPF_MAP_LOOKUP_ELEM", partial=read) from None
+                raise self._partly(exc, Cmd.MAP_LOOKUP_ELEM, partial=read) from None
             keys.append(raw_key)
         return b"".join(keys), b"".join(values)
 
@@ -652,15 +649,20 @@ class Map(MutableMapping):
             os.unlink(self._pinned)
             self._pinned = None
 
-    def close(self):
-        """Close the file descriptor (the kernel frees the map once no one holds it)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
-    def __enter__(self):
-        return self
+def _chunk(chunk, max_entries):
+    """``chunk`` checked: a whole number of elements >= 1, no more than the map can hold."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise UsageError(f"chunk must be a whole number of elements >= 1, not {chunk!r}")
+    return min(chunk, max(max_entries, 1))
 
-    def __exit__(self, *exc):
-        self.close()
 
+def _pairs(pairs):
+    """``pairs`` (a dict, or an iterable of (key, value)) as a list of 2-tuples; UsageError
+    naming the first item that is not a pair."""
+    items = list(pairs.items() if hasattr(pairs, "items") else pairs)
+    for index, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise UsageError(f"update_batch takes (key, value) pairs or a dict; item {index} "
+                             f"is {item!r}")
+    return items

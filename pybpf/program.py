@@ -8,12 +8,12 @@ points at the instruction of *your* program (and the C line it implements) that 
 """
 
 import errno
-import os
 from collections import namedtuple
 
-from . import asm, syscalls
+from . import asm, features, syscalls
 from .abi import ProgType
 from .errors import NotSupportedError, SyscallError, UsageError, VerifierError, errno_name
+from .fd import FD, KernelObject
 from .spec import ProgramSpec
 
 EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
@@ -27,7 +27,7 @@ class TestRun(namedtuple("TestRun", "retval duration_ns data ctx")):
     __test__ = False  # not a pytest test class
 
 
-class Program:
+class Program(KernelObject):
     """A loaded program, owned through its file descriptor (close it, or use ``with``).
 
     ``maps`` maps the map names used by the instructions to :class:`~pybpf.maps.Map` objects
@@ -38,21 +38,24 @@ class Program:
     def __init__(self, spec: ProgramSpec, maps=None, *, log_level=0, btf_fd=0):
         self.spec = spec
         self.name = spec.name
-        self.type = ProgType(spec.type)
+        self.type = _prog_type(spec.type)
+        if not isinstance(spec.license, str):
+            raise UsageError(f"program {self.name!r}: license must be a string such as "
+                             f"\"GPL\", not {spec.license!r}")
         if self.type in _NEEDS_ATTACH_BTF_ID:
             raise NotSupportedError(
                 f"program {self.name!r} ({spec.section or self.type.name}) needs the BTF id of "
                 f"its kernel target (attach_btf_id), which pybpf does not resolve yet; "
                 f"fentry/fexit/lsm/freplace/struct_ops programs cannot be loaded")
         self.insns = asm.resolve(spec.insns, maps)
-        self._fd = -1
-        self._fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)
+        fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)
+        self._fd = FD(fd, f"program {self.name!r}")
 
     @classmethod
     def from_instructions(cls, insns, prog_type, *, maps=None, name="", license="GPL",
                           log_level=0, **spec_fields):
         """Load a list of :class:`~pybpf.asm.Instruction` (e.g. ``Builder().instructions``)."""
-        spec = ProgramSpec(name=name, type=ProgType(prog_type), insns=list(insns),
+        spec = ProgramSpec(name=name, type=_prog_type(prog_type), insns=list(insns),
                            license=license, **spec_fields)
         return cls(spec, maps, log_level=log_level)
 
@@ -112,18 +115,14 @@ class Program:
 
     # --- use ----------------------------------------------------------------------------
 
-    @property
-    def fd(self):
-        """The program's file descriptor; UsageError once closed."""
-        if self._fd < 0:
-            raise UsageError(f"program {self.name!r} is closed")
-        return self._fd
-
-    def test_run(self, data=b"", ctx=None, repeat=1, data_size_out=None):
+    def test_run(self, data=b"", ctx=None, repeat=1, data_size_out=None) -> TestRun:
         """Run the program in the kernel (BPF_PROG_TEST_RUN) on ``data`` and/or ``ctx``.
 
         ``data_size_out`` defaults to room for ``data`` plus 256 bytes (XDP may grow it).
         """
+        for what, value in (("data", data), ("ctx", ctx)):
+            if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+                raise UsageError(f"test_run: {what} must be bytes, not {type(value).__name__}")
         if data_size_out is None:
             data_size_out = len(data) + 256 if data else 0
         ctx = ctx or b""
@@ -149,25 +148,23 @@ class Program:
         (UsageError, saying how to mount one, when ``path`` is elsewhere)."""
         syscalls.obj_pin(self.fd, path)
 
-    def close(self):
-        """Release the program's fd (the kernel frees it when nothing else holds it)."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
-        state = f"fd={self._fd}" if self._fd >= 0 else "closed"
+        state = "closed" if self.closed else f"fd={self.fd}"
         return f"<Program {self.name!r} {self.type.name} {state}>"
+
+
+def _prog_type(value):
+    """``value`` as a ProgType; UsageError naming the known types otherwise."""
+    try:
+        return ProgType(value)
+    except ValueError:
+        known = ", ".join(t.name.lower() for t in ProgType if t != ProgType.UNSPEC)
+        raise UsageError(f"unknown program type {value!r}; known: {known}") from None
 
 
 def _retry_eagain(code, prog_type, options, **log):
     """:func:`syscalls.prog_load`, retried when a signal interrupted the verifier (EAGAIN)."""
+    features.ensure_memlock()
     for attempt in range(EAGAIN_RETRIES):
         try:
             return syscalls.prog_load(prog_type, code, **options, **log)

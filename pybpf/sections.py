@@ -3,11 +3,11 @@
 clang puts each program in the ELF section its ``SEC()`` names. libbpf made the names a
 convention (``tracepoint/<category>/<name>``, ``kprobe/<function>``, ``xdp``...): the name
 gives the program type, the expected attach type and, after a ``/``, the attach target.
-pybpf's ELF loader (:mod:`pybpf.elf`) reads them with :func:`section_program_type`.
+pybpf's ELF loader (:mod:`pybpf.elf`) and :mod:`pybpf.attach` read them with
+:func:`section_program_type`.
 """
 
 from .abi import AttachType as A, ProgType as P
-from .errors import ElfError
 
 # libbpf's section names: (name, program type, expected attach type, takes "/<target>").
 # A name taking a target matches "name" and "name/<anything>"; the others match exactly.
@@ -102,10 +102,10 @@ SECTIONS = [
 
 
 def section_program_type(section: str):
-    """``(ProgType, expected attach type, attach target)`` for a libbpf section name.
+    """``(ProgType, expected attach type, attach target)`` for a libbpf section name, or None
+    when the name is not one of libbpf's.
 
-    The longest matching name wins (``kprobe.multi/x`` over ``kprobe``); an unknown name is an
-    ElfError that lists the known ones.
+    The longest matching name wins (``kprobe.multi/x`` over ``kprobe``).
     """
     best = None
     for name, prog_type, attach_type, has_target in SECTIONS:
@@ -113,8 +113,12 @@ def section_program_type(section: str):
             if best is None or len(name) > len(best[0]):
                 best = (name, prog_type, attach_type)
     if best is None:
-        known = ", ".join(name + ("[/...]" if target else "") for name, _, _, target in SECTIONS)
-        raise ElfError(f"unknown program section name {section!r}; known names (libbpf's "
-                       f"conventions): {known}", section)
+        return None
     name, prog_type, attach_type = best
     return prog_type, attach_type, section[len(name) + 1:]
+
+
+def known_sections(kinds=None):
+    """libbpf's section names (of program types ``kinds``, when given), for messages."""
+    return ", ".join(name + ("[/...]" if target else "") for name, kind, _, target in SECTIONS
+                     if kinds is None or kind in kinds)

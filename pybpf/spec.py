@@ -8,9 +8,18 @@ never holds a file descriptor, so the same spec can be loaded many times.
 
 from __future__ import annotations  # annotations stay text: no typing import at start
 
+import re
 from dataclasses import dataclass, field, replace
 
-from .abi import MapType, ProgType
+from .abi import BPF_OBJ_NAME_LEN, MapType, ProgType
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def object_name(name):
+    """``name`` as the kernel accepts it for a map or program: characters outside
+    ``[A-Za-z0-9_.]`` become ``_``, cut to 15 characters (BPF_OBJ_NAME_LEN - 1)."""
+    return _NAME_BAD.sub("_", name)[:BPF_OBJ_NAME_LEN - 1]
 
 
 @dataclass

@@ -239,7 +239,7 @@ def test_long_jumps_use_imm():
 
 def test_kernel_constants_and_helpers_are_defined_once():
     """Pseudo source values come from pybpf.abi; opcode bytes from opcodes; no copies."""
-    from pybpf import abi, elf, objdump, syscalls
+    from pybpf import abi, elf, objdump, spec
     from pybpf.asm import builder, link, text
 
     assert oc.find("call_local").value == abi.PSEUDO_CALL
@@ -254,7 +254,7 @@ def test_kernel_constants_and_helpers_are_defined_once():
         (objdump, ("CALL",)), (link, ("_OFF_FORMS",)), (text, ("_imm64",)),
         (elf, ("_kernel_name",))) for name in names if hasattr(module, name)]
     assert not copies
-    assert text.imm64 is builder.imm64 and elf.object_name is syscalls.object_name
+    assert text.imm64 is builder.imm64 and elf.object_name is spec.object_name
 
 
 @pytest.mark.kernel

@@ -2,16 +2,18 @@
 
 import errno
 import os
+import re
 import subprocess
 import time
 
 import pytest
 
 from pybpf import attach as attach_module
-from pybpf import syscalls
+from pybpf import features, syscalls, tracefs
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import DW, R0, R1, R2, R10, Builder
-from pybpf.attach import Link, attach, attach_raw_tracepoint, attach_tracepoint, tracepoint_id
+from pybpf.attach import Link, attach, attach_raw_tracepoint, attach_tracepoint
+from pybpf.tracefs import tracepoint_id
 from pybpf.errors import AttachError, SyscallError, TracefsError, UsageError
 from pybpf.maps import Map
 from pybpf.program import Program
@@ -93,7 +95,7 @@ def test_tracepoint_counts_execs_exactly_and_detaches():
 def test_ioctl_fallback_when_links_are_missing(monkeypatch):
     def old_kernel(*args, **kwargs):
         raise SyscallError(errno.EINVAL, "BPF_LINK_CREATE")
-    monkeypatch.setattr(attach_module, "_perf_link", {})
+    monkeypatch.setattr(features._REGISTRY["perf_link"], "answers", {})
     monkeypatch.setattr(syscalls, "link_create", old_kernel)
     with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
         with attach_tracepoint(prog, "syscalls", "sys_enter_execve") as link:
@@ -116,14 +118,15 @@ def test_perf_link_support_is_probed_once_and_real_errors_are_raised(monkeypatch
             return real(prog_fd, target_fd, attach_type, **kw)
         raise SyscallError(errno.EINVAL, "BPF_LINK_CREATE")
 
-    monkeypatch.setattr(attach_module, "_perf_link", {})
+    perf_link = features._REGISTRY["perf_link"]
+    monkeypatch.setattr(perf_link, "answers", {})
     monkeypatch.setattr(syscalls, "link_create", einval_for_real_targets)
     with pid_map() as pids, count_pids_program(ProgType.TRACEPOINT, pids) as prog:
         for _ in range(2):
             with pytest.raises(SyscallError) as info:  # no silent ioctl fallback
                 attach_tracepoint(prog, "syscalls", "sys_enter_execve")
             assert info.value.errno == errno.EINVAL
-    assert calls.count(0xFFFFFFFF) == 1 and attach_module._perf_link == {"supported": True}
+    assert calls.count(0xFFFFFFFF) == 1 and perf_link.answers == {(): True}
 
 
 @pytest.mark.kernel
@@ -164,16 +167,16 @@ class FakeProgram:
 
 
 @pytest.mark.parametrize("section, message", [
-    ("kprobe/do_sys_open", "supported: tracepoint/..."),
+    ("kprobe/do_sys_open", "supported: tracepoint[/...]"),
     ("tracepoint", "tracepoint/<category>/<name>"),
     ("tp/syscalls", "tp/<category>/<name>"),
     ("raw_tp/a/b", "raw_tp/<name>"),
     ("tracepoint/syscalls/", "tracepoint/<category>/<name>"),
     ("raw_tp.w/", "raw_tp.w/<name>"),
-    ("no_such_section", "supported: tracepoint/..., tp/..., raw_tracepoint/..."),
+    ("no_such_section", "supported: tracepoint[/...], tp[/...], raw_tracepoint[/...]"),
 ])
 def test_section_names(section, message):
-    with pytest.raises(AttachError, match=message.replace(".", r"\.")):
+    with pytest.raises(AttachError, match=re.escape(message)):
         attach(FakeProgram(), section)
 
 
@@ -196,39 +199,39 @@ def test_section_defaults_to_the_spec():
 
 
 def test_tracefs_missing_without_root(monkeypatch, tmp_path):
-    monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"),))
-    monkeypatch.setattr(attach_module, "_tracefs", {})
-    monkeypatch.setattr(attach_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(tracefs, "TRACEFS_PATHS", (str(tmp_path / "a"),))
+    monkeypatch.setattr(tracefs, "_found", {})
+    monkeypatch.setattr(tracefs.os, "geteuid", lambda: 1000)
     with pytest.raises(TracefsError, match="mount -t tracefs nodev /sys/kernel/tracing"):
-        attach_module.tracefs_path()
+        tracefs.tracefs_path()
 
 
 def test_tracefs_mount_without_a_mount_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"),))
-    monkeypatch.setattr(attach_module, "_tracefs", {})
-    monkeypatch.setattr(attach_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(tracefs, "TRACEFS_PATHS", (str(tmp_path / "a"),))
+    monkeypatch.setattr(tracefs, "_found", {})
+    monkeypatch.setattr(tracefs.os, "geteuid", lambda: 0)
     monkeypatch.setenv("PATH", str(tmp_path))  # no mount(8) to be found
     with pytest.raises(TracefsError, match="mount command could not run.*install mount"):
-        attach_module.tracefs_path()
+        tracefs.tracefs_path()
 
 
 def test_unreadable_tracepoint_id_is_an_attach_error(monkeypatch, tmp_path):
     (tmp_path / "events" / "syscalls" / "sys_enter_execve").mkdir(parents=True)
-    monkeypatch.setattr(attach_module, "_tracefs", {"path": str(tmp_path)})
+    monkeypatch.setattr(tracefs, "_found", {"path": str(tmp_path)})
 
     def refused(path, *args):
         raise PermissionError(errno.EACCES, "Permission denied", path)
 
-    monkeypatch.setattr(attach_module, "open", refused, raising=False)
+    monkeypatch.setattr(tracefs, "open", refused, raising=False)
     with pytest.raises(AttachError, match="sys_enter_execve.*root only.*sudo"):
         tracepoint_id("syscalls", "sys_enter_execve")
 
 
 def test_tracefs_second_location(monkeypatch, tmp_path):
     (tmp_path / "b" / "events").mkdir(parents=True)
-    monkeypatch.setattr(attach_module, "TRACEFS_PATHS", (str(tmp_path / "a"), str(tmp_path / "b")))
-    monkeypatch.setattr(attach_module, "_tracefs", {})
-    assert attach_module.tracefs_path() == str(tmp_path / "b")
+    monkeypatch.setattr(tracefs, "TRACEFS_PATHS", (str(tmp_path / "a"), str(tmp_path / "b")))
+    monkeypatch.setattr(tracefs, "_found", {})
+    assert tracefs.tracefs_path() == str(tmp_path / "b")
 
 
 def test_link_close_is_idempotent():

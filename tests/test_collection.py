@@ -63,7 +63,7 @@ def test_a_failing_program_closes_what_was_created(monkeypatch):
     monkeypatch.setattr(Map, "__init__", remember)
     with pytest.raises(VerifierError):
         Collection(spec(bad))
-    assert created and all(m._fd < 0 for m in created)
+    assert created and all(m.closed for m in created)
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(ELF_DIR, "execve.o")),

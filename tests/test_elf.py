@@ -181,8 +181,9 @@ def test_section_names(section, expected):
 
 @pytest.mark.parametrize("section", ["sockets", "xdp2", "tracepointx/a/b", "foo"])
 def test_unknown_section_names_list_the_known_ones(section):
+    assert section_program_type(section) is None
     with pytest.raises(ElfError, match="known names .*tracepoint") as info:
-        section_program_type(section)
+        elf._program_section(section)
     assert info.value.section == section
 
 

@@ -10,9 +10,10 @@ import pytest
 from construct import Bytes, Int32ul, Int64ul, Struct
 
 from pybpf import maps as maps_module
-from pybpf import syscalls
+from pybpf import features, host, syscalls
 from pybpf.abi import Cmd, MapType, UpdateFlags
 from pybpf.errors import (
+    BPFPermissionError,
     KeyExistsError,
     MapError,
     MapFullError,
@@ -41,7 +42,7 @@ def u32_u64(type=MapType.HASH, max_entries=64, **kw):
 def value_for(map_type, n):
     """What to store for ``n``: an int, or one int per CPU (all different) for per-CPU maps."""
     if map_type in PERCPU:
-        return [n * 100 + cpu for cpu in range(syscalls.possible_cpus())]
+        return [n * 100 + cpu for cpu in range(host.possible_cpus())]
     return n
 
 
@@ -62,7 +63,7 @@ def test_each_type_roundtrip(map_type):
 @pytest.mark.parametrize("map_type", [t for t in HASHES + ARRAYS if t in PERCPU],
                          ids=lambda t: t.name)
 def test_percpu_values_are_lists_of_possible_cpus(map_type):
-    ncpus = syscalls.possible_cpus()
+    ncpus = host.possible_cpus()
     with Map.create(map_type, 4, 4, 4, key_type=Int32ul, value_type=Int32ul) as m:
         m[1] = list(range(ncpus))  # 4-byte values: padded to 8 bytes per CPU in the kernel
         assert m[1] == list(range(ncpus))
@@ -234,7 +235,7 @@ def test_frozen_map_refuses_updates():
     with u32_u64(MapType.ARRAY, max_entries=2) as m:
         m[0] = 5
         m.freeze()
-        with pytest.raises(MapError, match="frozen"):
+        with pytest.raises(BPFPermissionError, match="frozen"):
             m[0] = 6
         assert m[0] == 5
 
@@ -318,8 +319,9 @@ def test_batch_falls_back_without_kernel_support(monkeypatch):
     def not_called(*args, **kw):
         raise AssertionError("a batch command was used where the probe said it is missing")
 
-    monkeypatch.setattr(maps_module, "_batch_support", {})
-    monkeypatch.setattr(syscalls, "map_batch_supported", lambda fd, cmd: False)
+    batch = features._REGISTRY["batch"]
+    monkeypatch.setattr(batch, "answers", {})
+    monkeypatch.setattr(batch, "probe", lambda cmd, map_type, fd: False)
     for name in ("map_lookup_batch", "map_lookup_and_delete_batch", "map_update_batch",
                  "map_delete_batch"):
         monkeypatch.setattr(syscalls, name, not_called)
@@ -343,14 +345,15 @@ def test_batch_falls_back_for_devmap():
 
 def test_batch_support_is_probed_once_per_command_and_map_type(monkeypatch):
     probes = []
-    real = syscalls.map_batch_supported
+    batch = features._REGISTRY["batch"]
+    real = batch.probe
 
-    def counting(fd, cmd):
+    def counting(cmd, map_type, fd):
         probes.append(cmd)
-        return real(fd, cmd)
+        return real(cmd, map_type, fd)
 
-    monkeypatch.setattr(maps_module, "_batch_support", {})
-    monkeypatch.setattr(syscalls, "map_batch_supported", counting)
+    monkeypatch.setattr(batch, "answers", {})
+    monkeypatch.setattr(batch, "probe", counting)
     with u32_u64() as a, u32_u64() as b, u32_u64(MapType.ARRAY, max_entries=4) as arr:
         for m in (a, b, a):
             m.update_batch({1: 1})
@@ -358,7 +361,7 @@ def test_batch_support_is_probed_once_per_command_and_map_type(monkeypatch):
         arr.lookup_batch()
     assert sorted(probes) == sorted([Cmd.MAP_UPDATE_BATCH, Cmd.MAP_LOOKUP_BATCH,
                                      Cmd.MAP_LOOKUP_BATCH])  # HASH twice, ARRAY once
-    assert maps_module._batch_support[Cmd.MAP_LOOKUP_BATCH, MapType.HASH] is True
+    assert batch.answers[Cmd.MAP_LOOKUP_BATCH, MapType.HASH] is True
 
 
 def test_a_real_einval_is_raised_once_the_batch_command_is_known_to_work(monkeypatch):
@@ -419,11 +422,13 @@ def test_lookup_and_delete_batch_failure_keeps_what_was_taken(monkeypatch, batch
             raise MapError(errno.EFAULT, "BPF_MAP_DELETE_ELEM")
         return real_delete(fd, key)
 
-    monkeypatch.setattr(maps_module, "_batch_support", {})
+    batch = features._REGISTRY["batch"]
+    monkeypatch.setattr(batch, "answers", {
+        (Cmd.MAP_UPDATE_BATCH, MapType.HASH): True,
+        (Cmd.MAP_LOOKUP_AND_DELETE_BATCH, MapType.HASH): batched})
     if batched:
         monkeypatch.setattr(syscalls, "map_lookup_and_delete_batch", fail_second_chunk)
     else:
-        monkeypatch.setattr(syscalls, "map_batch_supported", lambda fd, cmd: False)
         monkeypatch.setattr(syscalls, "map_delete_elem", fail_fifth_delete)
     with u32_u64(max_entries=256) as m:
         m.update_batch({k: k for k in range(200)})
@@ -506,7 +511,7 @@ def test_matches_bpftool_dump(map_type):
     with Map.create(map_type, 4, 8, 100) as m:
         for k in range(100):
             key = k.to_bytes(4, "little")
-            m[key] = ([bytes([k, cpu]) * 4 for cpu in range(syscalls.possible_cpus())]
+            m[key] = ([bytes([k, cpu]) * 4 for cpu in range(host.possible_cpus())]
                       if map_type in PERCPU else (k * 7).to_bytes(8, "little"))
         assert bpftool_dump(m.id) == dict(m.lookup_batch()) == dict(m.items())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from construct import Bytes, StringEncoded, Struct
 
-from pybpf import attrs, layouts, syscalls
+from pybpf import attrs, errnos, features, host, layouts, libc, perf, spec, syscalls, verifier
 from pybpf.abi import Cmd, MapType, ProgType, UpdateFlags
 from pybpf.errors import (
     BPFPermissionError,
@@ -181,31 +181,31 @@ def test_batch_count_offset():
 
 
 def test_object_names_are_sanitized():
-    assert syscalls.object_name("exec count!") == "exec_count_"
-    assert syscalls.object_name("a" * 20) == "a" * 15
-    assert syscalls.object_name("ok_name.v2") == "ok_name.v2"
+    assert spec.object_name("exec count!") == "exec_count_"
+    assert spec.object_name("a" * 20) == "a" * 15
+    assert spec.object_name("ok_name.v2") == "ok_name.v2"
 
 
 def test_parse_cpu_list():
-    assert syscalls.parse_cpu_list("0\n") == 1
-    assert syscalls.parse_cpu_list("0-3\n") == 4
-    assert syscalls.parse_cpu_list("0-3,8-11") == 12
+    assert host.parse_cpu_list("0\n") == 1
+    assert host.parse_cpu_list("0-3\n") == 4
+    assert host.parse_cpu_list("0-3,8-11") == 12
 
 
 def test_log_summary_drops_statistics_and_finds_the_slot():
     log = ("func#0 @0\n0: R1=ctx() R10=fp0\n0: (b7) r0 = 1\n1: (0f) r0 += r2\nR2 !read_ok\n"
            "processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0\n")
-    assert syscalls.log_summary(log) == "R2 !read_ok"
-    assert syscalls.log_failing_slot(log) == 1
-    assert syscalls.log_summary("a\n\tindented detail\n") == "a: indented detail"
-    assert syscalls.log_failing_slot("no instructions") is None
+    assert verifier.summary(log) == "R2 !read_ok"
+    assert verifier.failing_slot(log) == 1
+    assert verifier.summary("a\n\tindented detail\n") == "a: indented detail"
+    assert verifier.failing_slot("no instructions") is None
 
 
 def test_unknown_architecture_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(syscalls, "_MACHINE", "sparc64")
-    monkeypatch.setattr(syscalls, "_NR_BPF", None)
+    monkeypatch.setattr(libc, "_MACHINE", "sparc64")
+    monkeypatch.setattr(libc, "_numbers", [])
     with pytest.raises(SyscallError, match="sparc64.*x86_64, aarch64"):
-        syscalls._sys_bpf(Cmd.MAP_CREATE, b"")
+        libc.sys_bpf(Cmd.MAP_CREATE, b"")
 
 
 # --- errno mapping with a fake syscall --------------------------------------------------------
@@ -219,11 +219,11 @@ def fake_errno(monkeypatch):
         state["calls"].append(args)
         return -state["errno"]
 
-    monkeypatch.setattr(syscalls, "_sys_bpf", fake)
-    monkeypatch.setattr(syscalls, "_sys_perf_event_open", fake)
-    monkeypatch.setattr(syscalls, "_sys_ioctl", fake)
-    monkeypatch.setattr(syscalls, "_memlock", {"checked": True})
-    monkeypatch.setattr(syscalls, "_filesystem_type", lambda path: "bpf")
+    monkeypatch.setattr(libc, "sys_bpf", fake)
+    monkeypatch.setattr(libc, "sys_perf_event_open", fake)
+    monkeypatch.setattr(libc, "sys_ioctl", fake)
+    monkeypatch.setattr(features, "_memlock_checked", [True])
+    monkeypatch.setattr(host, "filesystem_type", lambda path: "bpf")
     return state
 
 
@@ -244,7 +244,7 @@ def test_permission_errors_name_the_capability(fake_errno):
             BPFPermissionError, "CAP_PERFMON", "sudo")
     _raises(fake_errno, errno.EACCES, lambda: syscalls.prog_get_fd_by_id(1),
             BPFPermissionError, "CAP_SYS_ADMIN")
-    _raises(fake_errno, errno.EACCES, lambda: syscalls.perf_event_open(2, 1),
+    _raises(fake_errno, errno.EACCES, lambda: perf.perf_event_open(2, 1),
             BPFPermissionError, "CAP_PERFMON", "perf_event_open")
     _raises(fake_errno, errno.EPERM, lambda: syscalls.map_update_elem(3, b"k", b"v"),
             BPFPermissionError, "frozen")
@@ -254,7 +254,7 @@ ALL_CAPABILITIES = (1 << 41) - 1
 
 
 def test_a_verifier_rejection_is_not_a_missing_capability(fake_errno, monkeypatch):
-    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: ALL_CAPABILITIES)
+    monkeypatch.setattr(host, "effective_capabilities", lambda: ALL_CAPABILITIES)
     for err in (errno.EACCES, errno.EINVAL):
         rejected = _raises(fake_errno, err, lambda: syscalls.prog_load(1, READ_R2),
                            SyscallError, "rejected by the verifier", "log_level")
@@ -269,7 +269,7 @@ def test_a_verifier_rejection_is_not_a_missing_capability(fake_errno, monkeypatc
 ])
 def test_eacces_blames_a_capability_only_when_it_is_missing(fake_errno, monkeypatch, have,
                                                              blamed):
-    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: have)
+    monkeypatch.setattr(host, "effective_capabilities", lambda: have)
     err = _raises(fake_errno, errno.EACCES,
                   lambda: syscalls.prog_load(ProgType.TRACEPOINT, READ_R2),
                   BPFPermissionError, blamed, "sudo")
@@ -277,13 +277,13 @@ def test_eacces_blames_a_capability_only_when_it_is_missing(fake_errno, monkeypa
 
 
 def test_capabilities_come_from_capeff(monkeypatch):
-    assert syscalls.effective_capabilities() == int(
+    assert host.effective_capabilities() == int(
         [line for line in open("/proc/self/status") if line.startswith("CapEff:")][0].split()[1],
         16)
-    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: 1 << 21)  # CAP_SYS_ADMIN
-    assert syscalls.missing_capabilities("CAP_PERFMON (and CAP_BPF)") == []
-    monkeypatch.setattr(syscalls, "effective_capabilities", lambda: 1 << 38)
-    assert syscalls.missing_capabilities("CAP_PERFMON (and CAP_BPF)") == ["CAP_BPF"]
+    monkeypatch.setattr(host, "effective_capabilities", lambda: 1 << 21)  # CAP_SYS_ADMIN
+    assert host.missing_capabilities("CAP_PERFMON (and CAP_BPF)") == []
+    monkeypatch.setattr(host, "effective_capabilities", lambda: 1 << 38)
+    assert host.missing_capabilities("CAP_PERFMON (and CAP_BPF)") == ["CAP_BPF"]
 
 
 def test_obj_get_eacces_is_the_files_permissions(fake_errno):
@@ -301,7 +301,7 @@ def test_failed_batches_carry_the_kernels_count(fake_errno, monkeypatch):
     def two_then_enoent(cmd, attr):
         attr[32:36] = (2).to_bytes(4, "little")  # the kernel writes back how far it got
         return -errno.ENOENT
-    monkeypatch.setattr(syscalls, "_sys_bpf", two_then_enoent)
+    monkeypatch.setattr(libc, "sys_bpf", two_then_enoent)
     with pytest.raises(MapError) as update:
         syscalls.map_update_batch(3, bytes(12), bytes(12), 3)
     with pytest.raises(MapError) as delete:
@@ -311,7 +311,7 @@ def test_failed_batches_carry_the_kernels_count(fake_errno, monkeypatch):
 
 def test_map_errors_are_typed(fake_errno):
     err = _raises(fake_errno, errno.ENOENT, lambda: syscalls.map_lookup_elem(3, b"k", 4),
-                  MapKeyError, "key not found")
+                  MapKeyError, "not in the map")
     assert isinstance(err, KeyError)
     _raises(fake_errno, errno.ENOENT, lambda: syscalls.map_delete_elem(3, b"k"), MapKeyError)
     _raises(fake_errno, errno.ENOENT,
@@ -323,7 +323,7 @@ def test_map_errors_are_typed(fake_errno):
             KeyExistsError, "NOEXIST")
     _raises(fake_errno, errno.EINVAL, lambda: syscalls.map_create(MapType.ARRAY, 3, 4, 1),
             MapError, "key_size", "max_entries")
-    _raises(fake_errno, syscalls.ENOTSUPP, lambda: syscalls.map_freeze(3), MapError,
+    _raises(fake_errno, errnos.ENOTSUPP, lambda: syscalls.map_freeze(3), MapError,
             "ENOTSUPP", "524")
     _raises(fake_errno, errno.ENOSPC,
             lambda: syscalls.map_lookup_batch(3, None, 4, 4, 1), MapError, "larger count")
@@ -350,7 +350,7 @@ def test_end_of_iteration_is_not_an_error(fake_errno, monkeypatch):
     def empty_batch(cmd, attr):  # the kernel writes count = 0 and fails with ENOENT
         attr[32:36] = bytes(4)
         return -errno.ENOENT
-    monkeypatch.setattr(syscalls, "_sys_bpf", empty_batch)
+    monkeypatch.setattr(libc, "sys_bpf", empty_batch)
     keys, values, n, _, done = syscalls.map_lookup_batch(3, None, 4, 4, 8)
     assert (keys, values, n, done) == (b"", b"", 0, True)
 
@@ -432,18 +432,19 @@ def test_map_batch_commands(hash_map):
 def test_batch_support_probe(hash_map):
     batch = [Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH, Cmd.MAP_UPDATE_BATCH,
              Cmd.MAP_DELETE_BATCH]
-    assert [syscalls.map_batch_supported(hash_map, cmd) for cmd in batch] == [True] * 4
+    probe = features._REGISTRY["batch"].probe  # the probe itself, not its cached answer
+    assert [probe(cmd, MapType.HASH, hash_map) for cmd in batch] == [True] * 4
     array = syscalls.map_create(MapType.ARRAY, 4, 4, 1)
     devmap = syscalls.map_create(MapType.DEVMAP, 4, 4, 1)
     try:  # arrays cannot delete; device maps have no batch operations
-        assert [syscalls.map_batch_supported(array, cmd) for cmd in batch] == \
+        assert [probe(cmd, MapType.ARRAY, array) for cmd in batch] == \
             [True, False, True, False]
-        assert not syscalls.map_batch_supported(devmap, Cmd.MAP_LOOKUP_BATCH)
+        assert not probe(Cmd.MAP_LOOKUP_BATCH, MapType.DEVMAP, devmap)
     finally:
         os.close(array)
         os.close(devmap)
     with pytest.raises(SyscallError, match="EBADF"):
-        syscalls.map_batch_supported(9999, Cmd.MAP_LOOKUP_BATCH)
+        probe(Cmd.MAP_LOOKUP_BATCH, MapType.HASH, 9999)
 
 
 @pytest.mark.kernel
@@ -550,7 +551,7 @@ def test_btf_load():
 
 @pytest.mark.kernel
 def test_possible_cpus():
-    assert syscalls.possible_cpus() >= os.cpu_count()
+    assert host.possible_cpus() >= os.cpu_count()
 
 
 _CLOSED_STDIO = """
@@ -575,9 +576,9 @@ def test_fds_below_3_are_moved_up():
 _FD_MOVE_FAILS = """
 import os, resource, sys
 sys.path.insert(0, {root!r})
-from pybpf import syscalls
+from pybpf import features, syscalls
 from pybpf.abi import MapType
-syscalls.ensure_memlock()
+features.ensure_memlock()
 os.close(0)
 resource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))  # no fd >= 3 can be made
 try:

@@ -1,0 +1,104 @@
+"""Facts about the running host that pybpf needs and reads from /proc and /sys.
+
+- **CPUs**: per-CPU maps keep one value per *possible* CPU (``/sys/devices/system/cpu/possible``),
+  not per online one, and perf buffers open one ring per CPU.
+- **Capabilities**: the bpf() commands need CAP_BPF, tracing also CAP_PERFMON, listing other
+  processes' objects CAP_SYS_ADMIN (which grants all three: CAP_BPF and CAP_PERFMON were split
+  out of it in Linux 5.8). The effective set is ``CapEff`` in ``/proc/self/status``.
+- **File systems**: pinning needs a bpf file system (bpffs); which file system a path is on is
+  read from ``/proc/self/mounts``.
+- **The kernel release**: ``uname -r``, as (major, minor, patch), for messages and for the
+  ``LINUX_KERNEL_VERSION`` of objects.
+"""
+
+import os
+import re
+
+from .errors import UsageError
+
+BPFFS = "/sys/fs/bpf"  # where a bpf file system is mounted by convention
+
+# Capability numbers (include/uapi/linux/capability.h).
+CAPABILITY_BITS = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def possible_cpus():
+    """How many CPUs the kernel may ever bring online (per-CPU map values have one slot each)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        return parse_cpu_list(f.read())
+
+
+def online_cpus():
+    """The ids of the CPUs online now (``/sys/devices/system/cpu/online``), in order."""
+    with open("/sys/devices/system/cpu/online") as f:
+        return cpu_ids(f.read())
+
+
+def cpu_ids(text):
+    """The CPU ids of a kernel cpu list such as ``0-3,8``: ``[0, 1, 2, 3, 8]``."""
+    ids = []
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        ids.extend(range(int(first), int(last or first) + 1))
+    return ids
+
+
+def parse_cpu_list(text):
+    """The number of CPUs in a kernel cpu list such as ``0-3,8``: the highest id + 1."""
+    return max(cpu_ids(text)) + 1
+
+
+def effective_capabilities():
+    """This process's effective capability set as a bit mask (``CapEff`` in /proc/self/status);
+    0 when it cannot be read."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def missing_capabilities(capability):
+    """The capabilities named in ``capability`` (e.g. ``"CAP_PERFMON (and CAP_BPF)"``) that
+    this process lacks."""
+    have = effective_capabilities()
+    admin = have >> CAPABILITY_BITS["CAP_SYS_ADMIN"] & 1
+    return [name for name in re.findall(r"CAP_[A-Z_]+", capability)
+            if not (admin or have >> CAPABILITY_BITS[name] & 1)]
+
+
+def filesystem_type(path):
+    """The type of the file system ``path`` lives on (longest mount point in /proc/self/mounts)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            point, fstype = line.split()[1:3]
+            point = point.replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fstype
+    return kind
+
+
+def require_bpffs(path):
+    """UsageError unless ``path`` is on a bpf file system; it says how to mount one.
+
+    Outside bpffs the kernel answers BPF_OBJ_PIN with EPERM only, which would read as a
+    missing capability.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if filesystem_type(directory) != "bpf":
+        raise UsageError(f"cannot pin at {path}: {directory} is not on a bpf file system; "
+                         f"mount one first, as root: mount -t bpf bpf {BPFFS}")
+
+
+def kernel_release():
+    """The running kernel's version as ``(major, minor, patch)`` (``6.18.44-xyz``: 6, 18, 44)."""
+    numbers = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", os.uname().release)
+    if numbers is None:
+        return (0, 0, 0)
+    return tuple(int(n or 0) for n in numbers.groups())
