@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from pybpf import abi
 from pybpf.asm import opcodes as oc
+from pybpf.asm.insn import Instruction
 from pybpf.errors import AssemblerError
 
 
@@ -51,6 +52,10 @@ def resolve(insns, maps=None):
     ``maps`` maps map names to file descriptors (or objects with an ``fd``). Metadata other
     than the reference (labels, comment) is kept.
     """
+    for index, insn in enumerate(insns):
+        if not isinstance(insn, Instruction):
+            raise AssemblerError(f"a program is a list of Instructions (from the Builder, "
+                                 f"pybpf.asm.parse or Instruction.decode), not {insn!r}", index)
     targets = label_slots(insns)
     maps = maps or {}
     out, slot = [], 0
