@@ -4,7 +4,7 @@
 PYTHON ?= python3
 ARGS ?=
 
-.PHONY: run test bench setup setup-test
+.PHONY: run test bench setup setup-test generate lint
 
 setup:
 	PYTHON=$(PYTHON) sh tools/setup.sh
@@ -20,3 +20,12 @@ test: setup-test
 
 bench: setup-test
 	$(PYTHON) bench/run_all.py
+
+# Rebuild every generated file: the struct layouts (from pybpf/attrs.py) and the helper ids
+# (from the running kernel's BTF). The tests fail when either is stale.
+generate:
+	$(PYTHON) tools/gen_layouts.py > pybpf/layouts.py.tmp && mv pybpf/layouts.py.tmp pybpf/layouts.py
+	$(PYTHON) tools/gen_helpers.py > pybpf/helpers.py.tmp && mv pybpf/helpers.py.tmp pybpf/helpers.py
+
+lint: setup-test
+	$(PYTHON) -m ruff check .

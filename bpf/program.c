@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Reference C for the execve tracker's eBPF programs: programs/execve.py builds the same
+ * Reference C for the execve tracker's eBPF programs: programs/execve_bpf.py builds the same
  * programs instruction for instruction with the pybpf DSL. Keep the two in step.
  *
  * Built the way a libbpf user would:   clang -O2 -g -target bpf -c program.c -o program.o

@@ -10,6 +10,8 @@ closing it detaches the program.
 """
 
 import errno
+from collections.abc import Mapping
+from typing import List, Optional
 
 from . import features, syscalls
 from .abi import (
@@ -42,20 +44,20 @@ class Link(KernelObject):
         self._fd = self._link or self._perf
 
     @property
-    def id(self):
+    def id(self) -> Optional[int]:
         """The kernel's id of the bpf_link (``bpftool link show id N``), None without one."""
         if self._link is None:
             return None
         return syscalls.obj_get_info_by_fd(self._link.fileno(), "link")["id"]
 
-    def pin(self, path):
+    def pin(self, path: str) -> None:
         """Pin the bpf_link at ``path`` (bpffs) so the program stays attached after exit."""
         if self._link is None:
             raise AttachError(f"{self.description}: only a bpf_link can be pinned (this one "
                               f"was attached with an ioctl; kernels >= 5.15 make links)")
         syscalls.obj_pin(self._link.fileno(), path)
 
-    def close(self):
+    def close(self) -> None:
         """Detach: close the link and perf event fds. Safe to call twice."""
         for owned in (self._link, self._perf):
             if owned is not None:
@@ -73,7 +75,7 @@ def _check_type(prog, allowed, hook):
                           f"{names} program")
 
 
-def attach_tracepoint(prog, category, name, cookie=0):
+def attach_tracepoint(prog, category: str, name: str, cookie: int = 0) -> Link:
     """Attach a TRACEPOINT program to ``category/name`` (e.g. syscalls, sys_enter_execve)."""
     _check_type(prog, (ProgType.TRACEPOINT,), "a tracepoint")
     perf = FD(perf_event_open(PERF_TYPE_TRACEPOINT, tracepoint_id(category, name)),
@@ -97,7 +99,7 @@ def _attach_perf_event(prog, perf_fd, cookie):
     return None
 
 
-def attach_raw_tracepoint(prog, name):
+def attach_raw_tracepoint(prog, name: str) -> Link:
     """Attach a RAW_TRACEPOINT program to the raw tracepoint ``name`` (e.g. sys_enter)."""
     _check_type(prog, (ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE),
                 "a raw tracepoint")
@@ -121,7 +123,7 @@ _ATTACHABLE = {  # program type -> how to attach it, given the "/"-separated tar
 }
 
 
-def attach(prog, section=None):
+def attach(prog, section: Optional[str] = None) -> Link:
     """Attach ``prog`` where its libbpf section name says (``prog.spec.section`` by default):
     ``tracepoint/<cat>/<name>``, ``tp/<cat>/<name>``, ``raw_tracepoint/<name>``, ``raw_tp/<name>``
     (and ``raw_tp.w/<name>``). The name is read by :func:`pybpf.sections.section_program_type`,
@@ -142,7 +144,7 @@ def attach(prog, section=None):
     return attach_to(prog, *pieces)
 
 
-def attach_all(programs, failures=None):
+def attach_all(programs: Mapping, failures: Optional[list] = None) -> List[Link]:
     """Attach every program of ``programs`` (a dict by name) by its section; the links.
 
     Without ``failures`` the first program that cannot be attached closes the links made so

@@ -30,7 +30,7 @@ class Collection:
     ``pin_path`` is the bpffs directory of the maps pinned by name (libbpf's default too).
     """
 
-    def __init__(self, spec: CollectionSpec, *, log_level=0, pin_path=BPFFS):
+    def __init__(self, spec: CollectionSpec, *, log_level: int = 0, pin_path: str = BPFFS):
         self.spec = spec
         self.maps = {}
         self.programs = {}
@@ -71,7 +71,7 @@ class Collection:
         return m
 
     @property
-    def btf_fd(self):
+    def btf_fd(self) -> int:
         """The fd of the object's BTF in the kernel, 0 when it has none."""
         return self._btf.fileno() if self._btf is not None else 0
 
@@ -80,7 +80,7 @@ class Collection:
         described = map_spec.btf_key_type_id or map_spec.btf_value_type_id
         return self.btf_fd if described else 0
 
-    def close(self):
+    def close(self) -> None:
         """Close every program, map and the BTF object (safe to call twice)."""
         for obj in list(self.programs.values()) + list(self.maps.values()):
             obj.close()

@@ -53,10 +53,17 @@ class SyscallError(BPFError, OSError):
 
     ``log`` is the kernel's log of a command that writes one (BPF_PROG_LOAD, BPF_BTF_LOAD)
     and ``log_true_size`` the size the kernel wanted for it (0 before Linux 6.4).
+
+    A batch map command that fails part way says what it did before: ``partial`` holds the
+    (key, value) pairs a lookup batch read (for ``lookup_and_delete_batch``: read *and
+    deleted*, so they exist only there), ``count`` how many elements an update or delete
+    batch processed. Both are None on other failures.
     """
 
     log = ""
     log_true_size = 0
+    partial = None
+    count = None
 
     def __init__(self, err, command, message=None):
         self.command = command
@@ -81,16 +88,8 @@ class BPFPermissionError(SyscallError, PermissionError):
 
 
 class MapError(SyscallError):
-    """A map operation failed for a reason other than a missing key.
-
-    A batch operation that fails part way says what it did before: ``partial`` holds the
-    (key, value) pairs a lookup batch read (for ``lookup_and_delete_batch``: read *and
-    deleted*, so they exist only there), ``count`` how many elements an update or delete
-    batch processed. Both are None on other failures.
-    """
-
-    partial = None
-    count = None
+    """A map operation failed (the kernel refused it, or it failed part way: see
+    :class:`SyscallError`'s ``partial`` and ``count``)."""
 
 
 class MapKeyError(MapError, KeyError):

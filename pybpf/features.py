@@ -50,7 +50,7 @@ class Feature:
         return self.name.format(*(getattr(a, "name", a) for a in args))
 
 
-_REGISTRY = {}
+_REGISTRY: dict = {}  # feature key -> Feature
 
 
 def feature(key, name, version, config="CONFIG_BPF_SYSCALL"):
@@ -121,7 +121,7 @@ def _memcg_accounting():
     return fd >= 0 and _close(fd)
 
 
-_memlock_checked = []
+_memlock_checked: list = []
 
 
 def ensure_memlock():

@@ -23,7 +23,7 @@ _MACHINE = os.uname().machine  # what platform.machine() says, without importing
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.ioctl.restype = ctypes.c_int
-_numbers = []  # [bpf, perf_event_open] once known
+_numbers: list = []  # [bpf, perf_event_open] once known
 
 
 def _syscall_number(index):

@@ -38,8 +38,9 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import ItemsView, MutableMapping, ValuesView
+from collections.abc import ItemsView, Iterable, Mapping, MutableMapping, ValuesView
 from contextlib import ExitStack, suppress
+from typing import Any, List, Tuple, Union
 
 from . import errnos, features, syscalls
 from .abi import Cmd, MapType, UpdateFlags
@@ -319,12 +320,12 @@ class Map(KernelObject, MutableMapping):
     max_entries = property(lambda self: self.spec.max_entries, doc="Capacity.")
 
     @property
-    def type_name(self):
+    def type_name(self) -> str:
         """The map type's name (``HASH``), or its number for a type newer than pybpf."""
         return getattr(self.type, "name", str(self.type))
 
     @property
-    def id(self):
+    def id(self) -> int:
         """The kernel's id of this map (what ``bpftool map show`` lists)."""
         return syscalls.obj_get_info_by_fd(self.fd, "map")["id"]
 
@@ -371,7 +372,7 @@ class Map(KernelObject, MutableMapping):
         raw = self._lookup_raw(self._keys.encode(key), key)
         return self._decode_values(raw)[0]
 
-    def lookup(self, key, default=None):
+    def lookup(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` when the map has no such key."""
         try:
             return self[key]
@@ -381,7 +382,8 @@ class Map(KernelObject, MutableMapping):
     def __setitem__(self, key, value):
         self.update(key, value)
 
-    def update(self, key, value, flags=UpdateFlags.ANY):
+    def update(self, key: Any, value: Any,  # type: ignore[override]  # not dict.update
+               flags: int = UpdateFlags.ANY) -> None:
         """Set ``key`` to ``value``; ``flags`` NOEXIST creates only, EXIST overwrites only.
 
         Raises KeyExistsError (NOEXIST, key present), MapKeyError (EXIST, key absent; or an
@@ -460,7 +462,7 @@ class Map(KernelObject, MutableMapping):
     def values(self):
         return _ValuesView(self)
 
-    def clear(self):
+    def clear(self) -> None:
         """Delete every element; array maps, whose elements cannot go, are zero-filled."""
         fd = self._keyed_fd("clear")
         if self.type in ARRAY_TYPES:
@@ -477,7 +479,7 @@ class Map(KernelObject, MutableMapping):
     # A batch that fails part way has done part of its work: the exception carries it,
     # ``err.partial`` (the pairs read) or ``err.count`` (the elements written or deleted).
 
-    def lookup_batch(self, chunk=DEFAULT_CHUNK):
+    def lookup_batch(self, chunk: int = DEFAULT_CHUNK) -> List[Tuple[Any, Any]]:
         """Every (key, value) pair, read ``chunk`` elements per ``BPF_MAP_LOOKUP_BATCH`` call.
 
         Walks key by key where the kernel or map type has no batch lookup.
@@ -487,7 +489,7 @@ class Map(KernelObject, MutableMapping):
             return self._decode_pairs(*self._each(self._lookup_each))
         return self._batch(syscalls.map_lookup_batch, Cmd.MAP_LOOKUP_BATCH, chunk)
 
-    def lookup_and_delete_batch(self, chunk=DEFAULT_CHUNK):
+    def lookup_and_delete_batch(self, chunk: int = DEFAULT_CHUNK) -> List[Tuple[Any, Any]]:
         """Every (key, value) pair, deleting them as they are read (hash maps only).
 
         On a failure part way, ``err.partial`` holds the pairs already read and deleted: they
@@ -500,7 +502,8 @@ class Map(KernelObject, MutableMapping):
         return self._batch(syscalls.map_lookup_and_delete_batch, Cmd.MAP_LOOKUP_AND_DELETE_BATCH,
                            chunk)
 
-    def update_batch(self, pairs, flags=UpdateFlags.ANY):
+    def update_batch(self, pairs: Union[Mapping, Iterable[Tuple[Any, Any]]],
+                     flags: int = UpdateFlags.ANY) -> int:
         """Set many (key, value) pairs (a dict or an iterable of pairs); returns how many.
 
         With ``flags`` ANY or F_LOCK this is one ``BPF_MAP_UPDATE_BATCH`` system call. The
@@ -528,7 +531,7 @@ class Map(KernelObject, MutableMapping):
                 raise self._partly(exc, Cmd.MAP_UPDATE_ELEM, key, count=done) from None
         return len(raw)
 
-    def delete_batch(self, keys):
+    def delete_batch(self, keys: Iterable[Any]) -> int:
         """Delete many keys; returns how many.
 
         One ``BPF_MAP_DELETE_BATCH`` where the kernel has it for this map type, else one
@@ -633,17 +636,17 @@ class Map(KernelObject, MutableMapping):
 
     # --- life cycle -----------------------------------------------------------------------
 
-    def freeze(self):
+    def freeze(self) -> None:
         """Make the map read-only for user space from now on (``BPF_MAP_FREEZE``)."""
         syscalls.map_freeze(self.fd)
 
-    def pin(self, path):
+    def pin(self, path: str) -> None:
         """Pin the map at ``path`` on a bpf file system so it outlives this process
         (UsageError, saying how to mount one, when ``path`` is elsewhere)."""
         syscalls.obj_pin(self.fd, path)
         self._pinned = path
 
-    def unpin(self):
+    def unpin(self) -> None:
         """Remove the pin made by pin() or opened by from_pinned(); no-op when not pinned."""
         if self._pinned is not None:
             os.unlink(self._pinned)

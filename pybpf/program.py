@@ -9,6 +9,8 @@ points at the instruction of *your* program (and the C line it implements) that 
 
 import errno
 from collections import namedtuple
+from collections.abc import Iterable, Mapping
+from typing import Optional
 
 from . import asm, features, syscalls
 from .abi import ProgType
@@ -35,7 +37,8 @@ class Program(KernelObject):
     ``log_level`` > 0 the verifier log is kept in :attr:`verifier_log` even on success.
     """
 
-    def __init__(self, spec: ProgramSpec, maps=None, *, log_level=0, btf_fd=0):
+    def __init__(self, spec: ProgramSpec, maps: Optional[Mapping] = None, *, log_level: int = 0,
+                 btf_fd: int = 0):
         self.spec = spec
         self.name = spec.name
         self.type = _prog_type(spec.type)
@@ -52,8 +55,9 @@ class Program(KernelObject):
         self._fd = FD(fd, f"program {self.name!r}")
 
     @classmethod
-    def from_instructions(cls, insns, prog_type, *, maps=None, name="", license="GPL",
-                          log_level=0, **spec_fields):
+    def from_instructions(cls, insns: Iterable, prog_type: int, *, maps: Optional[Mapping] = None,
+                          name: str = "", license: str = "GPL", log_level: int = 0,
+                          **spec_fields) -> "Program":
         """Load a list of :class:`~pybpf.asm.Instruction` (e.g. ``Builder().instructions``)."""
         spec = ProgramSpec(name=name, type=_prog_type(prog_type), insns=list(insns),
                            license=license, **spec_fields)
@@ -130,7 +134,7 @@ class Program(KernelObject):
             self.fd, data, data_size_out, ctx, len(ctx), repeat)
         return TestRun(retval, duration, data_out, ctx_out)
 
-    def info(self):
+    def info(self) -> dict:
         """``bpf_prog_info`` as a dict: id, tag, run_time_ns, run_cnt, verified_insns...
 
         run_time_ns/run_cnt count only while stats are on (:func:`syscalls.enable_stats`
@@ -139,11 +143,11 @@ class Program(KernelObject):
         return syscalls.obj_get_info_by_fd(self.fd, "prog")
 
     @property
-    def id(self):
+    def id(self) -> int:
         """The kernel's id for this program (``bpftool prog show id N``)."""
         return self.info()["id"]
 
-    def pin(self, path):
+    def pin(self, path: str) -> None:
         """Pin the program at ``path`` on a bpf file system so it outlives this process
         (UsageError, saying how to mount one, when ``path`` is elsewhere)."""
         syscalls.obj_pin(self.fd, path)

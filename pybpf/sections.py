@@ -19,6 +19,8 @@ SECTIONS = [
     ("kretprobe", P.KPROBE, 0, True),
     ("uprobe", P.KPROBE, 0, True),
     ("uretprobe", P.KPROBE, 0, True),
+    ("uprobe.s", P.KPROBE, 0, True),
+    ("uretprobe.s", P.KPROBE, 0, True),
     ("ksyscall", P.KPROBE, 0, True),
     ("kretsyscall", P.KPROBE, 0, True),
     ("usdt", P.KPROBE, 0, True),

@@ -13,7 +13,7 @@ from .errors import AttachError, TracefsError
 TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 MOUNT_HINT = "mount -t tracefs nodev /sys/kernel/tracing"
 
-_found = {}
+_found: dict = {}  # "path": where tracefs is mounted, once known
 
 
 def tracefs_path():

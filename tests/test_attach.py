@@ -241,6 +241,6 @@ def test_link_close_is_idempotent():
         assert link.fd == read_end
     link.close()
     with pytest.raises(UsageError, match="link test is closed"):
-        link.fd
+        _ = link.fd
     with pytest.raises(OSError):
         os.fstat(read_end)

@@ -40,6 +40,13 @@ def test_table_matches_running_kernel_btf():
     assert dict(helpers) == HELPERS
 
 
+def test_helpers_file_is_what_the_generator_prints():
+    _require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
+    expected = gen_helpers.render(*gen_helpers.read_helpers(VMLINUX))
+    actual = (Path(__file__).resolve().parent.parent / "pybpf" / "helpers.py").read_text()
+    assert actual == expected, "pybpf/helpers.py is stale: run make generate"
+
+
 def test_table_agrees_with_uapi_header():
     _require_file(UAPI_HEADER, "install linux-libc-dev")
     helpers, _source = gen_helpers.read_helpers(UAPI_HEADER)

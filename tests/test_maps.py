@@ -9,7 +9,6 @@ import subprocess
 import pytest
 from construct import Bytes, Int32ul, Int64ul, Struct
 
-from pybpf import maps as maps_module
 from pybpf import features, host, syscalls
 from pybpf.abi import Cmd, MapType, UpdateFlags
 from pybpf.errors import (
@@ -228,7 +227,7 @@ def test_closed_map():
     with pytest.raises(UsageError, match="map 'test' is closed"):
         m[1]
     with pytest.raises(UsageError, match="closed"):
-        m.fd
+        _ = m.fd
 
 
 def test_frozen_map_refuses_updates():

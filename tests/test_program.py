@@ -42,7 +42,7 @@ def test_load_and_test_run():
         assert prog.info()["name"] == "answer" and prog.id == prog.info()["id"]
         assert "answer" in repr(prog)
     with pytest.raises(UsageError, match="program 'answer' is closed"):
-        prog.fd
+        _ = prog.fd
     prog.close()  # idempotent
 
 

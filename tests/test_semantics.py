@@ -299,9 +299,9 @@ def test_legacy_packet_loads():
         else:
             b.ld_ind(size, R7, 2)
     for how in ("abs", "ind"):  # offset 3 after the 14-byte Ethernet header, big endian
-        assert run(lambda b: body(b, B, how)) == PACKET[17]
-        assert run(lambda b: body(b, H, how)) == int.from_bytes(PACKET[17:19], "big")
-        assert run(lambda b: body(b, W, how)) == int.from_bytes(PACKET[17:21], "big")
+        assert run(lambda b, how=how: body(b, B, how)) == PACKET[17]
+        assert run(lambda b, how=how: body(b, H, how)) == int.from_bytes(PACKET[17:19], "big")
+        assert run(lambda b, how=how: body(b, W, how)) == int.from_bytes(PACKET[17:21], "big")
 
 
 ATOMIC = {"add": lambda m, v: m + v, "or": lambda m, v: m | v, "and": lambda m, v: m & v,

@@ -88,7 +88,8 @@ def read_helpers(path):
     if data[:2] == BTF_MAGIC.to_bytes(2, "little"):
         described = f"the BTF at {path}"
         if os.path.realpath(path) == VMLINUX:
-            described = f"the running kernel's BTF ({path}, Linux {os.uname().release})"
+            release = ".".join(os.uname().release.split(".")[:2])  # 6.18, not the build
+            described = f"the running kernel's BTF ({path}, Linux {release})"
         return read_btf(data), described
     return read_header(data.decode()), path
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what pybpf needs on a Debian host, for the Python interpreter $PYTHON (python3).
 #   tools/setup.sh          runtime: construct and pyelftools (nothing compiled, no toolchain)
-#   tools/setup.sh --test   also pytest, hypothesis, and the oracles llvm, clang, bpftool, bpftrace
+#   tools/setup.sh --test   also pytest, hypothesis, ruff, and the oracles llvm, clang, bpftool,
+#                           bpftrace, libbpf
 # Python packages come from pip when the interpreter has a usable pip, else from Debian.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -24,6 +25,9 @@ if [ "${1:-}" = "--test" ]; then
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
     done
+    # libbpf (the reference loader, through bpftool and its library) for the oracle tests
+    ls /usr/lib/*/libbpf.so.1 >/dev/null 2>&1 || missing="$missing libbpf-dev"
+    "$PYTHON" -m ruff --version >/dev/null 2>&1 || "$PYTHON" -m pip install -q ruff 2>/dev/null || true
     [ -z "$missing" ] || apt_install $missing
 fi
 # tracepoints are found through tracefs; mount it if this host has not
