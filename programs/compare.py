@@ -35,6 +35,11 @@ def build_reference(workdir):
             "--compare-c needs clang to build bpf/program.c (apt-get install clang), "
             "or an object built elsewhere: --compare-c program.o"
         )
+    if not REFERENCE_C.is_file():
+        raise CompareError(
+            f"--compare-c builds bpf/program.c, which an installed package does not carry "
+            f"(no {REFERENCE_C}): run from a checkout, or pass an object: --compare-c program.o"
+        )
     obj = Path(workdir) / "program.o"
     result = subprocess.run(
         [clang, "-O2", "-g", "-target", "bpf", "-c", str(REFERENCE_C), "-o", str(obj)],

@@ -11,15 +11,12 @@ The eBPF programs themselves are in :mod:`programs.execve_bpf` (reference C: bpf
 """
 
 import os
-import signal
 import sys
 
-if __name__ == "__main__":
-    # Ctrl+C before the tracker's own handlers take over (during the imports below) exits
-    # quietly: nothing is loaded yet, so there is nothing to clean up and no traceback to show.
-    # A parent may have started us with the stop signals blocked: they must reach us.
-    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(128 + signum))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+if __name__ == "__main__":  # before the imports below, which take most of the start-up
+    from .console import quiet_interrupts
+
+    quiet_interrupts()
 
 import argparse  # noqa: E402 - after the handler, so an early Ctrl+C is quiet too
 import time  # noqa: E402

@@ -20,7 +20,7 @@ python_deps() {  # $1: modules to import, $2: pip names, $3: Debian package name
 }
 python_deps "construct, elftools" "construct pyelftools" "python3-construct python3-pyelftools"
 if [ "${1:-}" = "--test" ]; then
-    python_deps "pytest, hypothesis" "pytest hypothesis" "python3-pytest python3-hypothesis"
+    python_deps "pytest, hypothesis, wheel" "pytest hypothesis wheel" "python3-pytest python3-hypothesis python3-wheel"
     missing=
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"

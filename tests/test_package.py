@@ -1,0 +1,82 @@
+"""The package as pip installs it: a wheel and an sdist build from the checkout, the wheel
+installs into a clean virtual environment, ``execve-tracker`` is on its PATH and runs, and
+site-packages gets ``pybpf`` and ``execve_tracker`` but no top-level ``programs``."""
+
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import _skip_or_fail
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args, **kwargs):
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The wheel and the sdist, built with this interpreter's setuptools (no downloads)."""
+    out = tmp_path_factory.mktemp("dist")
+    try:
+        import setuptools  # noqa: F401
+    except ImportError:
+        _skip_or_fail("setuptools is not installed for this Python")
+    # a copy, so that building leaves no build/ or *.egg-info in the checkout
+    source = out / "src"
+    files = _run("git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard").stdout
+    for name in files.split():
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            target.write_bytes((ROOT / name).read_bytes())
+    wheel = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                 "-w", str(out), str(source))
+    assert wheel.returncode == 0, wheel.stderr
+    sdist = _run(sys.executable, "-c", "from setuptools import build_meta as b; "
+                 f"print(b.build_sdist({str(out)!r}))", cwd=source)
+    assert sdist.returncode == 0, sdist.stderr
+    return next(out.glob("*.whl")), out / sdist.stdout.split()[-1]
+
+
+def test_the_wheel_holds_the_packages_and_the_script(built):
+    wheel, _ = built
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names if not name.startswith("pybpf-")}
+    assert tops == {"pybpf", "execve_tracker"}
+    assert "pybpf/asm/builder.py" in names and "execve_tracker/execve_bpf.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "execve-tracker = execve_tracker.console:main" in \
+        zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_the_sdist_holds_the_sources_and_tests(built):
+    _, sdist = built
+    names = tarfile.open(sdist).getnames()
+    for path in ("pybpf/syscalls.py", "programs/execve.py", "bpf/program.c", "README.md",
+                 "tests/elf/execve.o", "tools/setup.sh", "Makefile"):
+        assert any(name.endswith("/" + path) for name in names), path
+
+
+def test_the_wheel_installs_and_runs_in_a_clean_venv(built, tmp_path):
+    wheel, _ = built
+    venv = tmp_path / "venv"
+    # system site-packages for construct and pyelftools: nothing is downloaded
+    made = _run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
+    assert made.returncode == 0, made.stderr
+    python = venv / "bin" / "python"
+    installed = _run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
+    assert installed.returncode == 0, installed.stderr
+    site = _run(str(python), "-c", "import execve_tracker, os; "
+                "print(os.path.dirname(os.path.dirname(execve_tracker.__file__)))").stdout.strip()
+    assert (Path(site) / "pybpf").is_dir() and (Path(site) / "execve_tracker").is_dir()
+    assert not (Path(site) / "programs").exists()
+    helped = _run(str(venv / "bin" / "execve-tracker"), "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "-interval" in helped.stdout, helped.stderr
+    dumped = _run(str(venv / "bin" / "execve-tracker"), "--dump", cwd=tmp_path)
+    assert dumped.returncode == 0 and "count_execve" in dumped.stdout, dumped.stderr
