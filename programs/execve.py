@@ -165,9 +165,15 @@ def parse_args(argv):
         help="print the DSL programs beside clang's build of bpf/program.c (or OBJECT), "
         "instruction by instruction, and exit (no root)",
     )
-    parser.add_argument(
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
         "--verifier-log", action="store_true",
         help="print the kernel verifier's log of each program after loading",
+    )
+    shown.add_argument(
+        "--explain-verifier", action="store_true",
+        help="load the programs, print each beside what the verifier knew after every "
+        "instruction, on each path it followed, and exit",
     )
     return parser.parse_args(argv)
 
@@ -181,6 +187,16 @@ def dump(max_pids):
         print(f"{name}:  SEC(\"{program.section}\")")
         print(disassemble(program.insns))
         print()
+
+
+def explain_verifier(max_pids):
+    """Load the programs with the verifier's full log and print each program beside it."""
+    from pybpf.verifier import interleave
+
+    with Tracker(max_pids, log_level=2) as tracker:
+        for name, program in tracker.collection.programs.items():
+            print(f"{name}:  SEC(\"{program.spec.section}\")")
+            print(interleave(program.spec.insns, program.verifier_log))
 
 
 def run(args):
@@ -248,12 +264,19 @@ def _main(args):
             return 1
         return 0
     try:
+        if args.explain_verifier:
+            explain_verifier(args.max_pids)
+            return 0
         return run(args)
     except VerifierError as err:
         if args.verifier_log:
             sys.stderr.write(err.log)
         else:
             err.log_hint = "rerun with --verifier-log"
+        if args.explain_verifier and err.insns is not None:
+            from pybpf.verifier import interleave
+
+            sys.stderr.write(interleave(err.insns, err.log, err.summary))
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     except BPFError as err:

@@ -4,6 +4,8 @@
     python -m pybpf disasm FILE                raw instruction bytes (or FILE.o) -> listing
     python -m pybpf load FILE.o [--pin DIR] [--interval N]   load, attach, print maps
     python -m pybpf run FILE.s [--data HEX] [--repeat N] [--type socket_filter]
+                                [--verifier-log | --explain-verifier]
+    python -m pybpf explain 'r1 = *(u32 *)(r6 + 8)' | 61 61 08 00 00 00 00 00 | FILE
 
 Each subcommand is one function taking the parsed arguments; add one by writing the
 function and registering its parser in :func:`build_parser`. Errors print as
@@ -63,16 +65,79 @@ def cmd_load(args):
 
 
 def cmd_run(args):
-    """Load a text snippet as a program and run it once (or N times) with BPF_PROG_TEST_RUN."""
+    """Load a text snippet as a program and run it once (or N times) with BPF_PROG_TEST_RUN.
+
+    ``--verifier-log`` prints the verifier's log first, ``--explain-verifier`` the program
+    with the verifier's state after each instruction (:func:`pybpf.verifier.interleave`).
+    """
     from pybpf.program import Program  # the loader needs bpf(); imported only to run
 
     insns = parse(_read_text(args.file))
     prog_type = ProgType[args.type.upper()]
-    with Program.from_instructions(insns, prog_type) as prog:
+    log_level = 2 if args.verifier_log or args.explain_verifier else 0
+    with Program.from_instructions(insns, prog_type, log_level=log_level) as prog:
+        if args.verifier_log:
+            print(prog.verifier_log.rstrip("\n"))
+        elif args.explain_verifier:
+            from pybpf.verifier import interleave
+
+            sys.stdout.write(interleave(insns, prog.verifier_log))
         result = prog.test_run(data=args.data, repeat=args.repeat)
     print(f"r0 = {result.retval:#x} ({result.retval})")
     runs = "1 run" if args.repeat == 1 else f"mean of {args.repeat} runs"
     print(f"duration = {result.duration_ns} ns ({runs})")
+
+
+def cmd_explain(args):
+    """Explain one instruction (text or hex bytes) or annotate a whole program (a file)."""
+    from pybpf import explain
+
+    words = args.what
+    if len(words) == 1 and os.path.exists(words[0]):
+        sys.stdout.write(_explain_file(words[0]))
+    elif explain.is_hex(words):
+        sys.stdout.write(_explain_insns(explain.decode(bytes.fromhex("".join(words)))))
+    else:
+        sys.stdout.write(_explain_insns(parse("\n".join(words))))
+
+
+def _explain_file(path):
+    """The annotated programs of a file: an ELF object, raw instruction bytes (they hold
+    NUL bytes, text does not), or assembly text (a listing, the tracker's ``--dump``)."""
+    from pybpf import explain
+
+    with open(path, "rb") as source:
+        data = source.read()
+    if data.startswith(b"\x7fELF"):
+        from pybpf.elf import load_spec
+
+        programs = [(f"{name} ({spec.section})", spec.insns)
+                    for name, spec in load_spec(data).programs.items()]
+    elif b"\0" in data:
+        return _explain_insns(explain.decode(data))
+    else:
+        programs = [(name, parse(text)) for name, text in
+                    explain.split_programs(data.decode("utf-8", "replace"))]
+    if len(programs) == 1 and programs[0][0] is None:
+        return _explain_insns(programs[0][1])
+    return "\n".join(f"{name}:\n{_explain_insns(insns)}" for name, insns in programs)
+
+
+def _explain_insns(insns):
+    """One instruction's full explanation, or a program's annotated listing; a program
+    holding instructions the kernel would refuse is explained one instruction at a time."""
+    from pybpf import explain
+    from pybpf.asm.insn import check
+
+    if len(insns) == 1 and insns[0].ref is None:
+        return explain.explain(insns[0])
+    if any(check(insn) for insn in insns):
+        out, slot = [], 0
+        for insn in insns:
+            out.append(f"slot {slot}: " + explain.explain(insn, slot))
+            slot += insn.slots
+        return "\n".join(out)
+    return explain.annotate(insns)
 
 
 # -- python -m pybpf load -------------------------------------------------------------------
@@ -193,7 +258,22 @@ def build_parser():
     run.add_argument("--repeat", type=positive_int, default=1)
     run.add_argument("--type", default="socket_filter",
                      choices=[t.name.lower() for t in ProgType if t != ProgType.UNSPEC])
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("--verifier-log", action="store_true",
+                       help="print the verifier's log (log_level 2) before running")
+    shown.add_argument("--explain-verifier", action="store_true",
+                       help="print the program with what the verifier knew after each "
+                       "instruction, on each path it followed, before running")
     run.set_defaults(func=cmd_run)
+
+    explain = commands.add_parser(
+        "explain", help="explain an instruction: its bits, meaning and verifier checks",
+        description="Explain one instruction, given as text ('r1 = *(u32 *)(r6 + 8)') or "
+        "as hex bytes (61 61 08 00 00 00 00 00): its encoding field by field, its meaning "
+        "(RFC 9669) and what the verifier checks. Given a file (assembly text, a listing, "
+        "the tracker's --dump, raw bytes or a clang object), annotate every instruction.")
+    explain.add_argument("what", nargs="+", metavar="INSN|HEX|FILE")
+    explain.set_defaults(func=cmd_explain)
     return parser
 
 
@@ -205,8 +285,16 @@ def main(argv=None):
     except KeyboardInterrupt:  # Ctrl+C outside load's loop: 128 + SIGINT, as shells say
         return 130
     except (BPFError, OSError, ValueError) as exc:
+        explaining = getattr(args, "explain_verifier", False) and getattr(exc, "insns", None)
+        if isinstance(exc, VerifierError) and exc.log:
+            exc.log_hint = "rerun with --verifier-log" if explaining else "below"
         print(f"pybpf: {exc}", file=sys.stderr)
         if isinstance(exc, VerifierError) and exc.log:
-            print(exc.log.rstrip("\n"), file=sys.stderr)
+            if explaining:
+                from pybpf.verifier import interleave
+
+                sys.stderr.write(interleave(exc.insns, exc.log, exc.summary))
+            else:
+                print(exc.log.rstrip("\n"), file=sys.stderr)
         return 1
     return 0

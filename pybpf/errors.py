@@ -112,12 +112,15 @@ class VerifierError(SyscallError):
 
     ``log`` is the whole verifier log, ``summary`` its telling line(s), ``insn_index`` the raw
     instruction slot the verifier stopped at (None if unknown), ``source_index`` the index of
-    the DSL instruction it maps to and ``source`` that instruction's comment or text.
+    the DSL instruction it maps to and ``source`` that instruction's comment or text;
+    ``insns`` the program's instructions as written (for :func:`pybpf.verifier.interleave`),
+    when the program is known.
     ``str(err)`` ends by saying where the full log is: ``log_hint`` (a tool sets it to its own
     option, e.g. ``--verifier-log``).
     """
 
     log_hint = "err.log"
+    insns = None
 
     def __init__(self, err, message, log="", summary="", insn_index=None,
                  source_index=None, source=None):

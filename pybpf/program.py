@@ -115,6 +115,7 @@ class Program(KernelObject):
         err = VerifierError(exc.errno, message, log=exc.log, summary=exc.summary,
                             insn_index=exc.insn_index, source_index=index, source=source)
         err.log_true_size = exc.log_true_size
+        err.insns = self.spec.insns
         return err
 
     # --- use ----------------------------------------------------------------------------

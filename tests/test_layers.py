@@ -19,7 +19,7 @@ LAYERS = {
     "pybpf.spec": PURE, "pybpf.structlayout": PURE, "pybpf.layouts": PURE,
     "pybpf.attrs": PURE, "pybpf.sections": PURE, "pybpf.verifier": PURE, "pybpf.btf": PURE,
     "pybpf.elf": PURE, "pybpf.objdump": PURE, "pybpf.disasm": PURE, "pybpf.argtypes": PURE,
-    "pybpf.signals": PURE, "pybpf.asm": PURE,
+    "pybpf.signals": PURE, "pybpf.asm": PURE, "pybpf.explain": PURE,
     # the system calls and what they need to know about the host
     "pybpf.libc": SYSTEM, "pybpf.host": SYSTEM, "pybpf.errnos": SYSTEM,
     "pybpf.syscalls": SYSTEM, "pybpf.perf": SYSTEM, "pybpf.tracefs": SYSTEM,
