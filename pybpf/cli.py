@@ -96,7 +96,7 @@ def cmd_explain(args):
     if len(words) == 1 and os.path.exists(words[0]):
         sys.stdout.write(_explain_file(words[0]))
     elif explain.is_hex(words):
-        sys.stdout.write(_explain_insns(explain.decode(bytes.fromhex("".join(words)))))
+        sys.stdout.write(_explain_decoded(explain.decode(bytes.fromhex("".join(words)))))
     else:
         sys.stdout.write(_explain_insns(parse("\n".join(words))))
 
@@ -114,7 +114,7 @@ def _explain_file(path):
         programs = [(f"{name} ({spec.section})", spec.insns)
                     for name, spec in load_spec(data).programs.items()]
     elif b"\0" in data:
-        return _explain_insns(explain.decode(data))
+        return _explain_decoded(explain.decode(data))
     else:
         programs = [(name, parse(text)) for name, text in
                     explain.split_programs(data.decode("utf-8", "replace"))]
@@ -124,20 +124,30 @@ def _explain_file(path):
 
 
 def _explain_insns(insns):
-    """One instruction's full explanation, or a program's annotated listing; a program
-    holding instructions the kernel would refuse is explained one instruction at a time."""
+    """One instruction's full explanation, or a program's annotated listing."""
     from pybpf import explain
-    from pybpf.asm.insn import check
 
     if len(insns) == 1 and insns[0].ref is None:
         return explain.explain(insns[0])
-    if any(check(insn) for insn in insns):
-        out, slot = [], 0
-        for insn in insns:
-            out.append(f"slot {slot}: " + explain.explain(insn, slot))
-            slot += insn.slots
-        return "\n".join(out)
     return explain.annotate(insns)
+
+
+def _explain_decoded(decoded):
+    """Instructions read from bytes: one explained in full, a valid program annotated, and a
+    program holding bytes the kernel would refuse explained one instruction at a time."""
+    from pybpf import explain
+    from pybpf.asm.insn import check
+
+    length = sum(d.insn.slots for d in decoded)
+    if len(decoded) == 1:
+        return explain.explain(decoded[0].insn, raw=decoded[0].raw)
+    if all(check(d.insn) is None and not any(d.raw[8:12]) for d in decoded):
+        return explain.annotate([d.insn for d in decoded])
+    out, slot = [], 0
+    for insn, raw in decoded:
+        out.append(f"slot {slot}: " + explain.explain(insn, slot, length, raw))
+        slot += insn.slots
+    return "\n".join(out)
 
 
 # -- python -m pybpf load -------------------------------------------------------------------

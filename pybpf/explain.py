@@ -120,7 +120,8 @@ SAID = {
     "kernel's)",
     "ja": "continues with {target}", "gotol": "continues with {target} (a 32-bit distance)",
     "may_goto": "continues with the next instruction while the program's loop budget lasts, "
-    "then with {target} (a Linux 6.9 addition: the budget is 8388608 iterations)",
+    "then with {target} (a Linux 6.9 addition; the budget is a quarter of a second of looping "
+    "where the JIT times it, as x86-64 does since Linux 6.15, else 8388608 iterations)",
     "call": "calls helper function {imm}{helper} (Linux numbers its helpers rather than give "
     "addresses): arguments in r1-r5, the result in r0",
     "call_local": "calls the function that starts at {target}: arguments in r1-r5, the result "
@@ -259,17 +260,21 @@ def unused_fields(op):
             if rule == "zero" and (op.name, name) not in UNCHECKED]
 
 
-def checks(insn, slot=None, length=None):
+def checks(insn, slot=None, length=None, raw=None):
     """What the verifier checks about ``insn``: a list of :class:`Check`.
 
     ``slot`` (where the instruction is) and ``length`` (the program's size in slots), when
-    known, let the jump checks say where a jump lands and whether that is inside.
+    known, let the jump checks say where a jump lands and whether that is inside; ``raw``,
+    the instruction's bytes when it was decoded, shows a second slot that is not all 0.
     """
     op = insn.op
     if op is None:
         return [_no_such_operation(insn)]
     view = _Operands(insn, op, slot)
     found = _broken_fields(insn, op)
+    if raw is not None and insn.opcode == oc.LD_IMM64 and any(raw[8:12]):
+        found.append(Check("second_slot", "the second slot is all 0 but for next_imm",
+                           "invalid bpf_ld_imm64 insn", True))
     for rule in _RULES[op.form]:
         found.extend(rule(view))
     return [c for c in found if c is not None] + _jump_checks(view, slot, length)
@@ -536,9 +541,7 @@ def _atomic_rules(v):
 def _lddw_rules(v):
     insn, src = v.insn, v.insn.src
     low = insn.imm & 0xFFFFFFFF
-    found = [_frame_pointer(v.r_dst, insn.dst),
-             Check("second_slot", "the second slot is all 0 but for next_imm",
-                   "invalid bpf_ld_imm64 insn")]
+    found = [_frame_pointer(v.r_dst, insn.dst)]
     if src in (abi.PSEUDO_MAP_FD, abi.PSEUDO_MAP_VALUE):
         found.append(Check("map_fd", f"{low} is the fd of a map this process holds",
                            f"fd {low} is not pointing to valid bpf_map"))
@@ -678,7 +681,8 @@ def _words(v):
     operand = v.src if v.op.form in ("alu_x", "jmp_x") else str(insn.imm)
     helper = HELPER_NAMES.get(insn.imm)
     base = insn.src if v.op.form in ("ldx", "load_acquire") else insn.dst
-    return dict(dst=v.dst, src=v.src, operand=operand, imm=insn.imm, off=insn.off, bytes=v.size,
+    imm = insn.imm & 0xFFFFFFFF if v.op.form == "lddw" else insn.imm
+    return dict(dst=v.dst, src=v.src, operand=operand, imm=imm, off=insn.off, bytes=v.size,
                 mem=v.mem(base), target=v.target()[1], mask=v.bits - 1,
                 helper=f", bpf_{helper}" if helper and v.op.name == "call" else "",
                 imm64=f"{insn.imm:#x}" if insn.imm > 0xFFFF else insn.imm,
@@ -686,9 +690,10 @@ def _words(v):
                 src_as=insn.imm & 0xFFFF)
 
 
-def diagram(insn):
-    """The rows of the bit diagram of ``insn`` (valid or not)."""
-    raw, op = encode_fields(insn), insn.op
+def diagram(insn, raw=None):
+    """The rows of the bit diagram of ``insn`` (valid or not); ``raw``: its bytes, if known
+    (a 64-bit load's second slot may hold more than the instruction does)."""
+    raw, op = raw or encode_fields(insn), insn.op
     rows = [Row("0" if i == 0 else "", f"{insn.opcode:02x}" if i == 0 else "",
                 _bits(insn.opcode, mask), field, value, note)
             for i, (mask, field, value, note) in enumerate(_opcode_fields(insn.opcode, op))]
@@ -708,7 +713,8 @@ def diagram(insn):
     low = int.from_bytes(raw[4:8], "little", signed=True)
     rows.append(Row("4-7", raw[4:8].hex(" "), "", "imm", str(low), notes[3]))
     if insn.opcode == oc.LD_IMM64:
-        rows.append(Row("8-11", raw[8:12].hex(" "), "", "reserved", "0",
+        rows.append(Row("8-11", raw[8:12].hex(" "), "", "reserved",
+                        str(int.from_bytes(raw[8:12], "little")),
                         "second slot: its opcode, regs and offset are 0"))
         high = int.from_bytes(raw[12:16], "little", signed=True)
         rows.append(Row("12-15", raw[12:16].hex(" "), "", "next_imm", str(high),
@@ -775,28 +781,29 @@ def _bits(byte, mask):
     return "".join(str(byte >> i & 1) if mask >> i & 1 else "." for i in range(7, -1, -1))
 
 
-def explain(insn, slot=None, length=None):
-    """The whole explanation of one instruction: text, bit diagram, meaning and checks."""
+def explain(insn, slot=None, length=None, raw=None):
+    """The whole explanation of one instruction: text, bit diagram, meaning and checks.
+
+    ``raw`` is the instruction's bytes when it was decoded from bytes (see :func:`decode`).
+    """
     from pybpf.asm.text import format_insn
 
     problem = check(insn)
-    lines = []
-    if insn.op is not None:
-        lines.append(format_insn(insn))
-    lines += ["", *_table(diagram(insn)), ""]
+    lines = [format_insn(insn) if insn.op is not None else "(bytes that name no instruction)"]
+    lines += ["", *_table(diagram(insn, raw)), ""]
     if problem:
-        lines.append(f"invalid: {problem}")
+        lines += _wrapped("invalid: ", problem)
     if insn.op is not None:
         lines += _wrapped("meaning: ", meaning(insn, slot))
     lines.append("the verifier checks:")
-    for found in checks(insn, slot, length):
+    for found in checks(insn, slot, length, raw):
         lines += _wrapped("  - ", _check_text(found), indent="    ")
     return "\n".join(lines) + "\n"
 
 
 def _check_text(found):
     """A check as one sentence, the verifier's message in backquotes."""
-    text = ("REFUSED here: " if found.fails else "") + found.text
+    text = ("FAILS here: " if found.fails else "") + found.text
     return f"{text} (else `{found.message}`)" if found.message else text
 
 
@@ -864,8 +871,12 @@ def is_hex(words):
     return bool(words) and all(_HEX_BYTE.match(w) for w in words)
 
 
+Decoded = namedtuple("Decoded", "insn raw")
+Decoded.__doc__ = "An instruction read from bytes, valid or not, and its ``raw`` bytes."
+
+
 def decode(data):
-    """The instructions in raw bytes, valid or not, as :class:`Instruction` values.
+    """The instructions in raw bytes, valid or not: a list of :class:`Decoded`.
 
     Unlike :func:`pybpf.asm.decode_all` this keeps an instruction the kernel would refuse,
     so that it can be explained; only bytes that are not whole instructions are an error.
@@ -881,7 +892,8 @@ def decode(data):
                 raise DecodeError("the 64-bit immediate load needs a second 8-byte slot", offset)
             imm = int.from_bytes(data[offset + 12:offset + 16], "little") << 32 | imm & 0xFFFFFFFF
             size = 2 * SLOT_SIZE
-        insns.append(Instruction(opcode, regs & 0x0F, regs >> 4, off, imm))
+        insns.append(Decoded(Instruction(opcode, regs & 0x0F, regs >> 4, off, imm),
+                             data[offset:offset + size]))
         offset += size
     return insns
 

@@ -126,3 +126,86 @@ def test_a_signal_while_loading_ends_the_run_after_loading(monkeypatch):
     assert cli.run_object(EXECVE_O, out=out) == 0
     assert "attached" not in out.getvalue() and "exec_count" in out.getvalue()
     assert _open_fds() == before
+
+
+# -- explain ---------------------------------------------------------------------------------
+
+def test_explain_text_and_bytes_say_the_same(capsys):
+    assert main(["explain", "r1 = *(u32 *)(r6 + 8)"]) == 0
+    from_text = capsys.readouterr().out
+    assert main(["explain", "61", "61", "08", "00", "00", "00", "00", "00"]) == 0
+    assert capsys.readouterr().out == from_text
+    assert main(["explain", "6161080000000000"]) == 0
+    assert capsys.readouterr().out == from_text
+    assert from_text.startswith("r1 = *(u32 *)(r6 + 8)\n\n  byte  hex          bits      field")
+    assert "meaning: {MEM, W, LDX} dst = *(unsigned size *) (src + offset)" in from_text
+
+
+def test_explain_a_program_file_annotates_every_line(tmp_path, capsys):
+    (tmp_path / "a.s").write_text(SOURCE)
+    assert main(["explain", str(tmp_path / "a.s")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "       0:\tb7 01 00 00 05 00 00 00\tr1 = 5"
+    assert lines[1] == "\t  = {MOV, K, ALU64} dst = src: copies 5 into r1."
+    assert sum(line.startswith("\t  = ") for line in lines) == 5
+    assert main(["asm", str(tmp_path / "a.s"), "-o", str(tmp_path / "a.bin")]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(tmp_path / "a.bin")]) == 0  # raw bytes: no labels, same code
+    raw = capsys.readouterr().out.splitlines()
+    assert raw[:2] == lines[:2] and sum(line.startswith("\t  = ") for line in raw) == 5
+
+
+def test_explain_the_trackers_dump_and_a_clang_object(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    dump = subprocess.run([sys.executable, "-m", "programs.execve", "--dump"], check=True,
+                          capture_output=True, text=True, cwd=root)
+    (tmp_path / "dump.txt").write_text(dump.stdout)
+    assert main(["explain", str(tmp_path / "dump.txt")]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.endswith("):")] == [
+        "count_execve (tracepoint/syscalls/sys_enter_execve):",
+        "count_execveat (tracepoint/syscalls/sys_enter_execveat):",
+        "name_process (tracepoint/sched/sched_process_exec):"]
+    assert "FAILS" not in out
+    assert main(["explain", EXECVE_O]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sys_enter_execve (tracepoint/syscalls/sys_enter_execve):\n")
+    assert "FAILS" not in out
+
+
+def test_explain_bytes_the_kernel_refuses(capsys):
+    assert main(["explain", "b7", "0a", "00", "00", "00", "00", "00", "00"]) == 0
+    out = capsys.readouterr().out
+    assert "invalid: dst is r10, the read-only frame pointer; it cannot be written" in out
+    assert "FAILS here: r10 is written, so it is not r10" in out
+
+
+def test_explain_errors_are_one_line(capsys):
+    assert main(["explain", "61", "61"]) == 1
+    assert capsys.readouterr().err == (
+        "pybpf: 2 bytes is not a whole number of 8-byte instructions\n")
+    assert main(["explain", "r1 = = 2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pybpf: ") and len(err.splitlines()) == 1
+    assert main(["explain", "goto nowhere"]) == 1
+    assert "undefined label 'nowhere'" in capsys.readouterr().err
+
+
+@pytest.mark.kernel
+def test_run_explain_verifier(tmp_path, capsys):
+    (tmp_path / "good.s").write_text("r6 = r1\ncall 7\nr0 = *(u32 *)(r6 + 0)\nexit\n")
+    assert main(["run", str(tmp_path / "good.s"), "--explain-verifier"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "       2:\t61 60 00 00 00 00 00 00\tr0 = *(u32 *)(r6 + 0)" in out
+    assert out[-2:] == ["r0 = 0x32 (50)", out[-1]]  # skb->len: 64 bytes less the 14 of Ethernet
+    (tmp_path / "bad.s").write_text("r6 = r1\ncall 7\nr0 = *(u32 *)(r1 + 0)\nexit\n")
+    assert main(["run", str(tmp_path / "bad.s"), "--explain-verifier"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].endswith("full log (12 lines): rerun with --verifier-log")
+    assert "\t  path 1: REFUSED: R1 !read_ok\n" in err
+    assert main(["run", str(tmp_path / "good.s"), "--verifier-log"]) == 0
+    out = capsys.readouterr().out
+    assert "2: (61) r0 = *(u32 *)(r6 +0)" in out and "processed 4 insns" in out

@@ -446,3 +446,37 @@ def test_verifier_rejection_names_the_c_line_without_traceback(monkeypatch, caps
     assert "name_process" in err and "R2 !read_ok" in err
     assert "return undefined_variable;" in err and "instruction 0" in err
     assert err.endswith("lines): rerun with --verifier-log")
+
+
+@pytest.mark.kernel
+def test_explain_verifier_prints_each_program_beside_the_walk_and_exits(capsys):
+    assert execve.main(["--explain-verifier"]) == 0
+    out = capsys.readouterr().out
+    headings = [line for line in out.splitlines() if "SEC(" in line]
+    assert headings == ['count_execve:  SEC("tracepoint/syscalls/sys_enter_execve")',
+                        'count_execveat:  SEC("tracepoint/syscalls/sys_enter_execveat")',
+                        'name_process:  SEC("tracepoint/sched/sched_process_exec")']
+    name_process = out[out.index(headings[2]):].splitlines()
+    jump = name_process.index("       8:\t15 00 03 00 00 00 00 00\tif r0 == 0 goto +3 <out>")
+    assert name_process[jump + 1:jump + 3] == [
+        "\t  path 1: R0=map_value(map=process_names,ks=4,vs=16)",
+        "\t  path 1, jumping to 12, is explored later as path 2: R0=0 R10=fp0 fp-8=mmmm????"]
+
+
+@pytest.mark.kernel
+def test_explain_verifier_shows_a_refused_program(monkeypatch, capsys):
+    from pybpf.asm import R0, R2, Builder
+
+    def broken():
+        b = Builder()
+        b.comment("return undefined_variable;")
+        b.mov(R0, R2)
+        b.exit()
+        return b.instructions
+
+    monkeypatch.setattr(execve.execve_bpf, "name_process", broken)
+    assert execve.main(["--explain-verifier"]) == 1
+    err = capsys.readouterr().err
+    assert "; return undefined_variable;\n       0:\tbf 20 00 00 00 00 00 00\tr0 = r2\n" \
+        "\t  path 1: REFUSED: R2 !read_ok\n" in err
+    assert err.splitlines()[-1].startswith("programs.execve: program 'name_process' rejected")
