@@ -796,9 +796,15 @@ def explain(insn, slot=None, length=None, raw=None):
     if insn.op is not None:
         lines += _wrapped("meaning: ", meaning(insn, slot))
     lines.append("the verifier checks:")
-    for found in checks(insn, slot, length, raw):
-        lines += _wrapped("  - ", _check_text(found), indent="    ")
+    found = checks(insn, slot, length, raw)
+    for one in found:
+        lines += _wrapped("  - ", _check_text(one), indent="    ")
+    if any(_FILLED_IN.search(one.message or "") for one in found):
+        lines.append("(in the messages, N stands for what the verifier's log fills in)")
     return "\n".join(lines) + "\n"
+
+
+_FILLED_IN = re.compile(r"\bN\b|\bRN\b")
 
 
 def _check_text(found):
