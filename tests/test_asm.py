@@ -282,3 +282,16 @@ def test_addr_space_cast_loads_with_an_arena():
     with arena, Program.from_instructions(b.instructions, ProgType.SOCKET_FILTER,
                                           maps={"arena": arena}) as prog:
         assert prog.test_run(data=bytes(64)).retval == 7
+
+
+def test_enum_immediates_are_plain_ints():
+    """An IntEnum operand (a flag from pybpf.abi) is stored as an int: on Python < 3.11 an
+    IntEnum formats as its name, and the listing would read ``r4 = UpdateFlags.NOEXIST``."""
+    from pybpf.abi import UpdateFlags
+    from pybpf.asm import R4, format_insn
+
+    b = Builder()
+    b.mov(R4, UpdateFlags.NOEXIST)
+    b.lddw(R4, UpdateFlags.NOEXIST)
+    assert [type(insn.imm) for insn in b.instructions] == [int, int]
+    assert [format_insn(insn) for insn in b.instructions] == ["r4 = 1", "r4 = 1 ll"]

@@ -93,7 +93,9 @@ def _workdir(tmp_path):
         (tmp_path / name).symlink_to(ROOT / name)
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
+    python3 = bin_dir / "python3"  # a script, not a link: a venv's python finds its packages
+    python3.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python3.chmod(0o755)
     env = dict(os.environ, PYTHONPATH=str(ROOT),
                PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return env

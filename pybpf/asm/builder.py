@@ -41,6 +41,7 @@ def imm32(value):
     if not -(1 << 31) <= value < 1 << 32:
         raise AssemblerError(f"immediate {value} does not fit in 32 bits "
                              "(-2147483648..4294967295); load 64-bit constants with lddw")
+    value = int(value)  # a plain int: an IntEnum would print as its name on Python < 3.11
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
@@ -51,7 +52,7 @@ def imm64(value):
     if not -(1 << 63) <= value < 1 << 64:
         raise AssemblerError(f"immediate {value} does not fit in 64 bits "
                              "(-2**63..2**64-1)")
-    return value & 0xFFFFFFFFFFFFFFFF
+    return int(value) & 0xFFFFFFFFFFFFFFFF
 
 
 def address_spaces(dst_as, src_as):
