@@ -235,10 +235,14 @@ result, such as a run-time division by zero), with ``N`` for numbers only the lo
 
 STACK_SIZE = 512  # MAX_BPF_STACK: a frame's stack, below r10
 # Helpers that return a pointer the program must compare with NULL first, and its type.
-MAYBE_NULL = {abi_id: kind for abi_id, kind in
-              ((1, "map_value_or_null"), (131, "ringbuf_mem_or_null"))}
+MAYBE_NULL = {1: "map_value_or_null", 131: "ringbuf_mem_or_null"}
 # Fields RFC 9669 says are unused (pybpf writes 0) that Linux 6.18 does not check.
 UNCHECKED = {("exit", "off")}
+
+
+def base_name(op):
+    """The operation's name without the ``32`` of the 32-bit classes: ``add32`` is ``add``."""
+    return op.name[:-2] if op.name.endswith("32") else op.name
 
 
 def reserved_message(op, insn):
@@ -249,7 +253,7 @@ def reserved_message(op, insn):
             "call_kfunc": "CALL", "exit": "EXIT", "jmp_k": "JMP/JMP32", "jmp_x": "JMP/JMP32",
             "ldx": "LDX", "st": "ST", "stx": "STX", "ld_abs": "LD_[ABS|IND]",
             "ld_ind": "LD_[ABS|IND]", "lddw": "LD_IMM64"}.get(op.form, "ALU")
-    if op.name.rstrip("32") in ("mov", "movsx"):
+    if base_name(op) in ("mov", "movsx"):
         kind = "MOV"
     return f"BPF_{kind} uses reserved fields"
 
@@ -275,8 +279,7 @@ def checks(insn, slot=None, length=None, raw=None):
     if raw is not None and insn.opcode == oc.LD_IMM64 and any(raw[8:12]):
         found.append(Check("second_slot", "the second slot is all 0 but for next_imm",
                            "invalid bpf_ld_imm64 insn", True))
-    for rule in _RULES[op.form]:
-        found.extend(rule(view))
+    found.extend(_RULES[op.form](view))
     return [c for c in found if c is not None] + _jump_checks(view, slot, length)
 
 
@@ -326,6 +329,7 @@ class _Operands:
         self.size = op.size
 
     def mem(self, base):
+        """The address ``base + off`` as the listing writes it: ``r6 + 8``, ``r10 - 4``."""
         off = self.insn.off
         return f"r{base} {'-' if off < 0 else '+'} {abs(off)}"
 
@@ -346,18 +350,20 @@ class _Operands:
 
 
 def _initialised(reg_name, number):
+    """A register is read: it must hold a value on every path (``R6 !read_ok``)."""
     return Check("init", f"{reg_name} holds a value on every path that reaches here",
                  f"R{number} !read_ok")
 
 
 def _frame_pointer(reg_name, number):
+    """A register is written: it must not be r10."""
     return Check("frame_pointer", f"{reg_name} is written, so it is not r10, the read-only "
                  f"frame pointer", "frame pointer is read only", number == 10)
 
 
 def _pointer_arithmetic(v):
     """On a pointer only 64-bit += and -= of a number are allowed, the verifier's messages."""
-    name = v.op.name.rstrip("32")
+    name = base_name(v.op)
     if v.bits == 32:
         return Check("pointer_alu32", f"if {v.r_dst} holds a pointer, 32-bit arithmetic on it "
                      "is refused", f"R{v.insn.dst} 32-bit pointer arithmetic prohibited")
@@ -381,7 +387,8 @@ def _pointer_arithmetic(v):
 
 
 def _alu_rules(v):
-    insn, name = v.insn, v.op.name.rstrip("32")
+    """Arithmetic: operands written before, r10 kept, divisors and shift counts, pointers."""
+    insn, name = v.insn, base_name(v.op)
     found = []
     if v.op.form == "alu_x" or name == "movsx":
         found.append(_initialised(v.src, insn.src))
@@ -405,12 +412,14 @@ def _alu_rules(v):
 
 
 def _end_rules(v):
+    """Byte swaps: the register written before, r10 kept, a width of 16, 32 or 64."""
     return [_initialised(v.r_dst, v.insn.dst), _frame_pointer(v.r_dst, v.insn.dst),
             Check("end_width", "the width imm is 16, 32 or 64", "BPF_END uses reserved fields",
                   v.insn.imm not in (16, 32, 64))]
 
 
 def _arena_rules(v):
+    """addr_space_cast: only in a program that uses a BPF arena."""
     return [_initialised(v.r_src, v.insn.src), _frame_pointer(v.r_dst, v.insn.dst),
             Check("arena", "the program uses a BPF arena map",
                   "addr_space_cast insn can only be used in a program that has an associated "
@@ -418,6 +427,7 @@ def _arena_rules(v):
 
 
 def _cond_jump_rules(v):
+    """Conditional jumps: the compared registers written before; both ways followed."""
     insn = v.insn
     found = [_initialised(v.dst, insn.dst)]
     if v.op.form == "jmp_x":
@@ -429,6 +439,7 @@ def _cond_jump_rules(v):
 
 
 def _call_rules(v):
+    """Calls of helpers (by id) and of the program's own functions (by distance)."""
     insn = v.insn
     if insn.src == abi.PSEUDO_CALL:
         return [Check("call_target", "the target is the first instruction of a function",
@@ -459,6 +470,7 @@ def _call_rules(v):
 
 
 def _kfunc_rules(v):
+    """Calls of kernel functions by BTF id."""
     return [Check("kfunc", f"BTF id {v.insn.imm} names a kernel function",
                   f"kernel btf_id {v.insn.imm} is not a function"),
             Check("kfunc_allowed", "the function is a kfunc this program type may call",
@@ -466,6 +478,7 @@ def _kfunc_rules(v):
 
 
 def _exit_rules(v):
+    """exit: r0 holds the result (in range for some types), no reference is held."""
     return [Check("exit_r0", "r0, the value returned, holds a value", "R0 !read_ok"),
             Check("exit_range", "for some program types r0 lies in a range (cgroup programs: "
                   "0 or 1)", "At program exit the register R0 has N should have been in [0, 1]"),
@@ -504,12 +517,14 @@ def _memory_rules(v, base, number, access):
 
 
 def _load_rules(v):
+    """Loads: the memory rules for the source address, r10 not the destination."""
     insn = v.insn
     return _memory_rules(v, v.r_src, insn.src, "read from") + [
         _frame_pointer(v.r_dst, insn.dst)]
 
 
 def _store_rules(v):
+    """Stores: the memory rules for the destination address, the stored register written."""
     insn = v.insn
     found = _memory_rules(v, v.r_dst, insn.dst, "write to")
     if v.op.form == "stx":
@@ -518,6 +533,7 @@ def _store_rules(v):
 
 
 def _atomic_rules(v):
+    """Atomic operations, load-acquire and store-release: memory rules, written registers."""
     insn, name = v.insn, v.op.name
     found = []
     if name != "load_acquire":
@@ -539,6 +555,7 @@ def _atomic_rules(v):
 
 
 def _lddw_rules(v):
+    """64-bit loads: the second slot, and what the pseudo source says imm is (a map fd...)."""
     insn, src = v.insn, v.insn.src
     low = insn.imm & 0xFFFFFFFF
     found = [_frame_pointer(v.r_dst, insn.dst)]
@@ -563,6 +580,7 @@ def _lddw_rules(v):
 
 
 def _packet_rules(v):
+    """The legacy packet loads: for skb programs only, the skb in r6, r1-r5 clobbered."""
     insn = v.insn
     found = [Check("packet_type", "the program is a socket filter or another kind that "
                    "receives an skb", "BPF_LD_[ABS|IND] instructions not allowed for this "
@@ -577,24 +595,26 @@ def _packet_rules(v):
 
 
 def _no_rules(v):
+    """Nothing beyond where the jump lands (see _jump_checks)."""
     return []
 
 
 def _may_goto_rules(v):
+    """may_goto: both ways followed; the loop it ends needs no bound."""
     return [Check("both_ways", "both ways are followed; a loop around it is accepted however "
                   "often it would run, since the budget ends it")]
 
 
 _RULES = {
-    "alu_k": (_alu_rules,), "shift_k": (_alu_rules,), "alu_x": (_alu_rules,),
-    "neg": (_alu_rules,), "movsx": (_alu_rules,), "addr_space_cast": (_arena_rules,),
-    "end": (_end_rules,), "ja": (_no_rules,), "gotol": (_no_rules,),
-    "may_goto": (_may_goto_rules,), "jmp_k": (_cond_jump_rules,),
-    "jmp_x": (_cond_jump_rules,), "call": (_call_rules,), "call_kfunc": (_kfunc_rules,),
-    "exit": (_exit_rules,), "ldx": (_load_rules,), "st": (_store_rules,),
-    "stx": (_store_rules,), "atomic": (_atomic_rules,), "atomic_fetch": (_atomic_rules,),
-    "load_acquire": (_atomic_rules,), "lddw": (_lddw_rules,), "ld_abs": (_packet_rules,),
-    "ld_ind": (_packet_rules,),
+    "alu_k": _alu_rules, "shift_k": _alu_rules, "alu_x": _alu_rules,
+    "neg": _alu_rules, "movsx": _alu_rules, "addr_space_cast": _arena_rules,
+    "end": _end_rules, "ja": _no_rules, "gotol": _no_rules,
+    "may_goto": _may_goto_rules, "jmp_k": _cond_jump_rules,
+    "jmp_x": _cond_jump_rules, "call": _call_rules, "call_kfunc": _kfunc_rules,
+    "exit": _exit_rules, "ldx": _load_rules, "st": _store_rules,
+    "stx": _store_rules, "atomic": _atomic_rules, "atomic_fetch": _atomic_rules,
+    "load_acquire": _atomic_rules, "lddw": _lddw_rules, "ld_abs": _packet_rules,
+    "ld_ind": _packet_rules,
 }
 
 
@@ -640,7 +660,7 @@ def rfc_name(insn, op):
         codes = ALU_CODES if cls in (oc.ALU, oc.ALU64) else JMP_CODES
         code = codes[opcode & 0xF0]
         if op.key == "off" and op.value:
-            code = op.name.rstrip("32").upper()
+            code = base_name(op).upper()
         source = _source_name(opcode)
         name = f"{{{code}, {source}, {oc.CLASS_NAMES[cls]}}}"
     if op.key == "imm":
@@ -661,9 +681,8 @@ def meaning(insn, slot=None):
     """What ``insn`` does, in one sentence: RFC 9669's name and formula, then in words."""
     op = insn.op
     v = _Operands(insn, op, slot)
-    base = op.name[:-2] if op.name.endswith("32") and op.name[:-2] in RFC_TEXT else op.name
-    formula = RFC_TEXT[base]
-    words = SAID[base].format(**_words(v))
+    formula = RFC_TEXT[base_name(op)]
+    words = SAID[base_name(op)].format(**_words(v))
     if op.form in ("alu_k", "shift_k", "alu_x", "neg", "movsx") and v.bits == 32:
         words += ", on the low 32 bits, zeroing the upper 32 bits of " + v.r_dst
     elif op.form in ("alu_k", "jmp_k") and v.bits == 64 and insn.imm < 0:
@@ -693,7 +712,7 @@ def _words(v):
 def diagram(insn, raw=None):
     """The rows of the bit diagram of ``insn`` (valid or not); ``raw``: its bytes, if known
     (a 64-bit load's second slot may hold more than the instruction does)."""
-    raw, op = raw or encode_fields(insn), insn.op
+    raw, op = raw or insn.encode(), insn.op
     rows = [Row("0" if i == 0 else "", f"{insn.opcode:02x}" if i == 0 else "",
                 _bits(insn.opcode, mask), field, value, note)
             for i, (mask, field, value, note) in enumerate(_opcode_fields(insn.opcode, op))]
@@ -722,16 +741,6 @@ def diagram(insn, raw=None):
     return rows
 
 
-def encode_fields(insn):
-    """The bytes of ``insn``'s fields as they are, valid or not (two slots for ld_imm64)."""
-    if insn.opcode == oc.LD_IMM64:
-        low = insn.imm & 0xFFFFFFFF
-        return (SLOT.pack(insn.opcode, insn.src << 4 | insn.dst, insn.off,
-                          low - (1 << 32) if low >= 1 << 31 else low)
-                + bytes(4) + (insn.imm >> 32 & 0xFFFFFFFF).to_bytes(4, "little"))
-    return SLOT.pack(insn.opcode, insn.src << 4 | insn.dst, insn.off, insn.imm)
-
-
 def _opcode_fields(opcode, op):
     """(mask, field, value, note) for the parts of the opcode byte."""
     cls = opcode & 0x07
@@ -746,8 +755,7 @@ def _opcode_fields(opcode, op):
     code = codes.get(opcode & 0xF0, "?")
     formula = "no such operation"
     if op is not None:
-        base = op.name[:-2] if op.name.endswith("32") and op.name[:-2] in RFC_TEXT else op.name
-        formula = (RFC_TEXT[base] or "a Linux addition").format(imm="N")
+        formula = (RFC_TEXT[base_name(op)] or "a Linux addition").format(imm="N")
     source = _source_name(opcode)
     source_note = {"K": "the operand is imm", "X": "the operand is the src register",
                    "TO_LE": "to little endian", "TO_BE": "to big endian"}[source]

@@ -273,8 +273,8 @@ def _harness(op, array_fd, btf_ids, **fields):
         values["src"] = 2
     if f == "end":
         values["imm"] = 16
-    elif f == "shift_k" or (f == "alu_k" and op.name.rstrip("32") in ("div", "sdiv", "mod",
-                                                                         "smod")):
+    elif f == "shift_k" or (f == "alu_k" and explain.base_name(op) in ("div", "sdiv", "mod",
+                                                                          "smod")):
         values["imm"] = 1
     elif f in ("ja", "gotol", "may_goto", "exit"):
         values["dst"] = 0

@@ -80,6 +80,7 @@ def matches(expected, actual):
     """Whether ``actual`` is ``expected`` with its placeholders filled (trailing spaces and
     blank lines at the end aside)."""
     def lines(text):
+        """The text without trailing spaces and trailing blank lines."""
         return "\n".join(line.rstrip() for line in text.rstrip("\n").splitlines())
 
     pattern = re.escape(lines(expected))
@@ -89,6 +90,7 @@ def matches(expected, actual):
 
 
 def _workdir(tmp_path):
+    """Make ``tmp_path`` look like the checkout; the environment its commands run in."""
     for name in LINKED:
         (tmp_path / name).symlink_to(ROOT / name)
     bin_dir = tmp_path / ".bin"
@@ -102,6 +104,7 @@ def _workdir(tmp_path):
 
 
 def _run_python(block, namespace):
+    """Run a python block in the chapter's namespace; what it printed."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(block.text, f"{TUTORIAL}:{block.line}", "exec"), namespace)
@@ -125,6 +128,7 @@ def _run_console(block, cwd, env):
 
 
 def _params():
+    """One test per chapter, with the kernel marker when a block of it needs bpf()."""
     params = []
     for title, blocks in chapters(TUTORIAL.read_text()):
         marks = [pytest.mark.kernel] if any(b.kernel for b in blocks) else []
@@ -134,6 +138,7 @@ def _params():
 
 @pytest.mark.parametrize("title, blocks", _params())
 def test_chapter(title, blocks, tmp_path, monkeypatch):
+    """Every block of the chapter, in order; every output as the tutorial shows it."""
     for tool in {t for b in blocks for t in b.tools}:
         require_tool(tool)
     env = _workdir(tmp_path)
@@ -160,12 +165,14 @@ def test_chapter(title, blocks, tmp_path, monkeypatch):
 
 
 def test_the_tutorial_has_its_chapters():
+    """Chapters 1 to N, in order, none empty."""
     titles = [title for title, _blocks in chapters(TUTORIAL.read_text())]
     assert [t.split(".")[0] for t in titles] == [str(n) for n in range(1, len(titles) + 1)]
     assert all(blocks for _title, blocks in chapters(TUTORIAL.read_text()))
 
 
 def test_placeholders_match_only_what_they_say():
+    """The comparison itself can fail: a placeholder stands for its kind of text only."""
     assert matches("fd {{N}}\nat {{HEX}}", "fd 7\nat 0xffff888104405400\n")
     assert not matches("fd {{N}}", "fd seven")
     assert matches("took {{...}} ns (1 run)", "took 692 ns (1 run)  ")
