@@ -6,6 +6,8 @@ import re
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import require_tool
 from pybpf import explain, syscalls
@@ -183,6 +185,23 @@ def test_bytes_the_kernel_refuses_are_explained_too():
         "second_slot"]
     assert "  8-11   07 00 00 00            reserved  7" in explain.explain(lddw.insn,
                                                                            raw=lddw.raw)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(min_size=8, max_size=32),
+                 st.tuples(st.sampled_from(oc.OPS), st.binary(min_size=15, max_size=15)).map(
+                     lambda pair: bytes([pair[0].opcode]) + pair[1])))
+def test_any_bytes_are_explained_or_refused_clearly(data):
+    """Whatever the bytes, an explanation (invalid ones too) or a DecodeError, nothing else."""
+    try:
+        decoded = explain.decode(data)
+    except explain.DecodeError:
+        return
+    length, slot = sum(d.insn.slots for d in decoded), 0
+    for insn, raw in decoded:
+        text = explain.explain(insn, slot, length, raw)
+        assert text.count("\n") > 8 and "the verifier checks:" in text
+        slot += insn.slots
 
 
 def test_decode_needs_whole_instructions():
