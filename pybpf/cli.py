@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from pybpf.abi import ProgType
@@ -93,8 +94,9 @@ def cmd_explain(args):
     from pybpf import explain
 
     words = args.what
-    if len(words) == 1 and os.path.exists(words[0]):
-        sys.stdout.write(_explain_file(words[0]))
+    if len(words) == 1 and (os.path.exists(words[0]) or re.search(r"[./]", words[0])
+                            and " " not in words[0]):
+        sys.stdout.write(_explain_file(words[0]))  # a word like a path: a file, or no such
     elif explain.is_hex(words):
         sys.stdout.write(_explain_decoded(explain.decode(bytes.fromhex("".join(words)))))
     else:

@@ -192,6 +192,9 @@ def test_explain_errors_are_one_line(capsys):
     assert err.startswith("pybpf: ") and len(err.splitlines()) == 1
     assert main(["explain", "goto nowhere"]) == 1
     assert "undefined label 'nowhere'" in capsys.readouterr().err
+    assert main(["explain", "missing/prog.s"]) == 1
+    assert capsys.readouterr().err == (
+        "pybpf: [Errno 2] No such file or directory: 'missing/prog.s'\n")
 
 
 @pytest.mark.kernel
