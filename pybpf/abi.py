@@ -273,3 +273,18 @@ PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_DISABLE = 0x2401
 PERF_EVENT_IOC_SET_BPF = 0x40042408
+PERF_COUNT_SW_BPF_OUTPUT = 10  # the software event BPF programs write samples to
+PERF_RECORD_LOST = 2  # a perf ring record: samples the kernel dropped because the ring was full
+PERF_RECORD_SAMPLE = 9  # a perf ring record: one sample (its PERF_SAMPLE_RAW data)
+# Bits of perf_event_attr's flag word (the bitfield that starts with ``disabled``).
+PERF_ATTR_DISABLED = 1 << 0  # open the event disabled (PERF_EVENT_IOC_ENABLE starts it)
+PERF_ATTR_WATERMARK = 1 << 14  # wake pollers by bytes in the ring (wakeup_watermark)
+
+# BPF ring buffers: the 8-byte header before each record (include/uapi/linux/bpf.h)
+BPF_RINGBUF_BUSY_BIT = 1 << 31  # reserved, not yet submitted or discarded
+BPF_RINGBUF_DISCARD_BIT = 1 << 30  # discarded: skip it
+BPF_RINGBUF_HDR_SZ = 8
+# flags of bpf_ringbuf_submit/discard/output
+BPF_RB_NO_WAKEUP = 1
+BPF_RB_FORCE_WAKEUP = 2
+BPF_F_CURRENT_CPU = 0xFFFFFFFF  # bpf_perf_event_output: the current CPU's slot of the map

@@ -160,7 +160,8 @@ EnableStatsAttr = Struct(
 )
 
 #: struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1). ``flags`` holds the bitfield
-#: that starts with disabled (bit 0), inherit (1), pinned (2), exclusive (3)...
+#: that starts with disabled (bit 0), inherit (1), pinned (2), exclusive (3)... watermark (14)
+#: (pybpf.abi.PERF_ATTR_*); ``wakeup_events`` shares its place with ``wakeup_watermark``.
 PerfEventAttr = Struct(
     "type" / Int32ul,
     "size" / Int32ul,
@@ -173,6 +174,19 @@ PerfEventAttr = Struct(
     "bp_type" / Int32ul,
     "config1" / Int64ul,
     "config2" / Int64ul,
+)
+
+#: struct perf_event_mmap_page, the first page of a perf event's mapped ring, up to data_size.
+#: The kernel advances ``data_head`` as it writes records into the data area (``data_size``
+#: bytes from ``data_offset``); the reader advances ``data_tail`` as it consumes them.
+perf_event_mmap_page = Struct(
+    "version" / Int32ul,
+    "compat_version" / Int32ul,
+    Padding(1016),  # lock ... __reserved: the self-monitoring fields, not used by pybpf
+    "data_head" / Int64ul,
+    "data_tail" / Int64ul,
+    "data_offset" / Int64ul,
+    "data_size" / Int64ul,
 )
 
 # Info structs the kernel fills for BPF_OBJ_GET_INFO_BY_FD (include/uapi/linux/bpf.h).

@@ -19,7 +19,7 @@ from . import features, syscalls, verifier
 from .errors import BTFError, NotSupportedError, SyscallError, UsageError
 from .fd import FD
 from .host import BPFFS
-from .maps import Map
+from .maps import Map, kernel_spec
 from .program import Program
 from .spec import CollectionSpec
 
@@ -49,6 +49,7 @@ class Collection:
     def _map(self, spec, pin_path):
         """The map for ``spec``: new, or for a map pinned by name the one at
         ``<pin_path>/<name>`` (created and pinned there when nothing is)."""
+        spec = kernel_spec(spec)
         if spec.pinning is None:
             return Map(spec, btf_fd=self._btf_for(spec))
         if spec.pinning != "by_name":

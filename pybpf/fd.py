@@ -10,13 +10,16 @@ out a stale number. An FD that is garbage-collected while still open is closed t
 ``ResourceWarning`` (shown by ``python -X dev`` or ``-W default``), like an unclosed file.
 
 :class:`KernelObject` is the base of everything that owns one kernel object through an FD:
-``fd``, ``close()``, ``with``.
+``fd``, ``close()``, ``with``. :func:`map_shared` maps an fd's memory (a ring buffer's
+pages, a perf event's ring) into the process.
 """
 
+import fcntl
+import mmap
 import os
 import warnings
 
-from .errors import UsageError
+from .errors import SyscallError, UsageError, errno_name
 
 
 class FD:
@@ -28,6 +31,18 @@ class FD:
         self._number = number
         self.what = what  # "map 'exec_count'": for messages
         self.hint = hint  # how to get a new one, for the "closed" message
+
+    @classmethod
+    def dup(cls, number: int, what: str, hint: str = "") -> "FD":
+        """A new FD for the open file behind fd ``number`` (``F_DUPFD_CLOEXEC``, numbered from
+        3 up), owned independently: either can be closed first."""
+        try:
+            return cls(fcntl.fcntl(number, fcntl.F_DUPFD_CLOEXEC, 3), what, hint)
+        except OSError as exc:
+            raise SyscallError(exc.errno, "fcntl", (
+                f"cannot duplicate the fd of {what}: {errno_name(exc.errno)} "
+                f"({exc.strerror}); raise the open-files limit (ulimit -n) or close some "
+                f"files")) from None
 
     def fileno(self) -> int:
         """The fd number; UsageError once closed."""
@@ -85,3 +100,23 @@ class KernelObject:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def map_shared(fd, length, offset, writable, what):
+    """mmap(2) ``length`` bytes of ``fd`` from ``offset``, shared with the kernel (read-write
+    or read-only): how ring buffers and perf rings are read. SyscallError saying what could
+    not be mapped, instead of a bare OSError.
+
+    The ``mmap.mmap`` returned keeps its own duplicate of ``fd`` until it is closed (Python
+    < 3.13 has no ``trackfd=False``); it cannot be closed while a memoryview of it exists.
+    """
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    try:
+        return mmap.mmap(fd, length, mmap.MAP_SHARED, prot, offset=offset)
+    except OSError as exc:
+        mode = "read-write" if writable else "read-only"
+        raise SyscallError(exc.errno, "mmap", (
+            f"mmap of {what} ({length} bytes at offset {offset}, {mode}) failed: "
+            f"{errno_name(exc.errno)} ({exc.strerror}); EPERM: the object was opened "
+            f"read-only or does not allow this mapping; ENOMEM: too little memory or address "
+            f"space")) from None

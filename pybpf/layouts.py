@@ -87,10 +87,18 @@ EnableStatsAttr = Layout("EnableStatsAttr", "<L", (
 ))
 
 #: struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1). ``flags`` holds the bitfield
-#: that starts with disabled (bit 0), inherit (1), pinned (2), exclusive (3)...
+#: that starts with disabled (bit 0), inherit (1), pinned (2), exclusive (3)... watermark (14)
+#: (pybpf.abi.PERF_ATTR_*); ``wakeup_events`` shares its place with ``wakeup_watermark``.
 PerfEventAttr = Layout("PerfEventAttr", "<LLQQQQQLLQQ", (
     "type", "size", "config", "sample_period", "sample_type", "read_format", "flags",
     "wakeup_events", "bp_type", "config1", "config2",
+))
+
+#: struct perf_event_mmap_page, the first page of a perf event's mapped ring, up to data_size.
+#: The kernel advances ``data_head`` as it writes records into the data area (``data_size``
+#: bytes from ``data_offset``); the reader advances ``data_tail`` as it consumes them.
+perf_event_mmap_page = Layout("perf_event_mmap_page", "<LL1016xQQQQ", (
+    "version", "compat_version", "data_head", "data_tail", "data_offset", "data_size",
 ))
 
 #: struct bpf_prog_info, up to attach_btf_id

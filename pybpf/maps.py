@@ -13,7 +13,10 @@ are fixed-size byte strings (``key_size``, ``value_size``) and it holds at most
   per possible CPU so programs update them without atomics; user space reads and writes all of
   them at once, each padded to 8 bytes. Here such a value is a list, one item per CPU.
 - a **ring buffer** (``RINGBUF``) has no keys at all, so dict operations on it raise
-  :class:`~pybpf.errors.UsageError`; its records are read through :mod:`pybpf.ringbuf`.
+  :class:`~pybpf.errors.UsageError`; its records are read through :mod:`pybpf.ringbuf`, and
+  its size (``max_entries``, in bytes) is checked to be a power-of-2 multiple of the page
+  size before the kernel is asked. A ``PERF_EVENT_ARRAY`` holds perf event fds, one per CPU
+  (:mod:`pybpf.perfbuf`); declared without ``max_entries`` it gets one slot per possible CPU.
 
 User space walks a map one key at a time (``BPF_MAP_GET_NEXT_KEY`` then
 ``BPF_MAP_LOOKUP_ELEM``: two system calls per element) or, since Linux 5.6, many elements per
@@ -36,6 +39,7 @@ whoever makes a construct type: a program whose maps use formats never pays its 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import struct
 from collections.abc import ItemsView, Iterable, Mapping, MutableMapping, ValuesView
@@ -54,8 +58,11 @@ DEFAULT_CHUNK = 16384  # elements asked for per batch system call
 PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
                           MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
 ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
-KEYLESS_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.QUEUE,
-                           MapType.STACK, MapType.BLOOM_FILTER})
+RING_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF})
+KEYLESS_TYPES = RING_TYPES | {MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER}
+PAGE_SIZE = mmap.PAGESIZE
+READERS = {MapType.RINGBUF: "pybpf.ringbuf.RingBuffer",  # what reads the records of a map
+           MapType.PERF_EVENT_ARRAY: "pybpf.perfbuf.PerfBuffer"}
 _REOPEN = "open it again (Map.from_pinned / Map.from_id) to use it"
 
 
@@ -65,6 +72,32 @@ def _map_type(value):
         return MapType(value)
     except ValueError:
         return value
+
+
+def kernel_spec(spec: MapSpec) -> MapSpec:
+    """``spec`` as the kernel must get it, checked before ``BPF_MAP_CREATE``: a ring buffer's
+    size (the kernel answers a bad one with a bare EINVAL), and a ``PERF_EVENT_ARRAY``
+    declared without ``max_entries`` sized to the possible CPUs, as libbpf does."""
+    if spec.type in RING_TYPES:
+        check_ring_size(spec.max_entries, f"map {spec.name!r}", MapType(spec.type).name)
+    if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
+        return spec.copy(max_entries=possible_cpus())
+    return spec
+
+
+def check_ring_size(size, what, type_name="RINGBUF"):
+    """UsageError unless ``size`` (bytes) can be a ring buffer's: a power of 2 and a multiple
+    of the page size, which is what ``BPF_MAP_CREATE`` demands of ``max_entries``."""
+    if isinstance(size, int) and not isinstance(size, bool) and size >= PAGE_SIZE \
+            and size & (size - 1) == 0:
+        return
+    hint = f"e.g. {PAGE_SIZE * 64} (256 KiB with 4 KiB pages)"
+    if isinstance(size, int) and not isinstance(size, bool) and size > PAGE_SIZE:
+        below = 1 << (size.bit_length() - 1)
+        hint = f"use {below} or {below * 2}"
+    raise UsageError(f"{what}: a {type_name} map's max_entries is its size in bytes, which "
+                     f"must be a power of 2 and a multiple of the page size ({PAGE_SIZE}), "
+                     f"not {size!r}; {hint}")
 
 
 def _round_up8(size):
@@ -229,6 +262,7 @@ class Map(KernelObject, MutableMapping):
     """
 
     def __init__(self, spec: MapSpec, *, btf_fd: int = 0):
+        spec = kernel_spec(spec)
         self._bind(spec)
         self._fd = FD(self._create(spec, btf_fd), f"map {spec.name!r}", _REOPEN)
         self._fill(spec)
@@ -338,8 +372,10 @@ class Map(KernelObject, MutableMapping):
         """The fd for a key/value operation; a clear error for maps that have no keys."""
         fd = self.fd
         if self.type in KEYLESS_TYPES:
+            reader = f"; read its records with {READERS[self.type]}" \
+                if self.type in READERS else ""
             raise UsageError(f"{op}: {self.type_name} map {self.name!r} has no keys, so dict "
-                             f"operations do not apply")
+                             f"operations do not apply{reader}")
         return fd
 
     # --- encoding -------------------------------------------------------------------------

@@ -8,19 +8,28 @@ the ``PERF_EVENT_IOC_SET_BPF`` ioctl; a perf buffer maps an event's ring into me
 """
 
 from . import layouts, libc
-from .abi import PERF_FLAG_FD_CLOEXEC, PERF_SAMPLE_RAW
+from .abi import PERF_ATTR_WATERMARK, PERF_FLAG_FD_CLOEXEC, PERF_SAMPLE_RAW
 from .errnos import perf_error
 
 
 def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=PERF_FLAG_FD_CLOEXEC,
-                    sample_period=1, sample_type=PERF_SAMPLE_RAW, wakeup_events=1, **fields):
+                    sample_period=1, sample_type=PERF_SAMPLE_RAW, wakeup_events=1,
+                    attr_flags=0, wakeup_watermark=None, **fields):
     """perf_event_open(2): an fd for the event ``type``/``config`` (a tracepoint id...).
 
-    ``fields`` sets any other ``struct perf_event_attr`` field by its kernel name.
+    ``flags`` are the system call's (``PERF_FLAG_*``); ``attr_flags`` is the attr's own flag
+    word (``PERF_ATTR_DISABLED``, ``PERF_ATTR_WATERMARK``...). Pollers of the event are woken
+    every ``wakeup_events`` samples, or, with ``wakeup_watermark``, once more than that many
+    bytes wait in its ring (the two share one field of the attr). ``fields`` sets any other
+    ``struct perf_event_attr`` field by its kernel name.
     """
+    if wakeup_watermark is not None:
+        attr_flags |= PERF_ATTR_WATERMARK
+        wakeup_events = wakeup_watermark
     layout = layouts.PerfEventAttr
     attr = layout.pack(type=type, size=layout.size, config=config, sample_period=sample_period,
-                       sample_type=sample_type, wakeup_events=wakeup_events, **fields)
+                       sample_type=sample_type, flags=attr_flags, wakeup_events=wakeup_events,
+                       **fields)
     ret = libc.sys_perf_event_open(attr, pid, cpu, group_fd, flags)
     if ret < 0:
         raise perf_error("perf_event_open", -ret)

@@ -22,6 +22,23 @@ _RANGES = {  # struct format code -> (C type name, lowest, highest)
 }
 
 
+def _field_offsets(fmt, fields):
+    """Each field's byte offset in a little-endian, unaligned format (``x`` is padding)."""
+    offsets, names, at = {}, iter(fields), 0
+    for count, code in re.findall(r"(\d*)([a-zA-Z?])", fmt):
+        count = int(count or 1)
+        if code == "x":
+            at += count
+        elif code == "s":
+            offsets[next(names)] = at
+            at += count
+        else:
+            for _ in range(count):
+                offsets[next(names)] = at
+                at += struct.calcsize("<" + code)
+    return offsets
+
+
 def _field_codes(fmt):
     """The format code of each field of a little-endian format (``x`` padding has no field)."""
     codes = []
@@ -45,6 +62,7 @@ class Layout:
         self.fields = fields
         self.size = self.struct.size
         self._codes = _field_codes(fmt)
+        self.offsets = _field_offsets(fmt, fields)  # field name -> byte offset
         # every field's zero value, in order: 0 for integers, NUL bytes for char arrays
         self._zeros = dict(zip(fields, self.struct.unpack(bytes(self.size))))
 

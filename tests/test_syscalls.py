@@ -43,6 +43,7 @@ KERNEL_SIZES = {
     "BtfLoadAttr": 32, "LinkCreateAttr": 24, "EnableStatsAttr": 4,
     # sizeof(struct ...) up to the last field declared
     "PerfEventAttr": 72, "bpf_prog_info": 232, "bpf_map_info": 88, "bpf_link_info": 64,
+    "perf_event_mmap_page": 1056,
 }
 DECLARED = sorted(name for name, value in vars(attrs).items() if isinstance(value, Struct))
 
@@ -127,7 +128,8 @@ def _btf_members():
 
     by_name = {names[t]: t for t in kinds if kinds[t] in ("STRUCT", "UNION")}
     structs = {name: flatten(by_name[name], 0, {}) for name in
-               ("perf_event_attr", "bpf_prog_info", "bpf_map_info", "bpf_link_info")}
+               ("perf_event_attr", "bpf_prog_info", "bpf_map_info", "bpf_link_info",
+                "perf_event_mmap_page")}
     for index, (name, sub, _) in enumerate(members[by_name["bpf_attr"]]):
         structs[f"bpf_attr.{name}#{index}"] = flatten(sub, 0, {})
     return structs
@@ -154,7 +156,8 @@ def test_every_field_offset_matches_the_kernels_btf():
     names (the one with the fewest others), so a swap of two u32 fields is caught."""
     kernel = _btf_members()
     named = {"PerfEventAttr": "perf_event_attr", "bpf_prog_info": "bpf_prog_info",
-             "bpf_map_info": "bpf_map_info", "bpf_link_info": "bpf_link_info"}
+             "bpf_map_info": "bpf_map_info", "bpf_link_info": "bpf_link_info",
+             "perf_event_mmap_page": "perf_event_mmap_page"}
     for name in DECLARED:
         ours = _offsets(name)
         if name in named:
@@ -167,6 +170,16 @@ def test_every_field_offset_matches_the_kernels_btf():
         wrong = {field: (at, sorted(theirs.get(field, ()))) for field, at in ours.items()
                  if at not in theirs.get(field, ())}
         assert not wrong, f"{name}: field: (our offset, the kernel's): {wrong}"
+
+
+@pytest.mark.parametrize("name", DECLARED)
+def test_layout_offsets_are_the_declarations(name):
+    offsets, at = {}, 0
+    for sub in getattr(attrs, name).subcons:
+        if sub.name is not None:
+            offsets[sub.name] = at
+        at += sub.sizeof()
+    assert getattr(layouts, name).offsets == offsets
 
 
 def test_layout_pack_refuses_unknown_fields():

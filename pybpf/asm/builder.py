@@ -169,6 +169,11 @@ class Builder:
                                  len(self._insns))
         return self._insns
 
+    @property
+    def next_index(self):
+        """The index the next instruction will have (how many were built so far)."""
+        return len(self._insns)
+
     def _append(self, insn):
         if self._labels:
             insn.labels = tuple(self._labels)
