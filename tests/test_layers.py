@@ -26,7 +26,8 @@ LAYERS = {
     "pybpf.features": SYSTEM, "pybpf.fd": SYSTEM,
     # kernel objects a user holds
     "pybpf.maps": OBJECTS, "pybpf.program": OBJECTS, "pybpf.attach": OBJECTS,
-    "pybpf.collection": OBJECTS,
+    "pybpf.collection": OBJECTS, "pybpf.events": OBJECTS, "pybpf.ringbuf": OBJECTS,
+    "pybpf.perfbuf": OBJECTS,
     # the command line
     "pybpf.cli": CLI, "pybpf.__main__": CLI,
     "programs": PROGRAMS,
