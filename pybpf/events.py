@@ -29,6 +29,7 @@ import time
 import weakref
 from typing import Any, Callable, Iterator, Optional
 
+from . import syscalls
 from .errors import UsageError
 from .fd import FD, KernelObject
 from .maps import READERS, Map
@@ -223,6 +224,11 @@ class EventBuffer(KernelObject):
                     return
                 self._epoll.poll(left, 1)
             records = self._begin()
+
+    @property
+    def id(self) -> int:
+        """The kernel's id of the map read (``bpftool map show id N``)."""
+        return syscalls.obj_get_info_by_fd(self.fd, "map")["id"]
 
     def fileno(self) -> int:
         """The fd to wait on for readability (``select``, ``asyncio``'s ``add_reader``)."""

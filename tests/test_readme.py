@@ -17,3 +17,12 @@ def test_readme_python_example_counts_three_runs():
     with contextlib.redirect_stdout(out):
         exec(compile(code, str(README), "exec"), {})
     assert out.getvalue() == "3\n"
+
+
+@pytest.mark.kernel
+def test_readme_ring_buffer_example_prints_its_records_and_no_drops():
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(README), "exec"), {})
+    assert out.getvalue() == "64\n64\n64\n0\n"
