@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -295,48 +294,6 @@ class Checker:
         return self.expected.get(cpu, 1) - 1
 
 
-def producers(program, per_cpu, chunk, room=None):
-    """Two threads pinned to CPUs 0 and 1, each running ``program`` ``per_cpu`` times in
-    batches of ``chunk``; with ``room()``, a batch starts only once ``room()`` is true. The
-    threads and the event that stops them early."""
-    stop = threading.Event()
-
-    def work(cpu):
-        os.sched_setaffinity(0, {cpu})
-        done = 0
-        while done < per_cpu and not stop.is_set():
-            if room is not None and not room():
-                time.sleep(0.0002)
-                continue
-            batch = min(chunk, per_cpu - done)
-            program.test_run(bytes(64), repeat=batch)
-            done += batch
-
-    threads = [threading.Thread(target=work, args=(cpu,)) for cpu in (0, 1)]
-    for thread in threads:
-        thread.start()
-    return threads, stop
-
-
-def drain_while(running, buffer, checker, deadline=600):
-    """Read ``buffer`` into ``checker`` while the producers run, then what is left; the
-    seconds it took."""
-    threads, stop = running
-    start = time.monotonic()
-    try:
-        while any(thread.is_alive() for thread in threads):
-            buffer.poll(checker, timeout=0.01)
-            if time.monotonic() - start > deadline:
-                raise RuntimeError("the producers did not finish in time")
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    while buffer.poll(checker, timeout=0):
-        pass
-    return time.monotonic() - start
-
-
 def ring_loss_check(total, ring_bytes, flow_control):
     """One row: ``total`` 64-byte records from two CPUs through a ``ring_bytes`` ring. The
     producer numbers only the records it could reserve: numbers must arrive without gaps,
@@ -348,7 +305,8 @@ def ring_loss_check(total, ring_bytes, flow_control):
         # both producers may be writing a batch at once: each waits for room for two
         room = (lambda: rb.pending <= ring_bytes - 2 * chunk * 72) if flow_control else None
         checker = Checker()
-        seconds = drain_while(producers(prog, per_cpu, chunk, room), rb, checker)
+        seconds = ep.read_while_producing(ep.produce_on_two_cpus(prog, per_cpu, chunk, room), rb,
+                                            checker)
         drops = rb.drops_per_cpu
         exact = checker.backwards == 0 and all(
             checker.missing[cpu] == 0 and checker.last(cpu) + drops[cpu] == per_cpu
@@ -368,7 +326,8 @@ def perf_loss_check(total, pages):
             PerfBuffer(perf_map, page_count=pages) as pb, \
             ep.load(ep.perf_producer(64), events=perf_map, scratch=scratch, seq=seq) as prog:
         checker = Checker()
-        seconds = drain_while(producers(prog, per_cpu, 2000), pb, checker)
+        seconds = ep.read_while_producing(ep.produce_on_two_cpus(prog, per_cpu, 2000), pb,
+                                            checker)
         for cpu in (0, 1):  # a pending LOST count is written before the next sample
             ep.run(prog, 1, cpu=cpu)
         while pb.poll(checker, timeout=0):

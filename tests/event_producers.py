@@ -8,6 +8,8 @@ again in every remaining 8-byte word, so a record that arrives torn or shifted s
 
 import os
 import struct
+import threading
+import time
 from contextlib import contextmanager
 
 from pybpf.abi import BPF_F_CURRENT_CPU, MapType, ProgType
@@ -41,6 +43,13 @@ def _fill(b, size):
         b.stx(DW, R6, offset, R7)
 
 
+def _ringbuf_done(b, helper):
+    """bpf_ringbuf_submit or bpf_ringbuf_discard of the record at r6."""
+    b.mov(R1, R6)
+    b.mov(R2, 0)
+    b.call(helper)
+
+
 def ringbuf_producer(size, discard_odd=False):
     """Reserve ``size`` bytes in "events" (a failure counted in "drops"), number the record,
     submit it; with ``discard_odd`` records with an odd sequence number are discarded."""
@@ -53,14 +62,10 @@ def ringbuf_producer(size, discard_odd=False):
         b.mov(R1, R7)
         b.and_(R1, 1)
         b.jne(R1, 0, "discard")
-    b.mov(R1, R6)
-    b.mov(R2, 0)
-    b.call("ringbuf_submit")
+    _ringbuf_done(b, "ringbuf_submit")
     b.ja("out")
     b.label("discard")
-    b.mov(R1, R6)
-    b.mov(R2, 0)
-    b.call("ringbuf_discard")
+    _ringbuf_done(b, "ringbuf_discard")
     b.label("out")
     b.mov(R0, 0)
     b.exit()
@@ -113,9 +118,7 @@ def slow_ringbuf_producer():
     b.ja("spin")
     b.label("done")
     b.st(DW, R6, 0, SLOW_MARKER)
-    b.mov(R1, R6)
-    b.mov(R2, 0)
-    b.call("ringbuf_submit")
+    _ringbuf_done(b, "ringbuf_submit")
     b.label("out")
     b.mov(R0, 0)
     b.exit()
@@ -169,3 +172,55 @@ def check_record(record, size):
     words = struct.unpack_from(f"<{(size - 16) // 8}Q", record, 16)
     assert words == (seq,) * len(words), f"record {seq} is torn: {words[:4]}..."
     return seq, cpu
+
+
+def fail_at(stop, seen):
+    """A callback that appends each value to ``seen`` and raises RuntimeError at ``stop``."""
+    def callback(value):
+        seen.append(value)
+        if value == stop:
+            raise RuntimeError(f"stop at {stop}")
+
+    return callback
+
+
+def produce_on_two_cpus(program, per_cpu, chunk, room=None):
+    """Two threads pinned to CPUs 0 and 1, each running ``program`` ``per_cpu`` times in
+    batches of ``chunk``; with ``room()``, a batch starts only once ``room()`` is true. The
+    threads and the event that stops them early."""
+    stop = threading.Event()
+
+    def work(cpu):
+        os.sched_setaffinity(0, {cpu})
+        done = 0
+        while done < per_cpu and not stop.is_set():
+            if room is not None and not room():
+                time.sleep(0.0002)
+                continue
+            batch = min(chunk, per_cpu - done)
+            program.test_run(bytes(64), repeat=batch)
+            done += batch
+
+    threads = [threading.Thread(target=work, args=(cpu,)) for cpu in (0, 1)]
+    for thread in threads:
+        thread.start()
+    return threads, stop
+
+
+def read_while_producing(running, buffer, callback, deadline=600):
+    """Read ``buffer`` into ``callback`` while the producers of :func:`produce_on_two_cpus`
+    run, then what is left; the seconds it took."""
+    threads, stop = running
+    start = time.monotonic()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            buffer.poll(callback, timeout=0.01)
+            if time.monotonic() - start > deadline:
+                raise RuntimeError("the producers did not finish in time")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    while buffer.poll(callback, timeout=0):
+        pass
+    return time.monotonic() - start

@@ -6,8 +6,6 @@ import os
 import re
 import select
 import subprocess
-import threading
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -93,22 +91,16 @@ def test_two_cpus(perf_map):
         pytest.skip("needs two CPUs")
     runs, rounds = 5000, 10
     with PerfBuffer(perf_map, page_count=64) as pb, producer(perf_map, 64) as prog:
-        def produce(cpu):
-            for _ in range(rounds):
-                ep.run(prog, runs, cpu=cpu)
-
-        threads = [threading.Thread(target=produce, args=(cpu,)) for cpu in (0, 1)]
-        for thread in threads:
-            thread.start()
         got = {0: [], 1: []}
-        deadline = time.monotonic() + 120
-        while any(thread.is_alive() for thread in threads):
-            for seq, cpu, ring_cpu in collect(pb, 64, timeout=0.05):
-                assert cpu == ring_cpu
-                got[cpu].append(seq)
-            assert time.monotonic() < deadline
-        for thread in threads:
-            thread.join()
+
+        def take(record):
+            assert len(record) == 68
+            seq, cpu = ep.check_record(record[:64], 64)
+            assert cpu == pb.cpu
+            got[cpu].append(seq)
+
+        ep.read_while_producing(ep.produce_on_two_cpus(prog, runs * rounds, runs), pb, take,
+                                deadline=120)
         ep.run(prog, 1, cpu=0)  # flushes a pending LOST count
         ep.run(prog, 1, cpu=1)
         for seq, cpu, _ in collect(pb, 64):
@@ -169,14 +161,8 @@ def test_a_callback_that_raises(perf_map):
             producer(perf_map, 16) as prog:
         ep.run(prog, 5, cpu=0)
         seen = []
-
-        def fail_on_3(seq):
-            seen.append(seq)
-            if seq == 3:
-                raise RuntimeError("stop at 3")
-
         with pytest.raises(RuntimeError, match="stop at 3"):
-            pb.poll(fail_on_3, timeout=0)
+            pb.poll(ep.fail_at(3, seen), timeout=0)
         assert pb.poll(seen.append, timeout=0) == 2 and seen == [1, 2, 3, 4, 5]
 
 

@@ -316,25 +316,14 @@ def test_kernel_two_producers_on_two_cpus(maps):
     runs, rounds = 20_000, 10
     with RingBuffer.create(1 << 18, name="events", drops=maps["drops"]) as rb, \
             producer(rb, maps, 64) as prog:
-        def produce(cpu):
-            for _ in range(rounds):
-                ep.run(prog, runs, cpu=cpu)
-        threads = [threading.Thread(target=produce, args=(cpu,)) for cpu in (0, 1)]
-        for thread in threads:
-            thread.start()
         got = {0: [], 1: []}
 
         def take(record):
             seq, cpu = ep.check_record(record, 64)
             got[cpu].append(seq)
 
-        deadline = time.monotonic() + 120
-        while any(thread.is_alive() for thread in threads):
-            rb.poll(take, timeout=0.05)
-            assert time.monotonic() < deadline
-        rb.poll(take, timeout=0)
-        for thread in threads:
-            thread.join()
+        ep.read_while_producing(ep.produce_on_two_cpus(prog, runs * rounds, runs), rb, take,
+                                deadline=120)
         drops = rb.drops_per_cpu
         for cpu in (0, 1):  # each CPU's records in order, none twice, every loss counted
             assert got[cpu] == list(range(1, len(got[cpu]) + 1))
@@ -373,14 +362,8 @@ def test_kernel_a_callback_that_raises(maps):
             producer(rb, maps, 16) as prog:
         ep.run(prog, 6, cpu=0)
         seen = []
-
-        def fail_on_2(seq):
-            seen.append(seq)
-            if seq == 2:
-                raise RuntimeError("stop at 2")
-
         with pytest.raises(RuntimeError, match="stop at 2"):
-            rb.poll(fail_on_2, timeout=0)
+            rb.poll(ep.fail_at(2, seen), timeout=0)
         assert seen == [1, 2] and rb.pending == 4 * 24
         assert rb.poll(seen.append, timeout=0) == 4 and seen == [1, 2, 3, 4, 5, 6]
 
