@@ -11,8 +11,9 @@ clang ``-g`` puts two sections in a BPF object:
   instruction starts a function of this FUNC type) and *line_info* (this instruction comes from
   this file, line and column; the source text is in ``.BTF``'s strings). Offsets in the object
   are byte offsets into the section; the kernel wants instruction (slot) indexes. The third kind
-  of record, CO-RE relocations, is parsed past but not applied: pybpf does not relocate field
-  accesses against the running kernel's types.
+  of record, *core_relo*, marks the instructions whose offsets, sizes or constants depend on
+  the kernel's type layout (CO-RE: compile once, run everywhere); pybpf does not apply them
+  yet, so a program that has them refuses to load (:class:`~pybpf.errors.CoreError`).
 
 The kernel's ``BPF_BTF_LOAD`` needs two fix-ups clang leaves to the loader (as libbpf does): a
 ``DATASEC`` (the variables of one ELF section) has size 0 and its variables offset 0; the real
@@ -22,7 +23,8 @@ every kind clang emits (ENUM64, DECL_TAG, TYPE_TAG), so no kind is rewritten.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Dict, List, Optional
 
@@ -98,13 +100,6 @@ BTF_TYPE = Struct(
     "kind_flag" / Computed(this.info >> 31),
     "tail" / Switch(this.kind, _TAILS, default=Pass),
 )
-
-BTF_EXT_HEADER = Struct(
-    "magic" / Int16ul, "version" / Int8ul, "flags" / Int8ul, "hdr_len" / Int32ul,
-    "func_info_off" / Int32ul, "func_info_len" / Int32ul,
-    "line_info_off" / Int32ul, "line_info_len" / Int32ul,
-)
-
 
 class BTF:
     """The types and strings of a ``.BTF`` section: ``types[id]`` (``types[0]`` is void)."""
@@ -432,6 +427,13 @@ def _type_refs(t):
 
 # -- .BTF.ext -----------------------------------------------------------------------------
 
+# struct btf_ext_header: magic, version, flags, hdr_len, then (offset, length) of the func_info
+# and line_info blocks, and, when hdr_len reaches 32, of the core_relo block.
+_EXT_HEADER = struct.Struct("<HBBIIIII")
+_EXT_CORE = struct.Struct("<II")  # core_relo_off, core_relo_len
+_EXT_SECTION = struct.Struct("<II")  # btf_ext_info_sec: sec_name_off, num_info
+
+
 @dataclass
 class FuncInfo:
     """``bpf_func_info``: the function of BTF type ``type_id`` starts at ``insn_off`` bytes."""
@@ -458,59 +460,119 @@ class LineInfo:
         return self.line_col & 0x3FF
 
 
+class CoreKind(IntEnum):
+    """``enum bpf_core_relo_kind``: what a CO-RE relocation asks of the target kernel's types."""
+
+    FIELD_BYTE_OFFSET = 0
+    FIELD_BYTE_SIZE = 1
+    FIELD_EXISTS = 2
+    FIELD_SIGNED = 3
+    FIELD_LSHIFT_U64 = 4
+    FIELD_RSHIFT_U64 = 5
+    TYPE_ID_LOCAL = 6
+    TYPE_ID_TARGET = 7
+    TYPE_EXISTS = 8
+    TYPE_SIZE = 9
+    ENUMVAL_EXISTS = 10
+    ENUMVAL_VALUE = 11
+    TYPE_MATCHES = 12
+
+
+@dataclass
+class CoreReloRecord:
+    """``bpf_core_relo`` as stored: the instruction at ``insn_off`` bytes reads something of
+    local BTF type ``type_id`` along the access string at ``access_str_off`` (``"0:1:2"``:
+    element 0, member 1, member 2); ``kind`` (a :class:`CoreKind` value when valid) says what."""
+
+    insn_off: int
+    type_id: int
+    access_str_off: int
+    kind: int
+
+
+@dataclass(frozen=True)
+class CoreRelo:
+    """A CO-RE relocation as an instruction carries it: ``kind`` of the local type
+    ``type_id`` of ``btf`` (the program's own BTF), along the access string ``access``."""
+
+    kind: int
+    type_id: int
+    access: str
+    btf: BTF = field(repr=False, compare=False)
+
+    def describe(self) -> str:
+        """``field_byte_offset of task_struct 0:57``: the relocation in words, for messages."""
+        kind = CoreKind(self.kind).name.lower() if self.kind in CoreKind.__members__.values() \
+            else f"kind {self.kind}"
+        return f"{kind} of {self.local_type_name()} access {self.access}"
+
+    def local_type_name(self) -> str:
+        """The local type's name (``[id]`` when it has none or the id is out of range)."""
+        if 0 < self.type_id < len(self.btf.types):
+            return self.btf.name(self.type_id) or f"[{self.type_id}]"
+        return f"[{self.type_id}]"
+
+
 class BTFExt:
-    """``.BTF.ext``: func_info and line_info records by ELF section name."""
+    """``.BTF.ext``: func_info, line_info and CO-RE relocation records by ELF section name."""
 
     def __init__(self, func_info: Dict[str, List[FuncInfo]],
-                 line_info: Dict[str, List[LineInfo]]):
+                 line_info: Dict[str, List[LineInfo]],
+                 core_relos: Optional[Dict[str, List[CoreReloRecord]]] = None):
         self.func_info = func_info
         self.line_info = line_info
+        self.core_relos = core_relos or {}
 
     @classmethod
     def parse(cls, data: bytes, btf: BTF, section: str = ".BTF.ext") -> "BTFExt":
         """Parse ``.BTF.ext``; section names are looked up in ``btf``'s strings."""
-        header = _parse(BTF_EXT_HEADER, data, section, 0)
-        if header.magic != BTF_MAGIC or header.version != 1:
-            raise BTFError(f"bad magic {header.magic:#06x} or version {header.version}",
+        if len(data) < _EXT_HEADER.size:
+            raise BTFError(f"truncated header: {len(data)} bytes, it needs {_EXT_HEADER.size}",
                            section, 0)
-        if header.hdr_len < BTF_EXT_HEADER.sizeof() or header.hdr_len > len(data):
-            raise BTFError(f"bad header length {header.hdr_len}", section, 4)
-        base = header.hdr_len
-        func = _ext_records(data, base + header.func_info_off, header.func_info_len, 8,
-                            btf, section)
-        line = _ext_records(data, base + header.line_info_off, header.line_info_len, 16,
-                            btf, section)
-        return cls(
-            {name: [FuncInfo(*r[:2]) for r in recs] for name, recs in func.items()},
-            {name: [LineInfo(*r[:4]) for r in recs] for name, recs in line.items()})
+        magic, version, _, hdr_len, func_off, func_len, line_off, line_len = \
+            _EXT_HEADER.unpack_from(data)
+        if magic != BTF_MAGIC or version != 1:
+            raise BTFError(f"bad magic {magic:#06x} or version {version}", section, 0)
+        if hdr_len < _EXT_HEADER.size or hdr_len > len(data):
+            raise BTFError(f"bad header length {hdr_len}", section, 4)
+        blocks = [(func_off, func_len, 8, FuncInfo), (line_off, line_len, 16, LineInfo)]
+        if hdr_len >= _EXT_HEADER.size + _EXT_CORE.size:
+            core_off, core_len = _EXT_CORE.unpack_from(data, _EXT_HEADER.size)
+            blocks.append((core_off, core_len, 16, CoreReloRecord))
+        parsed = [_ext_records(data, hdr_len + off, length, size, record, btf, section)
+                  for off, length, size, record in blocks]
+        return cls(*parsed)
 
 
-_EXT_SECTION = Struct("sec_name_off" / Int32ul, "num_info" / Int32ul)
-
-
-def _ext_records(data, start, length, min_size, btf, section):
-    """``{ELF section: [tuple of u32 fields]}`` from one ``btf_ext_info`` block."""
+def _ext_records(data, start, length, min_size, record, btf, section):
+    """``{ELF section: [record]}`` from one ``btf_ext_info`` block: a record size, then for
+    each ELF section its name, its record count and the records (only the first ``min_size``
+    bytes of each are known; a newer, longer record keeps its known prefix)."""
     if length == 0:
         return {}
     end = start + length
     if end > len(data) or length < 4:
         raise BTFError(f"info block of {length} bytes at {start} runs past the end "
                        f"({len(data)} bytes)", section, start)
-    rec_size = Int32ul.parse(data[start:start + 4])
+    rec_size = int.from_bytes(data[start:start + 4], "little")
     if rec_size < min_size or rec_size % 4:
         raise BTFError(f"record size {rec_size} is invalid (at least {min_size}, "
                        "multiple of 4)", section, start)
+    fields = struct.Struct(f"<{min_size // 4}I")
     records, position = {}, start + 4
     while position < end:
-        head = _parse(_EXT_SECTION, data[position:end], section, position)
-        name = btf.string(head.sec_name_off)
-        position += _EXT_SECTION.sizeof()
-        if position + head.num_info * rec_size > end:
-            raise BTFError(f"{head.num_info} records for section {name!r} run past the end "
+        if position + _EXT_SECTION.size > end:
+            raise BTFError("truncated section header in an info block", section, position)
+        name_off, count = _EXT_SECTION.unpack_from(data, position)
+        name = btf.string(name_off)
+        position += _EXT_SECTION.size
+        if position + count * rec_size > end:
+            raise BTFError(f"{count} records for section {name!r} run past the end "
                            "of the block", section, position)
-        fields = Array(rec_size // 4, Int32ul)
-        records[name] = [tuple(fields.parse(data[p:p + rec_size]))
-                         for p in range(position, position + head.num_info * rec_size,
-                                        rec_size)]
-        position += head.num_info * rec_size
+        if name in records:
+            raise BTFError(f"section {name!r} appears twice in one info block", section,
+                           position - _EXT_SECTION.size)
+        records[name] = [record(*fields.unpack_from(data, p))
+                         for p in range(position, position + count * rec_size, rec_size)]
+        position += count * rec_size
     return records

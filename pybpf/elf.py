@@ -42,8 +42,8 @@ from elftools.elf.elffile import ELFFile
 from . import abi
 from .abi import MapFlags, MapType
 from .asm import Instruction, opcodes as oc
-from .btf import BTF, BTFExt, Kind
-from .errors import BTFError, DecodeError, ElfError
+from .btf import BTF, BTFExt, CoreRelo, CoreReloRecord, Kind
+from .errors import BTFError, CoreError, DecodeError, ElfError
 from .sections import known_sections, section_program_type
 from .spec import CollectionSpec, MapSpec, ProgramSpec, object_name
 
@@ -288,6 +288,7 @@ class ElfObject:
         self.data_maps: Dict[int, str] = {}  # data section index -> map name
         self._collect_maps()
         self.functions = self._functions()
+        self.core_relos = self._core_relos()
 
     def collection_spec(self) -> CollectionSpec:
         programs = {}
@@ -411,6 +412,32 @@ class ElfObject:
             for symbol in symbols:
                 functions[(section.index, symbol.value)] = _function(symbol, section, decoded)
         return functions
+
+    def _core_relos(self) -> Dict[int, Dict[int, CoreReloRecord]]:
+        """``.BTF.ext``'s CO-RE relocation records, by section index and byte offset; each
+        must name an instruction (not the second half of a 64-bit load) of an executable
+        section, once."""
+        found = {}
+        if self.btf_ext is None:
+            return found
+        for name, records in self.btf_ext.core_relos.items():
+            section = self.elf.section(name)
+            if section is None or not section.executable:
+                raise BTFError(f"CO-RE relocations for section {name!r}, which is not an "
+                               "executable section of this object", ".BTF.ext")
+            starts = {f.offset + slot for f in self.functions.values() if f.section is section
+                      for slot in f.slots}
+            by_offset = found.setdefault(section.index, {})
+            for number, record in enumerate(records):
+                if record.insn_off not in starts:
+                    raise BTFError(f"CO-RE relocation #{number} of section {name!r} points at "
+                                   f"byte offset {record.insn_off}, where no instruction of a "
+                                   "function starts", ".BTF.ext")
+                if record.insn_off in by_offset:
+                    raise BTFError(f"two CO-RE relocations for the instruction at byte offset "
+                                   f"{record.insn_off} of section {name!r}", ".BTF.ext")
+                by_offset[record.insn_off] = record
+        return found
 
     def _program(self, entry: Function) -> ProgramSpec:
         """The entry function, then every function it calls (transitively), linked by label."""
@@ -565,6 +592,7 @@ class _Linker:
 
     def __init__(self, obj: ElfObject, entry: Function):
         self.obj = obj
+        self.entry = entry
         self.placed: List[tuple] = []  # (function, first slot in the program)
         self.insns: List[Instruction] = []
         queue, seen = [entry], {id(entry)}
@@ -581,12 +609,15 @@ class _Linker:
         self.placed.append((function, slot))
         relocations = self.obj.relocations_of(function)
         lines = line_comments(self.obj, function)
+        core = self.obj.core_relos.get(function.section.index, {})
         callees = []
         for index, insn in enumerate(function.insns):
             where = function.offset + function.slots[index]
             insn = Instruction(insn.opcode, insn.dst, insn.src, insn.off, insn.imm,
                                labels=(function.name,) if index == 0 else (),
                                comment=lines.get(where))
+            if where in core:
+                insn.core = self._core_relo(core[where], len(self.insns))
             relocation = relocations.get(where)
             if relocation is not None:
                 callees += self._relocate(insn, relocation, function.section, where)
@@ -594,6 +625,16 @@ class _Linker:
                 callees.append(self._local_call(insn, function.section, where))
             self.insns.append(insn)
         return callees
+
+    def _core_relo(self, record, index):
+        """The :class:`CoreRelo` an instruction carries, from its ``.BTF.ext`` record."""
+        try:
+            access = self.obj.btf.string(record.access_str_off)
+        except BTFError:
+            raise CoreError(f"CO-RE relocation of local type [{record.type_id}] has an access "
+                            f"string offset {record.access_str_off} past the string table",
+                            self.entry.name, index, local_type=f"[{record.type_id}]") from None
+        return CoreRelo(record.kind, record.type_id, access, self.obj.btf)
 
     def _local_call(self, insn, section, where):
         """A call inside one section needs no relocation: imm is already relative."""

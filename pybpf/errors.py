@@ -167,6 +167,27 @@ class BTFError(ElfError):
     """Malformed BTF type information (bad type id, string offset, loop...)."""
 
 
+class CoreError(BPFError):
+    """A CO-RE relocation (a field offset, size, existence, type or enum value an instruction
+    takes from the kernel's types) is malformed or cannot be applied.
+
+    ``program`` and ``index`` say which instruction, ``local_type`` and ``access`` which
+    access (``task_struct`` and ``0:57``) when known.
+    """
+
+    def __init__(self, message, program=None, index=None, local_type=None, access=None):
+        self.program = program
+        self.index = index
+        self.local_type = local_type
+        self.access = access
+        where = []
+        if program is not None:
+            where.append(f"program {program!r}")
+        if index is not None:
+            where.append(f"instruction {index}")
+        super().__init__((" ".join(where) + ": " if where else "") + message)
+
+
 def errno_name(err):
     """``ENOENT`` for 2: the symbolic name of an errno value, for messages."""
     return _errno.errorcode.get(err, f"errno {err}")

@@ -14,7 +14,9 @@ from typing import Optional
 
 from . import asm, features, syscalls
 from .abi import ProgType
-from .errors import NotSupportedError, SyscallError, UsageError, VerifierError, errno_name
+from .errors import (
+    CoreError, NotSupportedError, SyscallError, UsageError, VerifierError, errno_name,
+)
 from .fd import FD, KernelObject
 from .spec import ProgramSpec
 
@@ -50,6 +52,7 @@ class Program(KernelObject):
                 f"program {self.name!r} ({spec.section or self.type.name}) needs the BTF id of "
                 f"its kernel target (attach_btf_id), which pybpf does not resolve yet; "
                 f"fentry/fexit/lsm/freplace/struct_ops programs cannot be loaded")
+        _refuse_core_relocations(spec)
         self.insns = asm.resolve(spec.insns, maps)
         fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)
         self._fd = FD(fd, f"program {self.name!r}")
@@ -176,6 +179,18 @@ def _retry_eagain(code, prog_type, options, **log):
         except SyscallError as exc:
             if exc.errno != errno.EAGAIN or attempt == EAGAIN_RETRIES - 1:
                 raise
+
+
+def _refuse_core_relocations(spec):
+    """CoreError if an instruction carries a CO-RE relocation: pybpf does not apply them yet,
+    and loading the offsets the compiler saw in its headers would read the wrong fields."""
+    for index, insn in enumerate(spec.insns):
+        if insn.core is not None:
+            relo = insn.core
+            raise CoreError(f"has CO-RE relocations (the first: {relo.describe()}), which "
+                            "pybpf cannot apply yet; loading the compile-time offsets would "
+                            "read the wrong fields on this kernel", spec.name, index,
+                            relo.local_type_name(), relo.access)
 
 
 def _nearest_comment(insns, index):

@@ -39,6 +39,8 @@ class Instruction:
     ``imm`` is signed 32-bit, except for the 64-bit immediate load where it holds the whole
     64-bit value as unsigned. ``ref`` names the label a jump, call or ld_func targets, or the
     map a map load refers to; it must be resolved (:func:`pybpf.asm.resolve`) before encoding.
+    ``core`` is the CO-RE relocation of an instruction whose offset or immediate comes from the
+    kernel's types (a :class:`pybpf.btf.CoreRelo`), applied when the program is loaded.
     """
 
     opcode: int
@@ -49,6 +51,7 @@ class Instruction:
     labels: tuple = field(default=(), compare=False)
     ref: str | None = field(default=None, compare=False)  # (annotations are not evaluated)
     comment: str | None = field(default=None, compare=False)
+    core: object = field(default=None, compare=False)
 
     @property
     def slots(self):
