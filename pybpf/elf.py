@@ -43,6 +43,7 @@ from . import abi
 from .abi import MapFlags, MapType
 from .asm import Instruction, opcodes as oc
 from .btf import BTF, BTFExt, CoreRelo, CoreReloRecord, Kind
+from .btf.values import construct_for
 from .errors import BTFError, CoreError, DecodeError, ElfError
 from .sections import known_sections, section_program_type
 from .spec import CollectionSpec, MapSpec, ProgramSpec, object_name
@@ -328,9 +329,7 @@ class ElfObject:
     def _datasec_layout(self, btf):
         """Section sizes and ``(section, variable) -> offset`` for the BTF DATASEC fix-up."""
         sizes, offsets = {}, {}
-        for type_id in range(1, len(btf.types)):
-            if btf.kind(type_id) != Kind.DATASEC:
-                continue
+        for type_id in btf.ids((Kind.DATASEC,)):
             section = self.elf.section(btf.name(type_id))
             if section is None:
                 continue  # reported by fixup_datasecs
@@ -391,7 +390,7 @@ class ElfObject:
             flags=MapFlags.RDONLY_PROG if rodata else 0,
             data=None if section.type == SHT_NOBITS else section.data, freeze=rodata,
             btf_value_type_id=btf_id,
-            value_type=self.btf.construct_for(btf_id) if btf_id else None)
+            value_type=construct_for(self.btf, btf_id) if btf_id else None)
         self._add_map(spec, section, 0)
         self.data_maps[section.index] = name
 
@@ -513,24 +512,24 @@ _BTF_MAP_INTS = {"type", "max_entries", "map_flags", "key_size", "value_size", "
 
 def _btf_map(btf, name, var, section, offset):
     """A MapSpec from the BTF of a ``.maps`` variable: a struct of __uint/__type fields."""
-    struct_id = btf.skip_qualifiers(btf.types[var].size_type) if btf.kind(var) == Kind.VAR \
+    struct_id = btf.skip_qualifiers(btf.type(var).type) if btf.kind(var) == Kind.VAR \
         else 0
     if btf.kind(struct_id) != Kind.STRUCT:
         raise BTFError(f"map {name!r} is not a struct variable", section.name, offset)
     ints, types = {}, {}
     for field, type_id, _, _ in btf.members(struct_id):
-        pointee = btf.types[btf.skip_qualifiers(type_id)]
-        if btf.kind(btf.skip_qualifiers(type_id)) != Kind.PTR:
+        pointer = btf.type(btf.skip_qualifiers(type_id))
+        if pointer.kind != Kind.PTR:
             raise BTFError(f"map {name!r} field {field!r} is not a __uint/__type pointer",
                            section.name, offset)
         if field in _BTF_MAP_INTS:
-            nelems = btf.array_nelems(pointee.size_type)
+            nelems = btf.array_nelems(pointer.type)
             if nelems is None:
                 raise BTFError(f"map {name!r} field {field!r} is not __uint(...)",
                                section.name, offset)
             ints[field] = nelems
         elif field in ("key", "value"):
-            types[field] = pointee.size_type
+            types[field] = pointer.type
         else:
             raise ElfError(f"map {name!r} has field {field!r}, which pybpf does not support "
                            f"(known: {', '.join(sorted(_BTF_MAP_INTS))}, key, value)",
@@ -553,8 +552,8 @@ def _btf_map_spec(btf, name, ints, types, section, offset):
         numa_node=ints.get("numa_node"), map_extra=ints.get("map_extra", 0),
         pinning="by_name" if pinning else None,
         btf_key_type_id=key_id, btf_value_type_id=value_id,
-        key_type=btf.construct_for(key_id) if key_id else None,
-        value_type=btf.construct_for(value_id) if value_id else None)
+        key_type=construct_for(btf, key_id) if key_id else None,
+        value_type=construct_for(btf, value_id) if value_id else None)
 
 
 def decode_section(section):

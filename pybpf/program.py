@@ -14,8 +14,10 @@ from typing import Optional
 
 from . import asm, features, syscalls
 from .abi import ProgType
+from .btf import core
+from .btf.kernel import running_kernel
 from .errors import (
-    CoreError, NotSupportedError, SyscallError, UsageError, VerifierError, errno_name,
+    NotSupportedError, SyscallError, UsageError, VerifierError, errno_name,
 )
 from .fd import FD, KernelObject
 from .spec import ProgramSpec
@@ -37,10 +39,12 @@ class Program(KernelObject):
     ``maps`` maps the map names used by the instructions to :class:`~pybpf.maps.Map` objects
     (or fds); ``btf_fd`` is the BTF object ``spec.func_info``/``line_info`` refer to. With
     ``log_level`` > 0 the verifier log is kept in :attr:`verifier_log` even on success.
+    Instructions with CO-RE relocations are relocated against ``kernel_btf`` (a
+    :class:`~pybpf.btf.kernel.KernelBTF`; by default the running kernel's, read on first need).
     """
 
     def __init__(self, spec: ProgramSpec, maps: Optional[Mapping] = None, *, log_level: int = 0,
-                 btf_fd: int = 0):
+                 btf_fd: int = 0, kernel_btf=None):
         self.spec = spec
         self.name = spec.name
         self.type = _prog_type(spec.type)
@@ -52,8 +56,7 @@ class Program(KernelObject):
                 f"program {self.name!r} ({spec.section or self.type.name}) needs the BTF id of "
                 f"its kernel target (attach_btf_id), which pybpf does not resolve yet; "
                 f"fentry/fexit/lsm/freplace/struct_ops programs cannot be loaded")
-        _refuse_core_relocations(spec)
-        self.insns = asm.resolve(spec.insns, maps)
+        self.insns = asm.resolve(_relocated(spec, kernel_btf), maps)
         fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)
         self._fd = FD(fd, f"program {self.name!r}")
 
@@ -146,6 +149,12 @@ class Program(KernelObject):
         """
         return syscalls.obj_get_info_by_fd(self.fd, "prog")
 
+    def xlated_insns(self):
+        """The program's bytes as the kernel runs them before JIT, after the verifier's
+        rewrites (``bpftool prog dump xlated``; map loads hold map ids). Show them with
+        :func:`pybpf.disasm.disassemble`."""
+        return syscalls.prog_xlated_insns(self.fd)
+
     @property
     def id(self) -> int:
         """The kernel's id for this program (``bpftool prog show id N``)."""
@@ -181,16 +190,12 @@ def _retry_eagain(code, prog_type, options, **log):
                 raise
 
 
-def _refuse_core_relocations(spec):
-    """CoreError if an instruction carries a CO-RE relocation: pybpf does not apply them yet,
-    and loading the offsets the compiler saw in its headers would read the wrong fields."""
-    for index, insn in enumerate(spec.insns):
-        if insn.core is not None:
-            relo = insn.core
-            raise CoreError(f"has CO-RE relocations (the first: {relo.describe()}), which "
-                            "pybpf cannot apply yet; loading the compile-time offsets would "
-                            "read the wrong fields on this kernel", spec.name, index,
-                            relo.local_type_name(), relo.access)
+def _relocated(spec, kernel_btf):
+    """The spec's instructions with their CO-RE relocations applied (against the running
+    kernel's BTF unless ``kernel_btf`` is given); the instructions themselves if none."""
+    if all(insn.core is None for insn in spec.insns):
+        return spec.insns
+    return core.relocate(spec.insns, kernel_btf or running_kernel(), spec.name)
 
 
 def _nearest_comment(insns, index):

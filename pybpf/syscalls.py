@@ -320,10 +320,16 @@ def obj_get(path, flags=0):
     return bpf(Cmd.OBJ_GET, layouts.ObjAttr.pack(pathname=_ptr(path_buf), file_flags=flags))
 
 
-def obj_get_info_by_fd(fd, kind):
-    """BPF_OBJ_GET_INFO_BY_FD: the ``"prog"``, ``"map"`` or ``"link"`` info struct as a dict."""
+def obj_get_info_by_fd(fd, kind, **request):
+    """BPF_OBJ_GET_INFO_BY_FD: the ``"prog"``, ``"map"`` or ``"link"`` info struct as a dict.
+
+    ``request`` sets info fields before the call: the kernel copies arrays (such as a
+    program's ``xlated_prog_insns``) to the addresses given, up to the lengths given.
+    """
     layout = _INFO_STRUCTS[kind]
     info = _buffer(layout.size)
+    if request:
+        ctypes.memmove(info, layout.pack(**request), layout.size)
     bpf(Cmd.OBJ_GET_INFO_BY_FD, layouts.InfoAttr.pack(bpf_fd=fd, info_len=layout.size,
                                                       info=ctypes.addressof(info)))
     fields = layout.unpack(info)
@@ -332,6 +338,15 @@ def obj_get_info_by_fd(fd, kind):
     if "tag" in fields:
         fields["tag"] = fields["tag"].hex()
     return fields
+
+
+def prog_xlated_insns(fd):
+    """A program's instructions as the verifier left them (``xlated_prog_insns``: map loads
+    carry map ids, helper calls the kernel's relative addresses), as bytes."""
+    length = obj_get_info_by_fd(fd, "prog")["xlated_prog_len"]
+    insns = _buffer(length)
+    obj_get_info_by_fd(fd, "prog", xlated_prog_len=length, xlated_prog_insns=_ptr(insns))
+    return insns.raw[:length]
 
 
 def _get_next_id(cmd, start_id):

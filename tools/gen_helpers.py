@@ -16,13 +16,12 @@ Either is read; a file starting with the BTF magic is BTF, anything else a heade
 
 import os
 import re
-import struct
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from pybpf.btf import BTF_MAGIC, Kind, record_size  # noqa: E402
+from pybpf.btf import BTF, BTF_MAGIC, Kind  # noqa: E402
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -44,35 +43,13 @@ def read_header(text):
 
 # -- BTF -------------------------------------------------------------------------------------
 
-# struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
-# (pybpf.btf parses whole BTF with construct; for one enum among the kernel's types, a
-# struct scan with pybpf.btf's record sizes is much faster.)
-_HEADER = struct.Struct("<HBBIIIII")
-_TYPE = struct.Struct("<III")  # struct btf_type: name_off, info, size/type
-
-
 def read_btf_enum(data, enum_name):
-    """[(enumerator, value)] of the 32-bit enum ``enum_name`` in raw (little-endian) BTF."""
-    magic, _version, _flags, hdr_len, type_off, type_len, str_off, _ = _HEADER.unpack_from(data)
-    if magic != BTF_MAGIC:
-        raise ValueError(f"not little-endian BTF (magic {magic:#06x})")
-    strings = hdr_len + str_off
-
-    def string(offset):
-        start = strings + offset
-        return data[start:data.index(b"\0", start)].decode()
-
-    position, end = hdr_len + type_off, hdr_len + type_off + type_len
-    while position < end:
-        name_off, info, _size = _TYPE.unpack_from(data, position)
-        size = record_size(data, position)
-        if size is None:
-            raise ValueError(f"unknown BTF kind {info >> 24 & 0x1F} at byte {position}")
-        if info >> 24 & 0x1F == Kind.ENUM and string(name_off) == enum_name:
-            values = struct.iter_unpack("<Ii", data[position + _TYPE.size:position + size])
-            return [(string(name), value) for name, value in values]
-        position += size
-    raise ValueError(f"no enum {enum_name} in this BTF")
+    """[(enumerator, value)] of the enum ``enum_name`` in raw (little-endian) BTF."""
+    btf = BTF.parse(data, check=False)
+    type_id = btf.find(enum_name, Kind.ENUM)
+    if type_id is None:
+        raise ValueError(f"no enum {enum_name} in this BTF")
+    return [tuple(value) for value in btf.type(type_id).enumerators]
 
 
 def read_btf(data):
