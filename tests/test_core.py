@@ -202,3 +202,310 @@ def test_a_relocation_of_a_missing_local_type_names_program_instruction_and_acce
         core.relocate(broken.insns, running_kernel(), "record_local")
     assert (info.value.program, info.value.index, info.value.access) == \
         ("record_local", 19, "0:2")
+
+
+# -- the engine on hand-made BTF (values derived by hand) --------------------------------------
+
+from pybpf.asm.insn import Instruction  # noqa: E402
+from pybpf.btf import Kind  # noqa: E402
+from pybpf.btf.core import POISON_HELPER, CoreRelo, relocate  # noqa: E402
+from pybpf.btf.kernel import KernelBTF  # noqa: E402
+from pybpf.btf.writer import BTFWriter  # noqa: E402
+
+K = CoreKind
+CALL_POISON = (0x85, 0, 0, 0, POISON_HELPER)  # call 0xbad2310
+
+
+def mov(imm):
+    """r1 = imm (BPF_ALU64 | BPF_MOV | BPF_K)."""
+    return Instruction(0xB7, 1, 0, 0, imm)
+
+
+def ldx(size_code, off):
+    """r1 = *(size *)(r2 + off): 0x61 u32, 0x69 u16, 0x71 u8, 0x79 u64."""
+    return Instruction(size_code, 1, 2, off)
+
+
+def lddw(imm):
+    """r1 = imm ll (BPF_LD | BPF_IMM | BPF_DW)."""
+    return Instruction(0x18, 1, 0, 0, imm)
+
+
+def fields(insn):
+    return (insn.opcode, insn.dst, insn.src, insn.off, insn.imm)
+
+
+def apply(insn, kind, local, type_id, access, target, modules=None):
+    """Relocate one instruction; the instruction(s) it becomes, as field tuples."""
+    insn.core = CoreRelo(kind, type_id, access, local)
+    kernel = KernelBTF(target, modules)
+    return [fields(i) for i in relocate([insn], kernel, "prog")]
+
+
+def task_types(w, name, pid_bit_offset, extra=()):
+    """struct NAME { long x; ...; int pid at pid_bit_offset; }"""
+    i32 = w.add_int("int", 4, signed=True)
+    i64 = w.add_int("long", 8, signed=True)
+    return w.add_struct(name, 16, [("x", i64, 0, 0), *extra, ("pid", i32, pid_bit_offset, 0)])
+
+
+def local_task():
+    w = BTFWriter()
+    i32 = w.add_int("int", 4, signed=True)
+    task = w.add_struct("task___old", 8, [("pad", i32, 0, 0), ("pid", i32, 32, 0)])
+    return w.btf(), task
+
+
+def test_a_flavoured_local_type_is_found_by_its_essential_name():
+    local, task = local_task()
+    w = BTFWriter()
+    task_types(w, "task", 96)
+    assert apply(mov(4), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf()) == \
+        [fields(mov(12))]
+
+
+def test_kernel_flavours_are_candidates_too_and_must_agree():
+    local, task = local_task()
+    w = BTFWriter()
+    task_types(w, "task", 96)
+    w.add_struct("task___2", 16, [("pid", 1, 96, 0)])  # the same offset: fine
+    assert apply(mov(4), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf()) == \
+        [fields(mov(12))]
+    w.add_struct("task___3", 16, [("pid", 1, 64, 0)])  # another offset: ambiguous
+    with pytest.raises(CoreError, match=r"program 'prog' instruction 0: CO-RE "
+                       r"field_byte_offset of task___old access '0:1' \(task___old.pid\): "
+                       r"ambiguous: kernel types \[3\] and \[5\] .* \(96 and 64 bits\)"):
+        apply(mov(4), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf())
+
+
+def test_members_are_found_through_anonymous_structs_and_unions():
+    w = BTFWriter()
+    i32 = w.add_int("int", 4, signed=True)
+    inner = w.add_struct("", 8, [("c", i32, 0, 0), ("d", i32, 32, 0)])
+    union = w.add_struct("", 8, [("b", i32, 0, 0), ("", inner, 0, 0)], union=True)
+    w.add_struct("outer", 12, [("a", i32, 0, 0), ("", union, 32, 0)])
+    lw = BTFWriter()
+    li32 = lw.add_int("int", 4, signed=True)
+    local = lw.add_struct("outer___mine", 4, [("d", li32, 0, 0)])
+    # d: the union at bit 32, the struct at 0 in it, d at 32 in that: byte 8
+    assert apply(mov(0), K.FIELD_BYTE_OFFSET, lw.btf(), local, "0:0", w.btf()) == \
+        [fields(mov(8))]
+
+
+def array_types(nelems):
+    w = BTFWriter()
+    i32 = w.add_int("int", 4, signed=True)
+    i64 = w.add_int("long", 8, signed=True)
+    arr = w.add_array(i32, nelems, i32)
+    w.add_struct("s", 8 + 4 * nelems, [("x", i64, 0, 0), ("arr", arr, 64, 0)])
+    return w.btf()
+
+
+def local_array():
+    w = BTFWriter()
+    i32 = w.add_int("int", 4, signed=True)
+    arr = w.add_array(i32, 4, i32)
+    s = w.add_struct("s___l", 16, [("arr", arr, 0, 0)])
+    return w.btf(), s
+
+
+def test_array_elements_relocate_and_bounds_are_checked():
+    local, s = local_array()
+    # arr[3]: at byte 12 locally, 8 + 12 = 20 in the kernel's; element size 4 both
+    assert apply(mov(12), K.FIELD_BYTE_OFFSET, local, s, "0:0:3", array_types(8)) == \
+        [fields(mov(20))]
+    assert apply(mov(4), K.FIELD_BYTE_SIZE, local, s, "0:0:3", array_types(8)) == \
+        [fields(mov(4))]
+    # the kernel's array is too short for index 3: no match, the instruction is poisoned
+    assert apply(mov(12), K.FIELD_BYTE_OFFSET, local, s, "0:0:3", array_types(2)) == \
+        [CALL_POISON]
+    with pytest.raises(CoreError, match="array index 9 .* out of range: the array has 4"):
+        apply(mov(12), K.FIELD_BYTE_OFFSET, local, s, "0:0:9", array_types(8))
+
+
+def bitfield_types(bit_offset, size):
+    w = BTFWriter()
+    u32 = w.add_int("unsigned int", 4)
+    w.add_struct("bits", 8, [("x", u32, 0, 0), ("f", u32, bit_offset, size)])
+    return w.btf()
+
+
+def local_bitfield():
+    w = BTFWriter()
+    u32 = w.add_int("unsigned int", 4)
+    bits = w.add_struct("bits", 4, [("f", u32, 3, 1)])
+    return w.btf(), bits
+
+
+@pytest.mark.parametrize("bit_offset, size, expected", [
+    # a 1-bit field at bit 9504 of a u32 (task_struct.sched_reset_on_fork on Linux 6.18):
+    # the u32 holding it starts at byte 1188; shift left 64-(9504+1-9504)=63, right 64-1
+    (9504, 1, {K.FIELD_BYTE_OFFSET: 1188, K.FIELD_BYTE_SIZE: 4, K.FIELD_LSHIFT_U64: 63,
+               K.FIELD_RSHIFT_U64: 63, K.FIELD_SIGNED: 0}),
+    # 4 bits at bit 30 cross the u32's end: read 8 bytes from byte 0; 64-(30+4)=30, 64-4=60
+    (30, 4, {K.FIELD_BYTE_OFFSET: 0, K.FIELD_BYTE_SIZE: 8, K.FIELD_LSHIFT_U64: 30,
+             K.FIELD_RSHIFT_U64: 60, K.FIELD_SIGNED: 0}),
+])
+def test_bitfields_give_the_load_and_shifts_that_extract_them(bit_offset, size, expected):
+    local, bits = local_bitfield()
+    # locally f is bit 3 of a u32 at byte 0: offset 0, size 4, lshift 64-4=60, rshift 63
+    local_values = {K.FIELD_BYTE_OFFSET: 0, K.FIELD_BYTE_SIZE: 4, K.FIELD_LSHIFT_U64: 60,
+                    K.FIELD_RSHIFT_U64: 63, K.FIELD_SIGNED: 0}
+    target = bitfield_types(bit_offset, size)
+    for kind, value in expected.items():
+        assert apply(mov(local_values[kind]), kind, local, bits, "0:0", target) == \
+            [fields(mov(value))], kind
+
+
+def test_a_load_widens_for_an_unsigned_field_and_is_poisoned_for_a_signed_one():
+    lw = BTFWriter()
+    u16 = lw.add_int("unsigned short", 2)
+    s16 = lw.add_int("short", 2, signed=True)
+    local = lw.add_struct("t", 4, [("flags", u16, 0, 0), ("count", s16, 16, 0)])
+    w = BTFWriter()
+    u32 = w.add_int("unsigned int", 4)
+    s64 = w.add_int("long", 8, signed=True)
+    w.add_struct("t", 64, [("count", s64, 0, 0), ("flags", u32, 352, 0)])
+    # ldxh at 0 becomes ldxw at 44: the kernel's unsigned int, zero-extended either way
+    assert apply(ldx(0x69, 0), K.FIELD_BYTE_OFFSET, lw.btf(), local, "0:0", w.btf()) == \
+        [fields(ldx(0x61, 44))]
+    # a signed short read as a long would lose its sign: poisoned instead
+    assert apply(ldx(0x69, 2), K.FIELD_BYTE_OFFSET, lw.btf(), local, "0:1", w.btf()) == \
+        [CALL_POISON]
+
+
+def test_offsets_a_load_cannot_hold_are_an_error():
+    local, task = local_task()
+    w = BTFWriter()
+    task_types(w, "task", 40000 * 8)
+    with pytest.raises(CoreError, match="offset 40000 does not fit"):
+        apply(ldx(0x61, 4), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf())
+
+
+def test_missing_fields_poison_and_existence_checks_say_0():
+    local, task = local_task()
+    w = BTFWriter()
+    i64 = w.add_int("long", 8, signed=True)
+    w.add_struct("task", 8, [("x", i64, 0, 0)])  # no pid
+    assert apply(ldx(0x61, 4), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf()) == \
+        [CALL_POISON]
+    assert apply(mov(1), K.FIELD_EXISTS, local, task, "0:1", w.btf()) == [fields(mov(0))]
+    assert apply(mov(1), K.FIELD_EXISTS, local, task, "0:0", w.btf()) == [fields(mov(0))]
+
+
+def enum_types(w, name, values, size=4, signed=False):
+    return w.add_enum(name, size, values, signed)
+
+
+def test_enumerators_match_by_essential_name_and_64_bit_loads_poison_whole():
+    lw = BTFWriter()
+    local = enum_types(lw, "state___x", [("S_RUN___x", 9), ("S_GONE___x", 4)])
+    w = BTFWriter()
+    enum_types(w, "state", [("S_IDLE", 0), ("S_RUN", 3)])
+    target = w.btf()
+    assert apply(lddw(9), K.ENUMVAL_VALUE, lw.btf(), local, "0", target) == [fields(lddw(3))]
+    assert apply(lddw(1), K.ENUMVAL_EXISTS, lw.btf(), local, "1", target) == [fields(lddw(0))]
+    # S_GONE is not there: its value cannot be had, both slots of the load are poisoned
+    assert apply(lddw(4), K.ENUMVAL_VALUE, lw.btf(), local, "1", target) == [CALL_POISON] * 2
+
+
+def test_enum_values_are_widened_like_the_kernels_s32():
+    lw = BTFWriter()
+    local = enum_types(lw, "big", [("BIG", 1)])
+    w = BTFWriter()
+    enum_types(w, "big", [("BIG", 0x80000000)])  # unsigned in BTF, an s32 in btf_enum
+    assert apply(lddw(1), K.ENUMVAL_VALUE, lw.btf(), local, "0", w.btf()) == \
+        [fields(lddw(0xFFFFFFFF80000000))]
+
+
+def test_types_exist_have_sizes_and_kernel_ids():
+    local, task = local_task()
+    w = BTFWriter()
+    target_id = task_types(w, "task", 96)
+    target = w.btf()
+    assert apply(mov(1), K.TYPE_EXISTS, local, task, "0", target) == [fields(mov(1))]
+    assert apply(mov(8), K.TYPE_SIZE, local, task, "0", target) == [fields(mov(16))]
+    assert apply(lddw(task), K.TYPE_ID_TARGET, local, task, "0", target) == \
+        [fields(lddw(target_id))]
+    assert apply(lddw(task), K.TYPE_ID_LOCAL, local, task, "0", target) == \
+        [fields(lddw(task))]
+    empty = BTFWriter()
+    empty.add_int("int", 4)
+    for kind in (K.TYPE_EXISTS, K.TYPE_SIZE, K.TYPE_MATCHES):
+        assert apply(mov(1 if kind != K.TYPE_SIZE else 8), kind, local, task, "0",
+                     empty.btf()) == [fields(mov(0))]
+
+
+def list_head(w, name, next_kind="ptr"):
+    self_id = w.add_struct(name, 16)
+    if next_kind == "ptr":
+        member = w.add_ptr(self_id)
+    else:
+        member = w.add_int("long", 8, signed=True)
+    w.set_members(self_id, 16, [("next", member, 0, 0), ("prev", member, 64, 0)])
+    return self_id
+
+
+@pytest.mark.parametrize("local_kind, expected", [("ptr", 1), ("long", 0)])
+def test_type_matches_compares_members_by_name_and_type(local_kind, expected):
+    lw = BTFWriter()
+    local = list_head(lw, "list_head___mine", local_kind)
+    w = BTFWriter()
+    list_head(w, "list_head")
+    assert apply(mov(1), K.TYPE_MATCHES, lw.btf(), local, "0", w.btf()) == \
+        [fields(mov(expected))]
+
+
+def test_candidates_come_from_modules_when_vmlinux_has_none():
+    local, task = local_task()
+    vw = BTFWriter()
+    vw.add_int("int", 4, signed=True)
+    vmlinux = vw.btf()
+    mw = BTFWriter(base=vmlinux)
+    i64 = mw.add_int("long", 8, signed=True)
+    module_task = mw.add_struct("task", 16, [("x", i64, 0, 0), ("pid", 1, 64, 0)])
+    modules = {"m": mw.encode()}
+    assert apply(mov(4), K.FIELD_BYTE_OFFSET, local, task, "0:1", vmlinux, modules) == \
+        [fields(mov(8))]
+    assert apply(lddw(task), K.TYPE_ID_TARGET, local, task, "0", vmlinux, modules) == \
+        [fields(lddw(module_task))]
+    assert module_task == len(vmlinux) + 1
+
+
+@pytest.mark.parametrize("kind, type_id, access, message", [
+    (K.FIELD_BYTE_OFFSET, 2, "0:x", "not a list of indexes"),
+    (K.FIELD_BYTE_OFFSET, 2, "", "not a list of indexes"),
+    (K.FIELD_BYTE_OFFSET, 2, "0:7", "member index 7 .* out of range: task___old has 2"),
+    (K.FIELD_BYTE_OFFSET, 99, "0:1", r"local type \[99\] is not in the program's BTF"),
+    (K.FIELD_BYTE_OFFSET, 0, "0:1", r"local type \[0\] is not in the program's BTF"),
+    (77, 2, "0:1", "unknown relocation kind 77"),
+    (K.TYPE_EXISTS, 2, "1", 'has access string "0"'),
+    (K.ENUMVAL_VALUE, 2, "0", "needs one enumerator index of an enum"),
+    (K.FIELD_BYTE_OFFSET, 2, "0:1:0", "neither a struct, a union nor an array"),
+])
+def test_malformed_relocations_are_core_errors_naming_the_instruction(kind, type_id, access,
+                                                                       message):
+    local, task = local_task()
+    w = BTFWriter()
+    task_types(w, "task", 96)
+    with pytest.raises(CoreError, match=message) as info:
+        apply(mov(4), kind, local, type_id, access, w.btf())
+    assert (info.value.program, info.value.index, info.value.access) == ("prog", 0, access)
+
+
+def test_an_instruction_that_does_not_hold_the_local_value_is_an_error():
+    local, task = local_task()
+    w = BTFWriter()
+    task_types(w, "task", 96)
+    with pytest.raises(CoreError, match="immediate is 5, but the local type gives 4"):
+        apply(mov(5), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf())
+
+
+def test_anonymous_local_types_cannot_be_relocated():
+    lw = BTFWriter()
+    i32 = lw.add_int("int", 4, signed=True)
+    anon = lw.add_struct("", 4, [("pid", i32, 0, 0)])
+    w = BTFWriter()
+    task_types(w, "task", 96)
+    with pytest.raises(CoreError, match="anonymous local types cannot be relocated"):
+        apply(mov(0), K.FIELD_BYTE_OFFSET, lw.btf(), anon, "0:0", w.btf())

@@ -103,6 +103,16 @@ class CoreRelo:
         shown = _SHOWN.get(spec.kind)
         return f"{shown}({spec.path()})" if shown else spec.path()
 
+    def summary(self) -> str:
+        """``CO-RE field_byte_offset of task_struct access 0:57 (task_struct.real_parent)``:
+        everything an error message names about the relocation."""
+        text = f"CO-RE {self._kind_name()} of {self.local_type_name()} access {self.access!r}"
+        try:
+            spec = parse_spec(self)
+        except CoreError:
+            return text
+        return f"{text} ({spec.path()})"
+
     def local_type_name(self) -> str:
         """The local type's name (``[id]`` when it has none or the id is out of range)."""
         if 0 < self.type_id < len(self.btf):
@@ -191,8 +201,7 @@ def relocate(insns: List[Instruction], target, program: str = "") -> List[Instru
             result = _resolve(relo, target, candidates)
             out.extend(patch(insn, relo, result))
         except (_Failure, BTFError) as exc:
-            raise CoreError(f"{relo.describe()} (CO-RE relocation of {relo.local_type_name()}, "
-                            f"access {relo.access}): {exc}", program, index,
+            raise CoreError(f"{relo.summary()}: {exc}", program, index,
                             relo.local_type_name(), relo.access) from None
     return out
 
@@ -203,7 +212,7 @@ def resolve(relo: CoreRelo, target) -> Result:
     try:
         return _resolve(relo, target, {})
     except (_Failure, BTFError) as exc:
-        raise CoreError(f"{relo.describe()}: {exc}", local_type=relo.local_type_name(),
+        raise CoreError(f"{relo.summary()}: {exc}", local_type=relo.local_type_name(),
                         access=relo.access) from None
 
 
@@ -253,7 +262,7 @@ def parse_spec(relo: CoreRelo) -> Spec:
     try:
         return _parse_spec(relo)
     except (_Failure, BTFError) as exc:
-        raise CoreError(f"{relo._kind_name()} of {relo.local_type_name()} access "
+        raise CoreError(f"CO-RE {relo._kind_name()} of {relo.local_type_name()} access "
                         f"{relo.access!r}: {exc}", local_type=relo.local_type_name(),
                         access=relo.access) from None
 
