@@ -362,15 +362,15 @@ def find_candidates(local_type, target) -> List[Tuple[BTF, int]]:
 
 
 def _candidates_in(btf, essential, kind, first_id=1):
-    found = []
-    for offset in btf.string_offsets(essential.encode(), prefix=True):
-        name = btf.string(offset)
-        if essential_name(name) != essential:
-            continue
-        for type_id in btf.find_all(name):
-            if type_id >= first_id and _kinds_compatible(btf.kind(type_id), kind):
-                found.append((btf, type_id))
-    return sorted(set(found), key=lambda c: c[1])
+    """Types of ``btf`` (ids from ``first_id``) named ``essential`` or a flavour of it."""
+    names = [essential] + [btf.string(o) for o in btf.strings_containing(b"___")]
+    found = set()
+    for name in names:
+        if name == essential or essential_name(name) == essential:
+            found.update((btf, type_id) for type_id in btf.find_all(name)
+                         if type_id >= first_id
+                         and _kinds_compatible(btf.kind(type_id), kind))
+    return sorted(found, key=lambda c: c[1])
 
 
 # -- matching --------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""Reading the kernel's BTF: pybpf's KernelBTF beside ``bpftool btf dump file vmlinux``.
+
+Rows (each run ``--repeat`` times, in one process, beside bpftool in the same run):
+
+- open: ``KernelBTF.load()``: read /sys/kernel/btf/vmlinux, walk its records once (where
+  each type starts and its name offset); no type decoded.
+- open + name index: the same, then a first name lookup, which builds the index of the
+  string table. Target: 60 ms.
+- struct + member lookup: ``kernel.struct(name).member(field)`` for a struct not looked up
+  before (10 different structs, on an opened instance). Target: under 1 ms each.
+- member lookup on a struct already found.
+- decode every type: what bpftool's dump does before printing.
+- ``bpftool btf dump file vmlinux`` (a process, output discarded): libbpf parses and prints
+  every type.
+
+Memory: the Python allocations an opened KernelBTF keeps with its name index (tracemalloc)
+and the growth of the process's resident memory (VmRSS) across opening it. Target: 30 MB.
+"""
+
+import argparse
+import gc
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from pybpf.btf.kernel import KernelBTF  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+VMLINUX = "/sys/kernel/btf/vmlinux"
+LOOKUPS = [("task_struct", "real_parent"), ("mm_struct", "arg_start"), ("file", "f_mode"),
+           ("sk_buff", "len"), ("inode", "i_ino"), ("sock", "sk_rcvbuf"), ("cred", "uid"),
+           ("net_device", "ifindex"), ("super_block", "s_dev"), ("dentry", "d_name")]
+
+
+def timed(fn, repeat, setup=None):
+    """Milliseconds taken by each of ``repeat`` calls of ``fn`` (``setup()``'s result as its
+    argument, prepared outside the timing)."""
+    times = []
+    for _ in range(repeat):
+        arg = setup() if setup else None
+        gc.collect()
+        start = time.perf_counter()
+        fn(arg) if setup else fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def rss_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+_MEMORY = """
+import gc, sys, tracemalloc
+sys.path.insert(0, {root!r})
+from bench_btf import opened, rss_kb
+gc.collect()
+before = rss_kb()
+kernel = opened()
+grown = rss_kb() - before
+del kernel
+gc.collect()
+tracemalloc.start()
+kernel = opened()
+print(tracemalloc.get_traced_memory()[0], grown)
+"""
+
+
+def memory():
+    """(MB kept by an opened KernelBTF with its name index per tracemalloc, MB of resident
+    memory opening it added), each measured in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY.format(root=str(HERE))], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]) / 1e6, int(out[1]) / 1e3
+
+
+def opened():
+    """A KernelBTF with its name index built (the first name lookup builds it)."""
+    kernel = KernelBTF.load()
+    kernel.struct("task_struct")
+    return kernel
+
+
+def bench(repeat):
+    """Rows (what, [ms per run])."""
+    rows = [("pybpf: open (KernelBTF.load: read, walk the records)",
+             timed(KernelBTF.load, repeat)),
+            ("pybpf: open + name index (load, then a first name lookup)", timed(opened, repeat))]
+
+    def lookups(kernel):
+        for struct, member in LOOKUPS:
+            kernel.struct(struct).member(member)
+    times = timed(lookups, repeat, opened)
+    rows.append((f"pybpf: struct + member lookup, each further one ({len(LOOKUPS)} structs "
+                 "not looked up before)", [t / len(LOOKUPS) for t in times]))
+
+    kernel = opened()
+    structs = [(kernel.struct(s), m) for s, m in LOOKUPS]
+
+    def member_lookups():
+        for struct, member in structs:
+            struct.member(member)
+    times = timed(member_lookups, repeat)
+    rows.append(("pybpf: member lookup on a struct already found", [t / len(structs)
+                                                                   for t in times]))
+
+    def decode_all(kernel):
+        for type_id in range(1, len(kernel.vmlinux)):
+            kernel.vmlinux.type(type_id)
+    times = timed(decode_all, max(1, repeat // 3), KernelBTF.load)
+    rows.append((f"pybpf: decode every type ({len(kernel.vmlinux) - 1:,})", times))
+
+    bpftool = shutil.which("bpftool")
+    if bpftool:
+        times = timed(lambda: subprocess.run([bpftool, "btf", "dump", "file", VMLINUX],
+                                             check=True, stdout=subprocess.DEVNULL), repeat)
+        rows.append(("bpftool btf dump file vmlinux (a process: parse and print all)", times))
+    return rows
+
+
+def table(rows, kept, grown, repeat):
+    lines = [f"| what | best ms | median ms ({repeat} runs) |", "|---|---:|---:|"]
+    for what, times in rows:
+        lines.append(f"| {what} | {min(times):.3f} | {statistics.median(times):.3f} |")
+    lines.append("")
+    lines.append(f"Memory of an opened KernelBTF with its name index: {kept:.1f} MB of Python "
+                 f"allocations kept "
+                 f"(tracemalloc), resident memory +{grown:.1f} MB (VmRSS).")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    args = parser.parse_args()
+    kept, grown = memory()
+    print(table(bench(args.repeat), kept, grown, args.repeat))
+
+
+if __name__ == "__main__":
+    main()
