@@ -211,7 +211,9 @@ def _read_symbols(elf, sections):
 
 
 def _read_relocations(elf, sections, symbols):
-    """``{target section index: [Relocation]}`` from every SHT_REL section."""
+    """``{target section index: [Relocation]}`` from the SHT_REL sections of loaded (SHF_ALLOC)
+    sections: code, maps, data. The others patch debug information (``.rel.debug_info`` of
+    an object built against vmlinux.h holds thousands) and ``.BTF``, which are never loaded."""
     relocations = {}
     for section in sections:
         if section.type != SHT_REL:
@@ -220,6 +222,8 @@ def _read_relocations(elf, sections, symbols):
             raise ElfError(f"relocations for section index {section.info}, which does not "
                            "exist", section.name)
         target = sections[section.info]
+        if not target.flags & SHF_ALLOC:
+            continue
         entries = relocations.setdefault(target.index, [])
         for number, rel in enumerate(elf.get_section(section.index).iter_relocations()):
             entries.append(_relocation(rel, number, section, target, symbols))
