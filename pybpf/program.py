@@ -193,8 +193,8 @@ def _retry_eagain(code, prog_type, options, **log):
 def _relocated(spec, kernel_btf):
     """The spec's instructions with their CO-RE relocations applied (against the running
     kernel's BTF unless ``kernel_btf`` is given); the instructions themselves if none."""
-    if all(insn.core is None for insn in spec.insns):
-        return spec.insns
+    if all(getattr(insn, "core", None) is None for insn in spec.insns):
+        return spec.insns  # (what is not an Instruction is reported by asm.resolve)
     return core.relocate(spec.insns, kernel_btf or running_kernel(), spec.name)
 
 

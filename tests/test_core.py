@@ -11,14 +11,18 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
 from conftest import require_tool
-from pybpf import elf, syscalls
+from pybpf import elf
+from pybpf.asm.insn import Instruction
 from pybpf.attach import attach
 from pybpf.btf import CoreKind
-from pybpf.btf.kernel import running_kernel
+from pybpf.btf.core import POISON_HELPER, CoreRelo, relocate
+from pybpf.btf.kernel import KernelBTF, running_kernel
+from pybpf.btf.writer import BTFWriter
 from pybpf.collection import Collection
 from pybpf.errors import CoreError
 
@@ -194,23 +198,15 @@ def test_a_relocation_of_a_missing_local_type_names_program_instruction_and_acce
     insn = next(i for i in spec.insns if i.core is not None)
     broken = spec.copy()
     index = spec.insns.index(insn)
-    from dataclasses import replace
     broken.insns[index] = replace(insn, core=replace(insn.core, type_id=9999))
-    from pybpf.btf import core
     with pytest.raises(CoreError, match=r"program 'record_local' instruction 19: .*\[9999\].*"
                        r"0:2.*not in the program's BTF") as info:
-        core.relocate(broken.insns, running_kernel(), "record_local")
+        relocate(broken.insns, running_kernel(), "record_local")
     assert (info.value.program, info.value.index, info.value.access) == \
         ("record_local", 19, "0:2")
 
 
 # -- the engine on hand-made BTF (values derived by hand) --------------------------------------
-
-from pybpf.asm.insn import Instruction  # noqa: E402
-from pybpf.btf import Kind  # noqa: E402
-from pybpf.btf.core import POISON_HELPER, CoreRelo, relocate  # noqa: E402
-from pybpf.btf.kernel import KernelBTF  # noqa: E402
-from pybpf.btf.writer import BTFWriter  # noqa: E402
 
 K = CoreKind
 CALL_POISON = (0x85, 0, 0, 0, POISON_HELPER)  # call 0xbad2310
