@@ -16,7 +16,9 @@ shown as the kernel will see it, yet readable:
   prints ``0000000000000068 <LBB0_2>:`` for a symbol inside a section, and the byte address
   is dropped here since the slot column of the next line gives it;
 - a map load stays ``r1 = exec_count ll``, with fd 0 in the bytes (llvm-objdump shows an
-  object's map load as ``r1 = 0 ll`` plus a relocation line naming the map).
+  object's map load as ``r1 = 0 ll`` plus a relocation line naming the map);
+- an instruction with a CO-RE relocation shows the local value and what the kernel will
+  give instead: ``r1 = *(u64 *)(r6 + 8)  ; CO-RE task_struct.real_parent``.
 
 The listing parses back with :func:`pybpf.asm.parse` (``<label>`` annotations after an
 instruction are skipped, its offset is kept): the result resolves to the same program.
@@ -70,7 +72,10 @@ def _link(insn, index, slot, targets):
 
 
 def _note(insn, annotate):
-    """`` ; bpf_name`` after a helper call when annotating, else nothing."""
+    """``  ; CO-RE task_struct.real_parent`` after an instruction with a CO-RE relocation,
+    `` ; bpf_name`` after a helper call when annotating, else nothing."""
+    if insn.core is not None:
+        return f"  ; CO-RE {insn.core.describe()}"
     if annotate and insn.opcode == oc.JMP | oc.CALL and insn.src == oc.CALL_HELPER:
         name = HELPER_NAMES.get(insn.imm)
         if name:

@@ -109,13 +109,18 @@ class Program(KernelObject):
         if not isinstance(exc, VerifierError):
             return exc
         index = where = source = None
-        slots = asm.slot_to_index(self.insns)
+        written = self.spec.insns  # CO-RE relocation keeps every slot where it was
+        slots = asm.slot_to_index(written)
         if exc.insn_index is not None and exc.insn_index < len(slots):
             index = slots[exc.insn_index]
-            source = _nearest_comment(self.insns, index)
-            where = f"instruction {index} `{asm.format_insn(self.insns[index])}`"
+            source = _nearest_comment(written, index)
+            loaded = self.insns[asm.slot_to_index(self.insns)[exc.insn_index]]
+            where = f"instruction {index} `{asm.format_insn(loaded)}`"
             if source:
                 where += f" from {source!r}"
+            if loaded.core is not None and loaded.imm == core.POISON_HELPER:
+                where += (f": the kernel has no {loaded.core.describe()} (a CO-RE relocation "
+                          "that could not be applied; guard this code with an exists() check)")
         message = (f"program {self.name!r} rejected by the verifier ({errno_name(exc.errno)}): "
                    f"{exc.summary}" + (f"; at {where}" if where else ""))
         err = VerifierError(exc.errno, message, log=exc.log, summary=exc.summary,

@@ -13,6 +13,7 @@ import functools
 
 from pybpf import abi, helpers
 from pybpf.asm import opcodes as oc
+from pybpf.asm.core import CoreOperand, emit_load, emit_read, place_operand, split_operand
 from pybpf.asm.insn import Instruction, Register, validate
 from pybpf.errors import AssemblerError
 
@@ -23,8 +24,13 @@ def _dsl(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
+            relo = None
+            if any(isinstance(a, CoreOperand) for a in (*args, *kwargs.values())):
+                args, kwargs, relo, param = split_operand(method, self, args, kwargs)
             insn = method(self, *args, **kwargs)
             validate(insn)
+            if relo is not None:
+                insn.core = place_operand(insn, relo, param)
         except AssemblerError as exc:
             text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
             raise AssemblerError(exc.message, len(self._insns),
@@ -360,6 +366,23 @@ class Builder:
     def ld_map_idx_value(self, dst, index, offset=0):
         """dst = pointer to byte ``offset`` of the value of map ``fd_array[index]``."""
         return _ld_pseudo(abi.PSEUDO_MAP_IDX_VALUE, dst, index, offset)
+
+
+    def core_read(self, dst, src, struct, path, stack):
+        """dst = ``src->path``, CO-RE: ``struct`` (from :class:`pybpf.asm.core.Types`) is
+        what ``src`` points to, ``path`` a chain such as ``"real_parent->tgid"``. Each
+        pointer and the final integer, enum or pointer are read with bpf_probe_read_kernel
+        into the 8 bytes at ``r10 + stack`` (``stack``: -8, -16...), as libbpf's
+        BPF_CORE_READ does; r0-r5 are clobbered. The final value is zero- or sign-extended
+        as declared, from the kernel's size of the field (bitfields extracted)."""
+        emit_read(self, dst, src, struct, path, stack)
+
+    def core_load(self, dst, src, struct, path, scratch=None):
+        """dst = ``src->path`` with direct loads, CO-RE: for pointers the verifier knows the
+        type of (``bpf_get_current_task_btf()``, tp_btf/fentry arguments). Each load's
+        offset (and size, for unsigned integers and pointers) is the kernel's. A bitfield is
+        extracted from a load of the size the kernel needs, chosen with ``scratch``."""
+        emit_load(self, dst, src, struct, path, scratch)
 
 
 # The pseudo loads whose first immediate may be a name: a map's, or a subprogram's label.

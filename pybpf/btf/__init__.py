@@ -21,12 +21,12 @@ DECL_TAG, TYPE_TAG), so no kind is rewritten.
 from .core import CoreKind, CoreRelo
 from .ext import BTFExt, CoreReloRecord, FuncInfo, LineInfo
 from .types import (
-    BTF, BTF_INT_CHAR, BTF_INT_SIGNED, BTF_MAGIC, MAX_RESOLVE_DEPTH, ArrayInfo, Enumerator,
-    IntInfo, Kind, Member, Param, Type, VarSecinfo,
+    BTF, BTF_INT_BOOL, BTF_INT_CHAR, BTF_INT_SIGNED, BTF_MAGIC, MAX_RESOLVE_DEPTH, ArrayInfo,
+    Enumerator, IntInfo, Kind, Member, Param, Type, VarSecinfo,
 )
 
 __all__ = [
-    "BTF", "BTF_INT_CHAR", "BTF_INT_SIGNED", "BTF_MAGIC", "MAX_RESOLVE_DEPTH", "ArrayInfo",
-    "BTFExt", "CoreKind", "CoreRelo", "CoreReloRecord", "Enumerator", "FuncInfo", "IntInfo",
-    "Kind", "LineInfo", "Member", "Param", "Type", "VarSecinfo",
+    "BTF", "BTF_INT_BOOL", "BTF_INT_CHAR", "BTF_INT_SIGNED", "BTF_MAGIC", "MAX_RESOLVE_DEPTH",
+    "ArrayInfo", "BTFExt", "CoreKind", "CoreRelo", "CoreReloRecord", "Enumerator", "FuncInfo",
+    "IntInfo", "Kind", "LineInfo", "Member", "Param", "Type", "VarSecinfo",
 ]

@@ -254,6 +254,21 @@ def _resolve(relo, target, candidates):
     return _calc(local, None)
 
 
+def local_value(relo: CoreRelo) -> int:
+    """What the instruction holds before relocation: the value the local types give (what a
+    compiler writes; the DSL writes it too, so that both pass the same check)."""
+    try:
+        local = _parse_spec(relo)
+        if local.kind in FIELD_KINDS:
+            return _field_value(local).value
+        if local.kind in TYPE_KINDS:
+            return _type_value(local)
+        return _enum_value(local)
+    except (_Failure, BTFError) as exc:
+        raise CoreError(f"{relo.summary()}: {exc}", local_type=relo.local_type_name(),
+                        access=relo.access) from None
+
+
 # -- local spec ------------------------------------------------------------------------------
 
 def parse_spec(relo: CoreRelo) -> Spec:

@@ -34,6 +34,7 @@ MAX_RESOLVE_DEPTH = 32  # the kernel's: typedefs, qualifiers and arrays chained 
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type/str off and len
 BTF_INT_SIGNED = 1 << 0
 BTF_INT_CHAR = 1 << 1
+BTF_INT_BOOL = 1 << 2
 _INVALID = 0xFFFFFFFF  # never a valid info word: the walk's end marker
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .types import BTF, BTF_INT_CHAR, BTF_INT_SIGNED, HEADER, BTF_MAGIC, Kind
+from .types import BTF, BTF_INT_BOOL, BTF_INT_SIGNED, BTF_MAGIC, HEADER, Kind
 
 _WORD = struct.Struct("<I")
 
@@ -43,8 +43,9 @@ class BTFWriter:
         self._records.append([self.string(name), info, size_type, *tail])
         return self.first_id + len(self._records) - 1
 
-    def add_int(self, name: str, size: int, signed: bool = False, char: bool = False) -> int:
-        encoding = (BTF_INT_SIGNED if signed else 0) | (BTF_INT_CHAR if char else 0)
+    def add_int(self, name: str, size: int, signed: bool = False, boolean: bool = False) -> int:
+        """An INT of ``size`` bytes (encoding SIGNED, BOOL or none, as clang writes them)."""
+        encoding = BTF_INT_SIGNED if signed else BTF_INT_BOOL if boolean else 0
         return self.add(Kind.INT, name, size, tail=(encoding << 24 | size * 8,))
 
     def add_ptr(self, target: int) -> int:
@@ -104,6 +105,23 @@ class BTFWriter:
 
     def add_func(self, name: str, proto: int, linkage: int = 1) -> int:
         return self.add(Kind.FUNC, name, proto, vlen=linkage)
+
+    def kind(self, type_id: int) -> Kind:
+        """The kind of a type written so far (UNKN for void)."""
+        return Kind(self._records[type_id - self.first_id][1] >> 24 & 0x1F) if type_id \
+            else Kind.UNKN
+
+    def name(self, type_id: int) -> str:
+        """The name of a type written so far."""
+        offset = self._records[type_id - self.first_id][0]
+        return self._strings[offset:self._strings.index(b"\0", offset)].decode()
+
+    def forward(self, type_id: int) -> None:
+        """Turn a struct or union that never got members into a forward declaration (FWD),
+        as C leaves a struct that is only pointed to."""
+        record = self._records[type_id - self.first_id]
+        union = record[1] >> 24 & 0x1F == Kind.UNION
+        record[1:] = [int(union) << 31 | Kind.FWD << 24, 0]
 
     def __len__(self):
         """The number of type ids, void and the base's included."""
