@@ -150,6 +150,28 @@ def test_relocated_programs_record_the_true_values(obj, program):
     assert record == expected
 
 
+@pytest.mark.kernel
+def test_a_called_function_is_relocated_for_each_program_that_calls_it():
+    spec = elf.load_spec(path("subprog.o"))
+    for name in ("on_getppid", "on_getpgid"):  # each has its own copy of record_parent
+        insns = spec.programs[name].insns
+        # clang computes tgid's offset once (`r8 = 0x20`, used for both reads) and
+        # real_parent's once (`r1 = 0x18`): two relocations in the copy
+        assert [i.core.access for i in insns if i.core is not None] == ["0:2", "0:1"], name
+    with Collection(spec) as coll:
+        with attach(coll.programs["on_getppid"]):
+            child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + 10
+                while (parent := coll.maps["parents"].get(child.pid)) is None:
+                    assert time.monotonic() < deadline, "nothing recorded for the child"
+                    time.sleep(0.01)
+            finally:
+                child.stdin.close()
+                child.wait(timeout=10)
+    assert parent == os.getpid()
+
+
 # -- libbpf as the oracle: the same instructions after relocation and verification ------------
 
 def xlated_masked(raw):

@@ -8,6 +8,7 @@ Pure Python and no system calls: Python calls or assembly text become
 - :mod:`~pybpf.asm.builder`  the DSL: ``Builder`` methods, one instruction per call
 - :mod:`~pybpf.asm.link`     labels and map names to numbers: resolve, assemble
 - :mod:`~pybpf.asm.text`     llvm-objdump's text syntax: format_insn, parse
+- :mod:`~pybpf.asm.core`     CO-RE: kernel struct fields by name as operands, relocated at load
 """
 
 from pybpf.asm.builder import Builder

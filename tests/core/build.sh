@@ -10,5 +10,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bpftool btf dump file /sys/kernel/btf/vmlinux format c > "$tmp/vmlinux.h"
 for src in *.c; do
-	"$CLANG" -O2 -g -target bpf -I"$tmp" -c "$src" -o "${src%.c}.o"
+	"$CLANG" -O2 -g -target bpf -I"$tmp" -fdebug-prefix-map="$tmp"=/vmlinux.h.d \
+		-c "$src" -o "${src%.c}.o"
 done
