@@ -202,16 +202,20 @@ def test_the_task_struct_size_is_the_kernels():
 
 def chain_program():
     """sys_enter_getppid: records[tgid] = (real_parent->tgid read with probe reads, the same
-    with direct loads, the reset_on_fork bitfield both ways)."""
+    with direct loads, the reset_on_fork bitfield both ways, flags: declared as a u16, read
+    as the kernel's u32)."""
     b = Builder()
     b.call("get_current_task")
     b.mov(R6, R0)
     b.core_read(R7, R6, TASK, "tgid", stack=-8)
-    b.stx(W, R10, -16, R7)  # the key
+    b.stx(W, R10, -12, R7)  # the key
     b.core_read(R7, R6, TASK, "real_parent->tgid", stack=-8)
     b.stx(W, R10, -32, R7)
     b.core_read(R7, R6, TASK, "sched_reset_on_fork", stack=-8)
     b.stx(W, R10, -28, R7)
+    b.core_read(R7, R6, TASK, "real_parent", stack=-8)  # leaves a pointer in the slot
+    b.core_read(R7, R6, TASK, "flags", stack=-8)  # which must not show in the flags
+    b.stx(DW, R10, -40, R7)  # all 64 bits
     b.call("get_current_task_btf")
     b.mov(R6, R0)
     b.core_load(R7, R6, TASK, "real_parent->tgid")
@@ -220,9 +224,9 @@ def chain_program():
     b.stx(W, R10, -20, R7)
     b.ld_map_fd(R1, "records")
     b.mov(R2, R10)
-    b.add(R2, -16)
+    b.add(R2, -12)
     b.mov(R3, R10)
-    b.add(R3, -32)
+    b.add(R3, -40)
     b.mov(R4, 0)
     b.call("map_update_elem")
     b.mov(R0, 0)
@@ -232,7 +236,7 @@ def chain_program():
 
 @pytest.mark.kernel
 def test_a_dsl_program_reads_the_real_parent_of_a_process():
-    with Map.create(MapType.HASH, 4, 16, 64, name="records") as records:
+    with Map.create(MapType.HASH, 4, 24, 64, name="records") as records:
         insns = chain_program()
         with Program.from_instructions(insns, ProgType.TRACEPOINT, maps={"records": records},
                                        name="dsl_core") as prog:
@@ -249,12 +253,16 @@ def test_a_dsl_program_reads_the_real_parent_of_a_process():
                         assert time.monotonic() < deadline, "nothing recorded for the child"
                         time.sleep(0.01)
                     reset = bool(os.sched_getscheduler(child.pid) & os.SCHED_RESET_ON_FORK)
+                    with open(f"/proc/{child.pid}/stat") as f:
+                        flags = int(f.read().rsplit(")", 1)[1].split()[6])  # field 9
                 finally:
                     child.stdin.close()
                     child.wait(timeout=10)
-    fields = [int.from_bytes(value[i:i + 4], "little") for i in range(0, 16, 4)]
-    # value: parent tgid and bitfield through probe reads, then through direct loads
-    assert fields == [os.getpid(), 1, os.getpid(), 1] and reset
+    # value: flags (a u64), then parent tgid and bitfield through probe reads, then through
+    # direct loads
+    fields = [int.from_bytes(value[:8], "little")] + [
+        int.from_bytes(value[i:i + 4], "little") for i in range(8, 24, 4)]
+    assert fields == [flags, os.getpid(), 1, os.getpid(), 1] and reset and flags > 0xFFFF
 
 
 @pytest.mark.kernel

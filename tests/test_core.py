@@ -19,8 +19,8 @@ from conftest import require_tool
 from pybpf import elf
 from pybpf.asm.insn import Instruction
 from pybpf.attach import attach
-from pybpf.btf import CoreKind
-from pybpf.btf.core import POISON_HELPER, CoreRelo, relocate
+from pybpf.btf import CoreKind, Kind
+from pybpf.btf.core import POISON_HELPER, CoreRelo, essential_name, relocate
 from pybpf.btf.kernel import KernelBTF, running_kernel
 from pybpf.btf.writer import BTFWriter
 from pybpf.collection import Collection
@@ -527,3 +527,89 @@ def test_anonymous_local_types_cannot_be_relocated():
     task_types(w, "task", 96)
     with pytest.raises(CoreError, match="anonymous local types cannot be relocated"):
         apply(mov(0), K.FIELD_BYTE_OFFSET, lw.btf(), anon, "0:0", w.btf())
+
+
+def test_relocations_of_one_type_keep_to_the_candidates_earlier_ones_matched():
+    """libbpf prunes a local type's candidates to those that matched: here the first
+    relocation (field a) matches only `pair`, so the second (field b, at different offsets in
+    `pair` and `pair___2`) is not ambiguous."""
+    lw = BTFWriter()
+    i32 = lw.add_int("int", 4, signed=True)
+    local = lw.add_struct("pair___l", 8, [("a", i32, 0, 0), ("b", i32, 32, 0)])
+    w = BTFWriter()
+    t32 = w.add_int("int", 4, signed=True)
+    w.add_struct("pair", 8, [("a", t32, 0, 0), ("b", t32, 32, 0)])
+    w.add_struct("pair___2", 12, [("x", t32, 0, 0), ("b", t32, 64, 0)])
+    first, second, local_btf = mov(0), mov(4), lw.btf()
+    first.core = CoreRelo(K.FIELD_BYTE_OFFSET, local, "0:0", local_btf)
+    second.core = CoreRelo(K.FIELD_BYTE_OFFSET, local, "0:1", local_btf)
+    relocated = relocate([first, second], KernelBTF(w.btf()), "prog")
+    assert [fields(i) for i in relocated] == [fields(mov(0)), fields(mov(4))]
+
+
+def test_old_style_bit_ints_are_not_compatible_fields():
+    """An INT whose encoding has a bit offset (pre-bitfield BTF) matches no local int."""
+    local, task = local_task()
+    w = BTFWriter()
+    bit_int = w.add(Kind.INT, "int", 4, tail=(1 << 24 | 8 << 16 | 24,))  # 24 bits at bit 8
+    i64 = w.add_int("long", 8, signed=True)
+    w.add_struct("task", 16, [("x", i64, 0, 0), ("pid", bit_int, 64, 0)])
+    assert apply(mov(4), K.FIELD_BYTE_OFFSET, local, task, "0:1", w.btf()) == [CALL_POISON]
+
+
+@pytest.mark.parametrize("name, essential", [
+    ("task_struct___old", "task_struct"), ("foo___bar___baz", "foo___bar"),
+    ("___GFP_DMA_BIT", "___GFP_DMA_BIT"), ("a____b", "a____b"), ("a___", "a___"),
+    ("plain", "plain"), ("x___y", "x"),
+])
+def test_essential_names_drop_the_last_flavour(name, essential):
+    assert essential_name(name) == essential
+
+
+def test_kernel_enumerators_with_flavours_match_too():
+    lw = BTFWriter()
+    local = enum_types(lw, "state", [("S_RUN", 9)])
+    w = BTFWriter()
+    enum_types(w, "state", [("S_IDLE", 0), ("S_RUN___v2", 3)])
+    assert apply(lddw(9), K.ENUMVAL_VALUE, lw.btf(), local, "0", w.btf()) == [fields(lddw(3))]
+
+
+def test_flexible_array_members_take_any_index():
+    lw = BTFWriter()
+    i32 = lw.add_int("int", 4, signed=True)
+    arr = lw.add_array(i32, 8, i32)
+    local = lw.add_struct("msg", 36, [("len", i32, 0, 0), ("data", arr, 32, 0)])
+    w = BTFWriter()
+    t32 = w.add_int("int", 4, signed=True)
+    i64 = w.add_int("long", 8, signed=True)
+    flex = w.add_array(t32, 0, t32)  # int data[]: the struct's last member
+    w.add_struct("msg", 16, [("len", i64, 0, 0), ("data", flex, 64, 0)])
+    # data[5]: 4 + 20 = 24 locally, 8 + 20 = 28 in the kernel's
+    assert apply(mov(24), K.FIELD_BYTE_OFFSET, lw.btf(), local, "0:1:5", w.btf()) == \
+        [fields(mov(28))]
+
+
+def one_member(w, name, member_type):
+    return w.add_struct(name, 8, [("x", member_type, 0, 0)])
+
+
+@pytest.mark.parametrize("local_member, target_member, expected", [
+    (lambda w: w.add_int("int", 4, signed=True), lambda w: w.add_int("int", 4, signed=True), 1),
+    # (names must match too: a 32-bit kernel's long, and an int without its sign)
+    (lambda w: w.add_int("long", 8, signed=True), lambda w: w.add_int("long", 4, signed=True), 0),
+    (lambda w: w.add_int("int", 4, signed=True), lambda w: w.add_int("int", 4), 0),
+    (lambda w: w.add_enum("e", 4, [("A", 0)]), lambda w: w.add_enum("e", 8, [("A", 0)]), 0),
+    (lambda w: w.add_enum("e", 4, [("A", 0)]), lambda w: w.add_enum("e", 4, [("B", 0)]), 0),
+    (lambda w: w.add_enum("e", 4, [("A", 0)]),
+     lambda w: w.add_enum("e", 4, [("B", 1), ("A", 7)]), 1),
+    (lambda w: w.add_array(w.add_int("int", 4), 4), lambda w: w.add_array(w.add_int("int", 4),
+                                                                            4), 1),
+    (lambda w: w.add_array(w.add_int("int", 4), 4), lambda w: w.add_array(w.add_int("int", 4),
+                                                                            8), 0),
+])
+def test_type_matches_compares_sizes_signs_enumerators_and_lengths(local_member, target_member,
+                                                                    expected):
+    lw, w = BTFWriter(), BTFWriter()
+    local = one_member(lw, "thing___mine", local_member(lw))
+    one_member(w, "thing", target_member(w))
+    assert apply(mov(1), K.TYPE_MATCHES, lw.btf(), local, "0", w.btf()) == [fields(mov(expected))]
