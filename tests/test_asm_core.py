@@ -3,13 +3,14 @@ references as instruction operands, relocated by the loader against the running 
 pointer-chain conveniences run in the kernel, and errors that name what is wrong."""
 
 import os
-import re
 import subprocess
 import sys
 import time
 
 import pytest
 
+import bpftool_btf
+from bpftool_btf import VMLINUX, by_name, member, members, number
 from conftest import require_tool
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import DW, R0, R1, R2, R3, R4, R6, R7, R8, R10, W, Builder, core
@@ -41,24 +42,12 @@ enum pid_type { PIDTYPE_PID, PIDTYPE_TGID, PIDTYPE_NONE___pybpf = 30 };
 C_PRELUDE = "typedef unsigned short u16;\n"
 
 
-def bpftool_structs(path):
-    """{struct name: (size, [(member, bits_offset, bitfield_size)])} from bpftool's dump."""
-    bpftool = require_tool("bpftool")
-    dump = subprocess.run([bpftool, "btf", "dump", "file", path], capture_output=True,
-                          text=True, check=True).stdout
-    structs, current = {}, None
-    for line in dump.splitlines():
-        head = re.match(r"\[\d+\] (STRUCT|UNION) '([^']*)' size=(\d+)", line)
-        if head:
-            current = structs.setdefault(f"{head.group(1)} {head.group(2)}:{len(structs)}",
-                                         (int(head.group(3)), []))
-        elif line.startswith("[") or current is None:
-            current = None
-        else:
-            item = re.match(r"\s+'([^']*)' type_id=\d+ bits_offset=(\d+)"
-                            r"(?: bitfield_size=(\d+))?", line)
-            current[1].append((item.group(1), int(item.group(2)), int(item.group(3) or 0)))
-    return sorted(structs.values())
+def struct_layouts(path):
+    """[(size, [(member, bits_offset, bitfield_size)])] of every struct and union, from
+    bpftool's dump of the BTF at ``path``."""
+    types = bpftool_btf.dump_file(path)
+    return sorted((number(t[2], "size"), [(m[0], m[2], m[3]) for m in members(types, i)])
+                  for i, t in types.items() if t[0] in ("STRUCT", "UNION"))
 
 
 @pytest.mark.oracle
@@ -70,26 +59,11 @@ def test_declarations_are_laid_out_as_clang_lays_them_out(tmp_path):
                     str(tmp_path / "types.o")], check=True)
     types = core.Types(DECLARATIONS)
     (tmp_path / "dsl.btf").write_bytes(types.btf.encode())
-    assert bpftool_structs(str(tmp_path / "dsl.btf")) == bpftool_structs(
-        str(tmp_path / "types.o"))
+    assert struct_layouts(tmp_path / "dsl.btf") == struct_layouts(tmp_path / "types.o")
 
 
 TYPES = core.Types(DECLARATIONS)
 TASK = TYPES.struct("task_struct")
-
-
-def kernel_dump():
-    bpftool = require_tool("bpftool")
-    return subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
-                          capture_output=True, text=True, check=True).stdout
-
-
-def kernel_member_bits(dump, head, member):
-    """(bits_offset, type_id) of ``member`` in the type whose dump line starts with
-    ``head`` (``STRUCT 'task_struct'`` or ``[745] STRUCT``)."""
-    body = dump.split(head, 1)[1].split("\n[", 1)[0]
-    found = re.search(rf"'{re.escape(member)}' type_id=(\d+) bits_offset=(\d+)", body)
-    return int(found.group(2)), int(found.group(1))
 
 
 def test_operands_give_the_local_value_and_record_the_relocation():
@@ -158,13 +132,12 @@ def test_relocated_against_the_running_kernel_offsets_are_the_kernels():
     b.ldx(DW, R1, R6, TASK.offsetof("real_parent"))
     b.ldx(DW, R1, R1, TYPES.struct("mm_struct").offsetof("arg_start"))
     relocated = relocate(b.instructions, running_kernel(), "dsl")
-    dump = kernel_dump()
-    assert relocated[0].off == kernel_member_bits(dump, "STRUCT 'task_struct'",
-                                                  "real_parent")[0] // 8
+    kernel = bpftool_btf.dump_file(VMLINUX)
+    task = by_name(kernel, "STRUCT", "task_struct")
+    assert relocated[0].off == member(kernel, task, "real_parent")[1] // 8
     # the kernel's mm_struct keeps arg_start in an anonymous struct: its offset plus that
-    anon_bits, anon_id = kernel_member_bits(dump, "STRUCT 'mm_struct'", "(anon)")
-    inner_bits, _ = kernel_member_bits(dump, f"\n[{anon_id}] STRUCT", "arg_start")
-    assert relocated[1].off == (anon_bits + inner_bits) // 8
+    anon_id, anon_bits, _ = member(kernel, by_name(kernel, "STRUCT", "mm_struct"), "(anon)")
+    assert relocated[1].off == (anon_bits + member(kernel, anon_id, "arg_start")[1]) // 8
 
 
 # -- in the kernel ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ and the engine's answers on hand-made BTF are the ones derived by hand here.
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from dataclasses import replace
 
 import pytest
 
+import bpftool_btf
+from bpftool_btf import VMLINUX, by_name, enumerators, member, number
 from conftest import require_tool
 from pybpf import elf
 from pybpf.asm.insn import Instruction
@@ -29,7 +30,6 @@ from pybpf.errors import CoreError
 HERE = os.path.join(os.path.dirname(__file__), "core")
 OBJECTS = sorted(name for name in os.listdir(HERE) if name.endswith(".o"))
 GETPPID = "tracepoint/syscalls/sys_enter_getppid"
-VMLINUX = "/sys/kernel/btf/vmlinux"
 RECORD_FIELDS = (
     "arg_start arg_end tgid parent_tgid flags reset_on_fork comm_offset comm_size task_size "
     "tgid_signed flags_signed pidtype_tgid pidtype_max_exists missing_exists missing_value "
@@ -56,28 +56,6 @@ def test_core_relo_records_are_parsed_from_btf_ext():
 
 
 # -- oracles: bpftool's view of the kernel's BTF, /proc ---------------------------------------
-
-def bpftool_btf(path_):
-    """``bpftool btf dump file PATH`` (raw format) as {(kind, name): (id, header, members)}."""
-    bpftool = require_tool("bpftool")
-    dump = subprocess.run([bpftool, "btf", "dump", "file", path_], capture_output=True,
-                          text=True, check=True).stdout
-    types, current = {}, None
-    for line in dump.splitlines():
-        head = re.match(r"\[(\d+)\] (\w+) '([^']*)'(.*)", line)
-        if head:
-            current = (int(head.group(1)), head.group(4), {})
-            types.setdefault((head.group(2), head.group(3)), current)
-        elif current is not None:
-            item = re.match(r"\s+'([^']*)' (.*)", line)
-            if item:
-                current[2][item.group(1)] = item.group(2)
-    return types
-
-
-def field_of(text, name):
-    return int(re.search(rf"{name}=(-?\d+)", text).group(1))
-
 
 def proc_stat(pid):
     """Fields of /proc/PID/stat by their number in proc(5) (3 is the state)."""
@@ -123,11 +101,11 @@ def test_relocated_programs_record_the_true_values(obj, program):
     """task.o was built against this kernel's vmlinux.h; local.o against hand-written types
     that are wrong everywhere (reordered, padded, a narrower field, a flavour): relocated,
     both read the same true values."""
-    kernel = bpftool_btf(VMLINUX)
-    task_id, task_header, task_members = kernel[("STRUCT", "task_struct")]
+    kernel = bpftool_btf.dump_file(VMLINUX)
+    task_id = by_name(kernel, "STRUCT", "task_struct")
     local_task = "task_struct" if obj == "task.o" else "task_struct___pybpf"
-    local_id = bpftool_btf(path(obj))[("STRUCT", local_task)][0]
-    pid_type = kernel[("ENUM", "pid_type")][2]
+    local_id = by_name(bpftool_btf.dump_file(path(obj)), "STRUCT", local_task)
+    pid_type = enumerators(kernel, by_name(kernel, "ENUM", "pid_type"))
     with Collection(elf.load_spec(path(obj))) as coll:
         with attach(coll.programs[program]):
             record, stat, comm, policy, pid = run_child_and_read(coll.maps["records"])
@@ -139,10 +117,10 @@ def test_relocated_programs_record_the_true_values(obj, program):
         flags=stat[9] if obj == "task.o" else 0,  # local.c reads flags directly only
         reset_on_fork=reset_on_fork, reset_on_fork_direct=reset_on_fork,
         comm2=ord(comm[2]), comm_direct2=ord(comm[2]),
-        comm_offset=field_of(task_members["comm"], "bits_offset") // 8,
-        comm_size=16, task_size=field_of(task_header, "size"),
+        comm_offset=member(kernel, task_id, "comm")[1] // 8,
+        comm_size=16, task_size=number(kernel[task_id][2], "size"),
         tgid_signed=1, flags_signed=0,
-        pidtype_tgid=field_of(pid_type["PIDTYPE_TGID"], "val"),
+        pidtype_tgid=pid_type["PIDTYPE_TGID"],
         pidtype_max_exists=1 if obj == "task.o" else 0,  # local.o asks for PIDTYPE_NONE
         missing_exists=0, missing_value=7 if obj == "local.o" else 0,
         type_exists=1, type_matches=1, type_mismatch=0,

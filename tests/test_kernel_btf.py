@@ -1,66 +1,28 @@
 """KernelBTF: the running kernel's types (/sys/kernel/btf/vmlinux) and split module BTF,
 checked against bpftool's dump of the same files (an independent BTF reader, libbpf's)."""
 
-import functools
 import os
 import random
 import re
-import subprocess
 
 import pytest
 
-from conftest import _skip_or_fail, require_tool
+import bpftool_btf
+from bpftool_btf import VMLINUX, by_name, enumerators, members, number
+from conftest import _skip_or_fail
 from pybpf.btf import BTF, Kind
 from pybpf.btf.kernel import KernelBTF, running_kernel
 from pybpf.btf.writer import BTFWriter
 from pybpf.errors import BTFError
-
-VMLINUX = "/sys/kernel/btf/vmlinux"
-
 
 def require_vmlinux():
     if not os.path.exists(VMLINUX):
         _skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux: CONFIG_DEBUG_INFO_BTF)")
 
 
-@functools.lru_cache(maxsize=None)
-def bpftool_dump(*args):
-    """``bpftool [args] btf dump file ...`` raw output: {id: (kind, name, header, [items])}."""
-    bpftool = require_tool("bpftool")
-    dump = subprocess.run([bpftool, *args], capture_output=True, text=True, check=True).stdout
-    types, current = {}, None
-    for line in dump.splitlines():
-        head = re.match(r"\[(\d+)\] (\w+) '([^']*)'(.*)", line)
-        if head:
-            current = types[int(head.group(1))] = (head.group(2), head.group(3),
-                                                    head.group(4), [])
-        elif current is not None:
-            current[3].append(line.strip())
-    return types
-
-
 def kernel_dump():
     require_vmlinux()
-    return bpftool_dump("btf", "dump", "file", VMLINUX)
-
-
-def number(text, key):
-    return int(re.search(rf"\b{key}=(-?\d+)", text).group(1))
-
-
-def bpftool_members(types, type_id):
-    """[(name, type_id, bits_offset, bitfield_size)] of a struct in bpftool's dump."""
-    out = []
-    for item in types[type_id][3]:
-        name = re.match(r"'([^']*)'", item).group(1)
-        bitfield = re.search(r"bitfield_size=(\d+)", item)
-        out.append((name, number(item, "type_id"), number(item, "bits_offset"),
-                    int(bitfield.group(1)) if bitfield else 0))
-    return out
-
-
-def by_name(types, kind, name):
-    return next(i for i, t in types.items() if t[0] == kind and t[1] == name)
+    return bpftool_btf.dump_file(VMLINUX)
 
 
 # -- vmlinux ------------------------------------------------------------------------------
@@ -81,7 +43,7 @@ def test_struct_members_of_400_structs_match_bpftool():
     for type_id in random.Random(3).sample(structs, 400):
         assert [tuple(m) for m in btf.members(type_id)] == [
             ("" if name == "(anon)" else name, t, off, bits)
-            for name, t, off, bits in bpftool_members(types, type_id)], type_id
+            for name, t, off, bits in members(types, type_id)], type_id
         assert btf.type(type_id).size == number(types[type_id][2], "size")
 
 
@@ -89,32 +51,31 @@ def test_struct_member_lookup_with_offsets_bitfields_and_anonymous_members():
     types = kernel_dump()
     kernel = running_kernel()
     task = by_name(types, "STRUCT", "task_struct")
-    members = {m[0]: m for m in bpftool_members(types, task)}
+    task_members = {m[0]: m for m in members(types, task)}
     field = kernel.struct("task_struct").member("real_parent")
-    _, type_id, bits, _ = members["real_parent"]
+    _, type_id, bits, _ = task_members["real_parent"]
     assert (field.bit_offset, field.offset, field.type_id, field.size, field.bitfield_size) == \
         (bits, bits // 8, type_id, 8, 0)
     field = kernel.struct("task_struct").member("sched_reset_on_fork")
-    _, type_id, bits, bitfield = members["sched_reset_on_fork"]
+    _, type_id, bits, bitfield = task_members["sched_reset_on_fork"]
     assert (field.bit_offset, field.bitfield_size, field.type_id) == (bits, bitfield, type_id)
     assert bitfield == 1
     # mm_struct keeps its fields in an anonymous struct: look through it, adding offsets
     mm = by_name(types, "STRUCT", "mm_struct")
-    anon = next(m for m in bpftool_members(types, mm) if m[0] == "(anon)")
-    inner = {m[0]: m for m in bpftool_members(types, anon[1])}
+    anon = next(m for m in members(types, mm) if m[0] == "(anon)")
+    inner = {m[0]: m for m in members(types, anon[1])}
     assert kernel.struct("mm_struct").member("arg_start").bit_offset == \
         anon[2] + inner["arg_start"][2]
-    se = {m[0]: m for m in bpftool_members(types, members["se"][1])}
+    se = {m[0]: m for m in members(types, task_members["se"][1])}
     assert kernel.struct("task_struct").member("se.sum_exec_runtime").bit_offset == \
-        members["se"][2] + se["sum_exec_runtime"][2]
+        task_members["se"][2] + se["sum_exec_runtime"][2]
 
 
 def test_enums_and_functions_match_bpftool():
     types = kernel_dump()
     kernel = running_kernel()
     pid_type = by_name(types, "ENUM", "pid_type")
-    assert kernel.enum("pid_type").values == {
-        re.match(r"'(\w+)'", v).group(1): number(v, "val") for v in types[pid_type][3]}
+    assert kernel.enum("pid_type").values == enumerators(types, pid_type)
     func_id = by_name(types, "FUNC", "do_sys_openat2")
     func = kernel.func("do_sys_openat2")
     proto_id = number(types[func_id][2], "type_id")
@@ -175,9 +136,9 @@ def test_split_btf_continues_vmlinux_ids_and_strings(tmp_path):
     assert (func.module, func.params[0].type) == ("pybpf_mod", first)
     # bpftool (libbpf) reads the same blob on top of vmlinux the same way
     (tmp_path / "split.btf").write_bytes(blob)
-    types = bpftool_dump("-B", VMLINUX, "btf", "dump", "file", str(tmp_path / "split.btf"))
+    types = bpftool_btf.dump("-B", VMLINUX, "btf", "dump", "file", str(tmp_path / "split.btf"))
     assert by_name(types, "STRUCT", "pybpf_mod_thing") == thing.id
-    assert bpftool_members(types, thing.id) == [tuple(m) for m in thing.members]
+    assert members(types, thing.id) == [tuple(m) for m in thing.members]
     assert by_name(types, "FUNC", "pybpf_mod_poke") == func.id
 
 

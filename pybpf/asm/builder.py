@@ -10,12 +10,56 @@ instruction's index and the call.
 from __future__ import annotations
 
 import functools
+import inspect
 
 from pybpf import abi, helpers
 from pybpf.asm import opcodes as oc
-from pybpf.asm.core import CoreOperand, emit_load, emit_read, place_operand, split_operand
 from pybpf.asm.insn import Instruction, Register, validate
 from pybpf.errors import AssemblerError
+
+
+class CoreOperand:
+    """A DSL operand whose value comes from the kernel's types at load (made by
+    :mod:`pybpf.asm.core`): ``value`` is what the local declaration gives, ``relo`` the
+    CO-RE relocation (a :class:`pybpf.btf.CoreRelo`) the instruction will carry."""
+
+    __slots__ = ("value", "relo")
+
+    def __init__(self, value: int, relo):
+        self.value, self.relo = value, relo
+
+    def __repr__(self):
+        return f"<CO-RE {self.relo.describe()} = {self.value} locally>"
+
+
+def _split_core_operand(method, builder, args, kwargs):
+    """``(args, kwargs, relocation, parameter name)``: a DSL call's arguments with its
+    CoreOperand replaced by the local value (the builder checks and encodes that as usual)."""
+    bound = inspect.signature(method).bind(builder, *args, **kwargs)
+    found = [(name, value) for name, value in bound.arguments.items()
+             if isinstance(value, CoreOperand)]
+    if len(found) > 1:
+        raise AssemblerError("an instruction takes one CO-RE operand (it has one relocation)")
+    name, operand = found[0]
+    bound.arguments[name] = operand.value
+    return bound.args[1:], bound.kwargs, operand.relo, name
+
+
+def _place_core_operand(insn, relo, param):
+    """``relo`` if the CO-RE operand went where the loader patches it (the offset of a
+    load or store, the immediate of an ALU instruction or of lddw), else AssemblerError."""
+    cls = insn.opcode & 0x07
+    if cls in (oc.LDX, oc.ST, oc.STX):
+        fits = param == "off"
+    elif cls in (oc.ALU, oc.ALU64):
+        fits = param == "src" and not insn.opcode & oc.X
+    else:
+        fits = insn.opcode == oc.LD_IMM64 and insn.src == 0 and param == "value"
+    if not fits:
+        raise AssemblerError(f"a CO-RE operand ({relo.describe()}) can be the offset of a load "
+                             "or store, the immediate of an ALU instruction or the value of "
+                             f"lddw; not the {param!r} of this instruction")
+    return relo
 
 
 def _dsl(method):
@@ -26,11 +70,11 @@ def _dsl(method):
         try:
             relo = None
             if any(isinstance(a, CoreOperand) for a in (*args, *kwargs.values())):
-                args, kwargs, relo, param = split_operand(method, self, args, kwargs)
+                args, kwargs, relo, param = _split_core_operand(method, self, args, kwargs)
             insn = method(self, *args, **kwargs)
             validate(insn)
             if relo is not None:
-                insn.core = place_operand(insn, relo, param)
+                insn.core = _place_core_operand(insn, relo, param)
         except AssemblerError as exc:
             text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
             raise AssemblerError(exc.message, len(self._insns),
@@ -375,6 +419,8 @@ class Builder:
         into the 8 bytes at ``r10 + stack`` (``stack``: -8, -16...), as libbpf's
         BPF_CORE_READ does; r0-r5 are clobbered. The final value is zero- or sign-extended
         as declared, from the kernel's size of the field (bitfields extracted)."""
+        from pybpf.asm.core import emit_read  # CO-RE types import BTF: only when used
+
         emit_read(self, dst, src, struct, path, stack)
 
     def core_load(self, dst, src, struct, path, scratch=None):
@@ -382,6 +428,8 @@ class Builder:
         type of (``bpf_get_current_task_btf()``, tp_btf/fentry arguments). Each load's
         offset (and size, for unsigned integers and pointers) is the kernel's. A bitfield is
         extracted from a load of the size the kernel needs, chosen with ``scratch``."""
+        from pybpf.asm.core import emit_load
+
         emit_load(self, dst, src, struct, path, scratch)
 
 

@@ -59,13 +59,12 @@ the C ABI (natural alignment), as a compiler would lay the declaration out.
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Dict, List, Optional, Tuple
 
-from pybpf.asm import opcodes as oc
-from pybpf.btf import BTF, Kind
+from pybpf.asm.builder import CoreOperand
 from pybpf.btf.core import CoreKind, CoreRelo, local_value
+from pybpf.btf.types import BTF, Kind
 from pybpf.btf.writer import BTFWriter
 from pybpf.errors import AssemblerError
 
@@ -96,19 +95,6 @@ _TYPEDEFS = {  # the kernel's fixed-width and common names -> (size, signed)
 }
 _TOKEN = re.compile(r"\s+|/\*.*?\*/|//[^\n]*|(?P<tok>0[xX][0-9a-fA-F]+|\d+|[A-Za-z_]\w*|"
                     r"[{};,*\[\]:=()\-])", re.S)
-
-
-class CoreOperand:
-    """A DSL operand whose value comes from the kernel's types at load: ``value`` is what the
-    local declaration gives, ``relo`` the relocation the instruction will carry."""
-
-    __slots__ = ("value", "relo")
-
-    def __init__(self, value: int, relo: CoreRelo):
-        self.value, self.relo = value, relo
-
-    def __repr__(self):
-        return f"<CO-RE {self.relo.describe()} = {self.value} locally>"
 
 
 class Types:
@@ -236,38 +222,6 @@ class Enum(TypeRef):
             raise AssemblerError(f"enum {self.name} declares no {enumerator!r} (declared: "
                                  f"{', '.join(names)})")
         return str(names.index(enumerator))
-
-
-# -- operands in instructions ----------------------------------------------------------------
-
-def split_operand(method, builder, args, kwargs):
-    """``(args, kwargs, relocation, parameter name)``: a DSL call's arguments with its
-    CoreOperand replaced by the local value (the builder checks and encodes that as usual)."""
-    bound = inspect.signature(method).bind(builder, *args, **kwargs)
-    found = [(name, value) for name, value in bound.arguments.items()
-             if isinstance(value, CoreOperand)]
-    if len(found) > 1:
-        raise AssemblerError("an instruction takes one CO-RE operand (it has one relocation)")
-    name, operand = found[0]
-    bound.arguments[name] = operand.value
-    return bound.args[1:], bound.kwargs, operand.relo, name
-
-
-def place_operand(insn, relo, param):
-    """``relo`` if the CO-RE operand went where the loader patches it (the offset of a
-    load or store, the immediate of an ALU instruction or of lddw), else AssemblerError."""
-    cls = insn.opcode & 0x07
-    if cls in (oc.LDX, oc.ST, oc.STX):
-        fits = param == "off"
-    elif cls in (oc.ALU, oc.ALU64):
-        fits = param == "src" and not insn.opcode & oc.X
-    else:
-        fits = insn.opcode == oc.LD_IMM64 and insn.src == 0 and param == "value"
-    if not fits:
-        raise AssemblerError(f"a CO-RE operand ({relo.describe()}) can be the offset of a load "
-                             "or store, the immediate of an ALU instruction or the value of "
-                             f"lddw; not the {param!r} of this instruction")
-    return relo
 
 
 # -- pointer chains --------------------------------------------------------------------------

@@ -2,17 +2,7 @@
  * headers): fields reordered, padding, a wrong bitfield position, a narrower field, flavours
  * (___pybpf), a field and an enumerator the kernel lacks, enum values that differ. Relocated
  * against the running kernel, every value read is the true one. */
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef signed char __s8;
-typedef short __s16;
-typedef int __s32;
-typedef long long __s64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 __wsum;
+#include "types.h"
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>

@@ -1,16 +1,6 @@
 /* CO-RE relocations in a function two programs call (a bpf-to-bpf call into .text): each
  * program gets its own relocated copy, as libbpf gives it. Local types deliberately wrong. */
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef signed char __s8;
-typedef short __s16;
-typedef int __s32;
-typedef long long __s64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 __wsum;
+#include "types.h"
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
