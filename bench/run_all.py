@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_asm.py", "bench_maps.py", "bench_execve.py", "bench_events.py", "fuzz_elf.py"]
+SCRIPTS = ["bench_asm.py", "bench_maps.py", "bench_btf.py", "bench_execve.py", "bench_events.py",
+           "fuzz_elf.py"]
 
 
 def main():

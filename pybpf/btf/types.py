@@ -23,7 +23,7 @@ import sys
 from array import array
 from enum import IntEnum
 from itertools import accumulate, repeat
-from operator import add, and_, itemgetter, sub
+from operator import add, and_, itemgetter, mul, sub
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import BTFError
@@ -32,7 +32,8 @@ BTF_MAGIC = 0xEB9F
 MAX_TYPES = 0xFFFFF  # the kernel's BTF_MAX_TYPE
 MAX_RESOLVE_DEPTH = 32  # the kernel's: typedefs, qualifiers and arrays chained to a sized type
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type/str off and len
-_HASH = struct.Struct("<I")  # one entry of the name index
+_NATIVE = struct.Struct("=I")  # one entry of the name index and of the spread name offsets
+_SPREAD = 0x9E3779B1  # odd: multiplying by it is one-to-one on 32-bit numbers
 BTF_INT_SIGNED = 1 << 0
 BTF_INT_CHAR = 1 << 1
 BTF_INT_BOOL = 1 << 2
@@ -166,11 +167,8 @@ class BTF:
         self.first_id = len(base) if base is not None else 1
         self._words = words  # the type section, one 32-bit word each
         self._starts = starts  # the word where each type's record starts
-        if sys.byteorder == "little":
-            names.byteswap()
-        # each type's name offset, big-endian (the last byte of a searched offset varies most,
-        # which is what bytes.find skips on): searched at C speed by _ids_named
-        self._names = names.tobytes()
+        self._names = names  # each type's name offset
+        self._named = None  # see _ids_named
         self._found: Dict[str, List[int]] = {}  # find_all's answers, by name
         self._index = None  # see _name_index
         self._containing: Dict[bytes, List[int]] = {}
@@ -298,7 +296,7 @@ class BTF:
             offsets.extend(self._strings_base + o for o in self._scan(text))
             return offsets
         hashes, starts = index
-        needle, strings, whole = _HASH.pack(hash(text) & 0xFFFFFFFF), self.strings, text + b"\0"
+        needle, strings, whole = _NATIVE.pack(hash(text) & 0xFFFFFFFF), self.strings, text + b"\0"
         position = hashes.find(needle)
         while position >= 0:
             if position % 4 == 0 and strings.startswith(whole, starts[position // 4]):
@@ -326,11 +324,7 @@ class BTF:
     def _names_start_strings(self):
         """True if every type's name offset starts a string of the table: follows a NUL (the
         byte at offset -1 is the table's last, a NUL too), or is a base's or the first."""
-        names = array("I")
-        names.frombytes(self._names)
-        if sys.byteorder == "little":
-            names.byteswap()
-        named = filter(None, names)  # (offset 0 is "", and anonymous types are many)
+        named = filter(None, self._names)  # (offset 0 is "", and anonymous types are many)
         if self._strings_base:
             named = map(max, named, repeat(self._strings_base))
         preceding = list(map(sub, named, repeat(self._strings_base + 1)))
@@ -363,13 +357,19 @@ class BTF:
         return offsets + [self._strings_base + o for o in found]
 
     def _ids_named(self, offset):
-        """The ids of this blob's types (not the base's) whose name is at ``offset``."""
-        ids, needle, names = [], struct.pack(">I", offset), self._names
-        position = names.find(needle)
+        """The ids of this blob's types (not the base's) whose name is at ``offset``, by a
+        C-speed search of the name offsets. They are searched multiplied by an odd constant
+        (one-to-one on 32-bit numbers), which spreads their bytes evenly: bytes.find skips
+        ahead on bytes the needle lacks, and plain offsets are mostly zero bytes."""
+        if self._named is None:
+            self._named = array("I", map(and_, map(mul, self._names, repeat(_SPREAD)),
+                                         repeat(0xFFFFFFFF))).tobytes()
+        ids, needle, named = [], _NATIVE.pack(offset * _SPREAD & 0xFFFFFFFF), self._named
+        position = named.find(needle)
         while position >= 0:
             if position % 4 == 0:
                 ids.append(self.first_id + position // 4)
-            position = names.find(needle, position + 1)
+            position = named.find(needle, position + 1)
         return ids
 
     # -- decoding -------------------------------------------------------------------------
