@@ -5,6 +5,7 @@ pointer-chain conveniences run in the kernel, and errors that name what is wrong
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -60,6 +61,16 @@ def test_declarations_are_laid_out_as_clang_lays_them_out(tmp_path):
     types = core.Types(DECLARATIONS)
     (tmp_path / "dsl.btf").write_bytes(types.btf.encode())
     assert struct_layouts(tmp_path / "dsl.btf") == struct_layouts(tmp_path / "types.o")
+
+
+def test_the_module_example_builds():
+    lines = core.__doc__.split("::\n", 1)[1].splitlines()
+    end = next(i for i, line in enumerate(lines) if line and not line.startswith(" "))
+    example = "\n".join(lines[:end])
+    namespace = {}
+    exec(textwrap.dedent(example), namespace)  # noqa: S102 - our own docstring
+    text = disassemble(namespace["b"].instructions)
+    assert "; CO-RE task_struct.real_parent" in text and "BPF_CORE_READ" in text
 
 
 TYPES = core.Types(DECLARATIONS)

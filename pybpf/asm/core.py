@@ -4,7 +4,7 @@ loaded into, with no compiler and no kernel headers.
 Declare the types a program reads as a C program would (a ``vmlinux.h`` excerpt: only the
 fields you use, in any order, with any flavour suffix), then use their fields as operands::
 
-    from pybpf.asm import DW, R0, R1, R6, R7, Builder, core
+    from pybpf.asm import DW, R0, R1, R2, R3, R6, R7, Builder, core
 
     types = core.Types('''
         struct task_struct {
@@ -68,6 +68,7 @@ from pybpf.btf.types import BTF, Kind
 from pybpf.btf.writer import BTFWriter
 from pybpf.errors import AssemblerError
 
+
 def _int_spellings():
     """C integer type words (sorted, as a tuple) -> (clang's name, size, signed)."""
     table = {("_Bool",): ("_Bool", 1, False), ("bool",): ("_Bool", 1, False),
@@ -107,49 +108,49 @@ class Types:
         self._ids = parser.ids
         self.btf: BTF = parser.writer.btf(".BTF (DSL types)")
 
-    def struct(self, name: str) -> Composite:
+    def struct(self, name: str) -> LocalStruct:
         """The declared ``struct name`` (a union also answers to its name here)."""
         for kind in ("struct", "union"):
             if (kind, name) in self._ids:
-                return Composite(self, self._ids[(kind, name)])
+                return LocalStruct(self, self._ids[(kind, name)])
         raise AssemblerError(f"no struct or union {name!r} is declared (declared: "
                              f"{', '.join(sorted(n for k, n in self._ids if k != 'enum'))})")
 
-    def union(self, name: str) -> Composite:
+    def union(self, name: str) -> LocalStruct:
         """The declared ``union name``."""
         if ("union", name) not in self._ids:
             raise AssemblerError(f"no union {name!r} is declared")
-        return Composite(self, self._ids[("union", name)])
+        return LocalStruct(self, self._ids[("union", name)])
 
-    def enum(self, name: str) -> Enum:
+    def enum(self, name: str) -> LocalEnum:
         """The declared ``enum name``."""
         if ("enum", name) not in self._ids:
             raise AssemblerError(f"no enum {name!r} is declared")
-        return Enum(self, self._ids[("enum", name)])
+        return LocalEnum(self, self._ids[("enum", name)])
 
-    def typedef(self, name: str) -> TypeRef:
+    def typedef(self, name: str) -> LocalType:
         """A declared typedef (for ``exists()``, ``sizeof()``, ``type_id()``)."""
         if ("typedef", name) not in self._ids:
             raise AssemblerError(f"no typedef {name!r} is declared")
-        return TypeRef(self, self._ids[("typedef", name)])
+        return LocalType(self, self._ids[("typedef", name)])
 
     def _operand(self, kind, type_id, access) -> CoreOperand:
         relo = CoreRelo(kind, type_id, access, self.btf)
         return CoreOperand(local_value(relo), relo)
 
 
-class TypeRef:
+class LocalType:
     """A declared type, for the relocations of whole types."""
 
     def __init__(self, types: Types, type_id: int):
         self.types, self.id = types, type_id
         self.name = types.btf.name(type_id)
 
-    def exists(self, path: Optional[str] = None) -> CoreOperand:
+    def exists(self) -> CoreOperand:
         """1 if the kernel has this type, else 0."""
         return self.types._operand(CoreKind.TYPE_EXISTS, self.id, "0")
 
-    def sizeof(self, path: Optional[str] = None) -> CoreOperand:
+    def sizeof(self) -> CoreOperand:
         """The kernel's size of this type in bytes."""
         return self.types._operand(CoreKind.TYPE_SIZE, self.id, "0")
 
@@ -162,7 +163,7 @@ class TypeRef:
         return self.types._operand(CoreKind.TYPE_MATCHES, self.id, "0")
 
 
-class Composite(TypeRef):
+class LocalStruct(LocalType):
     """A declared struct or union: its fields as CO-RE operands."""
 
     def offsetof(self, path: str) -> CoreOperand:
@@ -203,7 +204,7 @@ class Composite(TypeRef):
         return self.types._operand(kind, self.id, self.field(path).access)
 
 
-class Enum(TypeRef):
+class LocalEnum(LocalType):
     """A declared enum: its enumerators' kernel values."""
 
     def value(self, enumerator: str) -> CoreOperand:
@@ -229,7 +230,7 @@ class Enum(TypeRef):
 def _chain(struct, path):
     """``[(composite, member path, Field)]``: ``"real_parent->tgid"`` split at ``->``, every
     step but the last a pointer to a declared struct or union."""
-    if not isinstance(struct, Composite):
+    if not isinstance(struct, LocalStruct):
         raise AssemblerError(f"the struct of a CO-RE read is a types.struct(...), not "
                              f"{struct!r}")
     steps, composite = [], struct
@@ -242,7 +243,7 @@ def _chain(struct, path):
             if field.pointee is None:
                 raise AssemblerError(f"{field.text} is not a pointer to a struct or union: "
                                      f"'->' cannot follow it ({path!r})")
-            composite = Composite(composite.types, field.pointee)
+            composite = LocalStruct(composite.types, field.pointee)
     last = steps[-1][2]
     if last.kind not in (Kind.INT, Kind.ENUM, Kind.ENUM64, Kind.PTR) or last.size > 8:
         raise AssemblerError(f"{last.text} is a {last.kind.name.lower()}: a CO-RE read gives an "
