@@ -28,9 +28,12 @@ class Collection:
     """Every map and program of ``spec``, created; close them all with :meth:`close`.
 
     ``pin_path`` is the bpffs directory of the maps pinned by name (libbpf's default too).
+    Programs with CO-RE relocations are relocated against ``kernel_btf`` (a
+    :class:`~pybpf.btf.kernel.KernelBTF`), by default the running kernel's.
     """
 
-    def __init__(self, spec: CollectionSpec, *, log_level: int = 0, pin_path: str = BPFFS):
+    def __init__(self, spec: CollectionSpec, *, log_level: int = 0, pin_path: str = BPFFS,
+                 kernel_btf=None):
         self.spec = spec
         self.maps = {}
         self.programs = {}
@@ -41,7 +44,7 @@ class Collection:
                 self.maps[name] = self._map(map_spec, pin_path)
             for name, prog_spec in spec.programs.items():
                 self.programs[name] = Program(prog_spec, self.maps, log_level=log_level,
-                                              btf_fd=self.btf_fd)
+                                              btf_fd=self.btf_fd, kernel_btf=kernel_btf)
         except BaseException:
             self.close()
             raise

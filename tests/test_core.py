@@ -591,3 +591,21 @@ def test_type_matches_compares_sizes_signs_enumerators_and_lengths(local_member,
     local = one_member(lw, "thing___mine", local_member(lw))
     one_member(w, "thing", target_member(w))
     assert apply(mov(1), K.TYPE_MATCHES, lw.btf(), local, "0", w.btf()) == [fields(mov(expected))]
+
+
+@pytest.mark.kernel
+def test_a_collection_relocates_against_the_kernel_btf_it_is_given():
+    """As libbpf's btf_custom_path: another kernel's types (here made up: real_parent at
+    byte 80, tgid at 96) decide the offsets loaded."""
+    w = BTFWriter()
+    i32 = w.add_int("int", 4, signed=True)
+    i64 = w.add_int("long", 8, signed=True)
+    task = w.add_struct("task_struct", 104)
+    pointer = w.add_ptr(task)
+    pad = w.add_array(i64, 10, i32)
+    w.set_members(task, 104, [("pad", pad, 0, 0), ("real_parent", pointer, 640, 0),
+                              ("tgid", i32, 768, 0)])
+    with Collection(elf.load_spec(path("subprog.o")), kernel_btf=KernelBTF(w.btf())) as coll:
+        loaded = coll.programs["on_getppid"].insns
+        assert [(i.imm, i.core.access) for i in loaded if i.core is not None] == \
+            [(96, "0:2"), (80, "0:1")]
