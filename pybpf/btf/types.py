@@ -605,17 +605,13 @@ def _check_header(data, section, base):
     return hdr_len, type_off, type_len, str_off, str_len
 
 
-class _Steps(dict):
-    """``info`` word -> words its record takes, filled in as new info values appear (a BTF
-    has a few thousand distinct ones)."""
-
-    def __missing__(self, info):
-        kind = info >> 24 & 0x1F
-        if not Kind.INT <= kind <= max(Kind):
-            raise _UnknownKind(kind)
-        words = 3 + _TAIL_WORDS.get(kind, 0) + _ITEM_WORDS.get(kind, 0) * (info & 0xFFFF)
-        self[info] = words
-        return words
+def _record_words(info):
+    """The words a record with this ``info`` word takes: 3, its kind's fixed tail, and vlen
+    items of its kind's size; _UnknownKind for a kind this BTF version does not have."""
+    kind = info >> 24 & 0x1F
+    if not Kind.INT <= kind <= max(Kind):
+        raise _UnknownKind(kind)
+    return 3 + _TAIL_WORDS.get(kind, 0) + _ITEM_WORDS.get(kind, 0) * (info & 0xFFFF)
 
 
 class _UnknownKind(Exception):
@@ -625,19 +621,27 @@ class _UnknownKind(Exception):
 def _walk(words, section, types_at, first_id):
     """The word index of each record of a type section: one pass, one step per record.
 
-    A marker word after the section makes a record that starts on the last word step far
-    past the end, so the loop needs no other test."""
+    The step of each distinct ``info`` word (a BTF has a few thousand) is computed the first
+    time it is met, when the plain-dict lookup fails: a plain dict is what CPython's loop
+    runs fastest. A marker word after the section makes a record that starts on the last
+    word step far past the end, so the loop needs no other test."""
     end = len(words)
     words.append(_INVALID)
-    starts, position, steps = [], 0, _Steps({_INVALID: 1 << 40})
+    starts, position, steps = [], 0, {_INVALID: 1 << 40}
     append = starts.append
     try:
-        while position < end:
-            append(position)
-            position += steps[words[position + 1]]
+        while True:
+            try:
+                while position < end:
+                    append(position)
+                    position += steps[words[position + 1]]
+                break
+            except KeyError as missing:
+                starts.pop()  # appended before its step was known: appended again next
+                steps[missing.args[0]] = _record_words(missing.args[0])
     except _UnknownKind as exc:
-        raise BTFError(f"type [{first_id + len(starts) - 1}] has an unknown kind {exc}",
-                       section, types_at + 4 * starts[-1]) from None
+        raise BTFError(f"type [{first_id + len(starts)}] has an unknown kind {exc}",
+                       section, types_at + 4 * position) from None
     finally:
         del words[end:]
     if position != end:
