@@ -196,7 +196,7 @@ class LocalStruct(LocalType):
         """How far to shift back right (``>>`` or ``s>>``) after :meth:`lshift`."""
         return self._field(CoreKind.FIELD_RSHIFT_U64, path)
 
-    def field(self, path: str) -> Field:
+    def field(self, path: str) -> LocalField:
         """The local declaration of the field ``path``: access string, type, size, bits."""
         return _resolve_path(self.types.btf, self.id, path)
 
@@ -228,7 +228,7 @@ class LocalEnum(LocalType):
 # -- pointer chains --------------------------------------------------------------------------
 
 def _chain(struct, path):
-    """``[(composite, member path, Field)]``: ``"real_parent->tgid"`` split at ``->``, every
+    """``[(composite, member path, LocalField)]``: ``"real_parent->tgid"`` split at ``->``, every
     step but the last a pointer to a declared struct or union."""
     if not isinstance(struct, LocalStruct):
         raise AssemblerError(f"the struct of a CO-RE read is a types.struct(...), not "
@@ -321,7 +321,7 @@ def emit_load(b, dst, src, struct, path, scratch):
 
 # -- member paths ----------------------------------------------------------------------------
 
-class Field:
+class LocalField:
     """A field of a local type: the ``access`` string to it, where it is (``bit_offset``,
     ``bitfield_size``), its type id (qualifiers skipped), ``size`` in bytes, and for a
     pointer to a struct or union, the pointee's id."""
@@ -345,7 +345,7 @@ _PATH = re.compile(r"\s*(?:\.?\s*([A-Za-z_]\w*)|\[\s*(\d+)\s*\])")
 
 
 def _resolve_path(btf, root, path):
-    """The :class:`Field` at ``path`` in struct ``root``: member names (through anonymous
+    """The :class:`LocalField` at ``path`` in struct ``root``: member names (through anonymous
     members, whose indexes the access string includes) and ``[N]`` array indexes."""
     raw, type_id, bit_offset, bitfield = [0], root, 0, 0
     position, text = 0, btf.name(root)
@@ -387,7 +387,7 @@ def _resolve_path(btf, root, path):
             bitfield = 0
             text += f"[{index}]"
     access = ":".join(map(str, raw))
-    return Field(btf, access, bit_offset, bitfield, btf.skip_qualifiers(type_id), text)
+    return LocalField(btf, access, bit_offset, bitfield, btf.skip_qualifiers(type_id), text)
 
 
 def _find_member(btf, t, name, depth=0):
