@@ -19,6 +19,7 @@ and the growth of the process's resident memory (VmRSS) across opening it. Targe
 
 import argparse
 import gc
+import os
 import resource
 import shutil
 import statistics
@@ -151,8 +152,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
+    before = os.getloadavg()[0]
     kept, grown = memory()
-    print(table(bench(args.repeat), kept, grown, args.repeat))
+    rows = bench(args.repeat)
+    print(table(rows, kept, grown, args.repeat))
+    print(f"Load average (1 min) before and after the run: {before:.2f}, "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs.")
 
 
 if __name__ == "__main__":
