@@ -1,5 +1,6 @@
 """How the tracker prints: Go's ``log`` line format, terminal-safe names, the table."""
 
+import json
 import sys
 import time
 import unicodedata
@@ -31,29 +32,83 @@ def _is_safe(char):
             and unicodedata.category(char) not in _UNSAFE_CATEGORIES)
 
 
-def safe_name(raw):
-    """A process name as text that cannot change the terminal or fake a table field.
+def _decoded(raw):
+    """``raw`` bytes as text, each byte that is not UTF-8 kept as a lone surrogate."""
+    return bytes(raw).decode("utf-8", errors="surrogateescape")
 
-    ``raw`` is the comm bytes from the kernel, cut at the first NUL. Printable UTF-8 is kept;
-    control characters, bidi controls, invisible and combining characters, backslashes and
-    bytes that are not UTF-8 become ``\\xNN`` escapes (``\\\\`` for a backslash), so
-    ``\\x1b[2J`` is shown, not obeyed. The field separator ``", "`` becomes ``\\x2c `` so that
-    a process named ``, Executions: 9`` cannot add a field to its line.
-    """
-    raw = bytes(raw).split(b"\0", 1)[0]
-    text = raw.decode("utf-8", errors="surrogateescape")
+
+def _escaped(char):
+    """``\\xNN`` escapes for one character: a byte that was not UTF-8, or each byte of the
+    character's UTF-8 encoding."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not valid UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+
+
+def safe_text(raw):
+    """Bytes from the kernel or a process as text that prints as itself and cannot change
+    the terminal: printable UTF-8 is kept; control characters, bidi controls, invisible and
+    combining characters and bytes that are not UTF-8 become ``\\xNN`` escapes, and a
+    backslash ``\\\\``, so that ``\\x1b[2J`` is shown, not obeyed, and reads back unambiguously."""
     out = []
-    for char in text:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not valid UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif _is_safe(char):
+    for char in _decoded(raw):
+        if _is_safe(char):
             out.append(char)
         elif char == "\\":
             out.append("\\\\")
         else:
-            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
-    return "".join(out).replace(FIELD_SEPARATOR, "\\x2c ")
+            out.append(_escaped(char))
+    return "".join(out)
+
+
+def safe_name(raw):
+    """A process name (comm bytes, cut at the first NUL) as :func:`safe_text`, with the table's
+    field separator ``", "`` written ``\\x2c `` so that a process named ``, Executions: 9``
+    cannot add a field to its line."""
+    return safe_text(bytes(raw).split(b"\0", 1)[0]).replace(FIELD_SEPARATOR, "\\x2c ")
+
+
+def json_text(raw):
+    """Bytes as a lossless JSON string value: valid UTF-8 is kept (JSON escapes its control
+    characters), a byte that is not UTF-8 becomes the text ``\\xNN`` and a backslash ``\\\\``
+    so that the two cannot be confused."""
+    out = []
+    for char in _decoded(raw):
+        if char == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= ord(char) <= 0xDCFF:
+            out.append(_escaped(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_SHELL_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                         "@%+=:,./_-")
+
+
+def shell_quote(raw, always=False):
+    """One argument as a shell word that reads back to the same bytes, and is terminal-safe.
+
+    Plain words stay as they are (unless ``always``); text that prints safely is put in
+    single quotes; anything else (a quote, control or invisible characters, bytes that are
+    not UTF-8) in bash's ``$'...'`` with ``\\xNN`` escapes. The empty argument is ``''``.
+    """
+    text = _decoded(raw)
+    if text and not always and all(char in _SHELL_PLAIN for char in text):
+        return text
+    if all(_is_safe(char) and char != "'" for char in text):
+        return f"'{text}'"
+    out = []
+    for char in text:
+        if char in "\\'":
+            out.append("\\" + char)
+        elif _is_safe(char):
+            out.append(char)
+        else:
+            out.append(_escaped(char))
+    return "$'" + "".join(out) + "'"
 
 
 def table_lines(counts, names):
@@ -77,4 +132,32 @@ def emit(lines):
     at once."""
     now = time.time()
     sys.stdout.write("".join(log_line(line, now) + "\n" for line in lines))
+    sys.stdout.flush()
+
+
+def rfc3339(ns):
+    """``2026-11-30T12:34:56.123456789Z``: a wall-clock time in ns as RFC 3339, UTC."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def table_json(counts, names, untracked, untracked_total, now_ns=None):
+    """One report as a JSON object: the processes (most executions first, as in the table),
+    and the executions the full maps could not count, since the last report and in all."""
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return {
+        "type": "table",
+        "time": rfc3339(time.time_ns() if now_ns is None else now_ns),
+        "processes": [{"pid": pid, "name": json_text(bytes(names.get(pid, b"")).split(b"\0")[0]),
+                       "executions": count} for pid, count in rows],
+        "untracked_execs": untracked,
+        "untracked_execs_total": untracked_total,
+    }
+
+
+def write_json(obj):
+    """One JSON object as one line on stdout, flushed (``| jq`` sees it at once). Every
+    character outside ASCII is written as a ``\\uXXXX`` escape, so that the line itself is
+    terminal-safe (C1 controls and bidi overrides are not escaped by JSON otherwise)."""
+    sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
