@@ -1,4 +1,4 @@
-"""Process-execution tracker: ``sudo python -m programs.execve [-interval N]``.
+"""Process-execution tracker: ``sudo python -m programs.execve [-interval N] [--events]``.
 
 Counts execve() calls per process in the kernel (map ``exec_count``), remembers the name of
 the program each process runs (map ``process_names``) and prints both every interval:
@@ -7,7 +7,14 @@ the program each process runs (map ``process_names``) and prints both every inte
     2023/12/01 12:34:58 PID: 1234, Name: bash, Executions: 2
     2023/12/01 12:34:58 ---
 
-The eBPF programs themselves are in :mod:`programs.execve_bpf` (reference C: bpf/program.c).
+With ``--events`` it prints one line (or, with ``--json``, one JSON object) per exec instead,
+as it happens: who ran what, with which arguments, from which parent, with what result
+(:mod:`programs.events`). Filters (``--pid``, ``--uid``, ``--comm``...) apply in the kernel,
+to the counts and the events alike.
+
+The eBPF programs are in :mod:`programs.execve_bpf` (reference C: bpf/program.c) and, for
+the event stream and filters, :mod:`programs.events_bpf`; those are built and loaded only
+when asked for, so the table's start stays as quick as it was.
 """
 
 import os
@@ -21,14 +28,14 @@ if __name__ == "__main__":  # before the imports below, which take most of the s
 import argparse  # noqa: E402 - after the handler, so an early Ctrl+C is quiet too
 import time  # noqa: E402
 
-from pybpf import BPFError, VerifierError  # noqa: E402
-from pybpf.argtypes import positive_int, positive_seconds  # noqa: E402
+from pybpf import BPFError, UsageError, VerifierError  # noqa: E402
+from pybpf.argtypes import U32_MAX, bounded_int, positive_int, positive_seconds  # noqa: E402
 from pybpf.attach import attach_all  # noqa: E402
 from pybpf.collection import Collection  # noqa: E402
 from pybpf.signals import StopSignal  # noqa: E402
 
 from . import execve_bpf  # noqa: E402
-from .output import emit, table_lines  # noqa: E402
+from .output import emit, table_json, table_lines, write_json  # noqa: E402
 
 PROG = "programs.execve"
 
@@ -39,8 +46,10 @@ class Tracker:
     Use as a context manager: leaving it detaches both programs and closes every fd.
     """
 
-    def __init__(self, max_pids=execve_bpf.DEFAULT_MAX_PIDS, log_level=0):
-        self.collection = Collection(execve_bpf.collection_spec(max_pids), log_level=log_level)
+    def __init__(self, max_pids=execve_bpf.DEFAULT_MAX_PIDS, log_level=0, spec=None):
+        if spec is None:
+            spec = execve_bpf.collection_spec(max_pids)
+        self.collection = Collection(spec, log_level=log_level)
         self.links = []
         try:
             self.links = attach_all(self.collection.programs)
@@ -89,19 +98,26 @@ class Tracker:
         """The verifier's log of each program, by program name."""
         return {name: p.verifier_log for name, p in self.collection.programs.items()}
 
-    def report(self):
-        """Print one table, then forget the processes that have exited since."""
+    def report(self, as_json=False):
+        """Print one table (a JSON object with ``as_json``), then forget the processes that
+        have exited since."""
         counts, names, dropped = self.snapshot()
-        lines = table_lines(counts, names)
-        if dropped > self.dropped_reported:
-            lines.insert(0, (
-                f"WARNING: {dropped - self.dropped_reported} executions were not counted "
-                f"since the last report ({dropped} since start): the maps are full "
-                f"(--max-pids {self.max_pids}); raise --max-pids"
-            ))
-            self.dropped_reported = dropped
-        emit(lines)
+        warning = self.lost_warning(dropped)
+        if as_json:
+            write_json(table_json(counts, names, dropped - self.dropped_reported, dropped))
+        else:
+            emit(([warning] if warning else []) + table_lines(counts, names))
+        self.dropped_reported = dropped
         self.forget_exited(counts, names)
+
+    def lost_warning(self, dropped):
+        """The WARNING about executions the full maps could not count since the last report
+        (None when there were none)."""
+        if dropped <= self.dropped_reported:
+            return None
+        return (f"WARNING: {dropped - self.dropped_reported} executions were not counted "
+                f"since the last report ({dropped} since start): the maps are full "
+                f"(--max-pids {self.max_pids}); raise --max-pids")
 
     def close(self):
         """Detach the programs and close every fd (safe to call twice)."""
@@ -175,52 +191,218 @@ def parse_args(argv):
         help="load the programs, print each beside what the verifier knew after every "
         "instruction, on each path it followed, and exit",
     )
+    output = parser.add_argument_group("events and output")
+    output.add_argument(
+        "--events", action="store_true",
+        help="print one line per exec as it happens (time, UID, PID, PPID, return, name, "
+        "command line) instead of the periodic table",
+    )
+    output.add_argument(
+        "--json", action="store_true",
+        help="print JSON objects, one per line: each exec (with --events) or each table",
+    )
+    times = output.add_mutually_exclusive_group()
+    times.add_argument("-T", "--time", dest="time_format", action="store_const", const="clock",
+                       default="log", help="events: HH:MM:SS time column")
+    times.add_argument("-t", "--timestamp", dest="time_format", action="store_const",
+                       const="elapsed", help="events: seconds since the start")
+    output.add_argument("-q", "--quote", action="store_true",
+                        help="events: quote every argument, not only those that need it")
+    output.add_argument(
+        "--max-args", type=lambda text: bounded_int(text, 1, 1 << 16), metavar="N",
+        default=execve_bpf.DEFAULT_MAX_ARGS,
+        help="events: arguments shown at most (default %(default)s)",
+    )
+    output.add_argument(
+        "--max-args-size", type=lambda text: bounded_int(text, 64, 1 << 20), metavar="BYTES",
+        default=execve_bpf.DEFAULT_MAX_ARGS_SIZE,
+        help="events: bytes of arguments captured at most (default %(default)s)",
+    )
+    output.add_argument(
+        "--buffer-size", type=ring_size, default=execve_bpf.DEFAULT_BUFFER_SIZE, metavar="BYTES",
+        help="events: the ring buffer's size, a power of 2 times the page size (default "
+        "%(default)s; K and M suffixes work)",
+    )
+    filters = parser.add_argument_group(
+        "filters (applied in the kernel, to the counts and the events alike)")
+    filters.add_argument("--pid", type=positive_int, help="only this process")
+    filters.add_argument("--ppid", type=positive_int, help="only children of this process")
+    filters.add_argument("--uid", type=user_id, help="only this user (a number or a name)")
+    filters.add_argument("--comm", type=comm_name, metavar="NAME",
+                         help="only processes with this name after the exec (15 bytes at most)")
+    filters.add_argument("--cgroup", metavar="PATH",
+                         help="only processes in this cgroup v2 directory (not its children)")
+    outcome = filters.add_mutually_exclusive_group()
+    outcome.add_argument("--failed-only", action="store_true", help="only execs that failed")
+    outcome.add_argument("--success-only", action="store_true",
+                         help="only execs that succeeded")
     return parser.parse_args(argv)
 
 
-def dump(max_pids):
-    """The disassembly of both programs, each group of instructions under its C line."""
+FILTERS = ("pid", "ppid", "uid", "comm", "cgroup", "failed_only", "success_only")
+
+
+def ring_size(text):
+    """A ring buffer size: bytes, or with a K or M suffix; a power of 2 times the page."""
+    units = {"k": 1 << 10, "m": 1 << 20}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text[-1:].lower() in units \
+        else (text, 1)
+    size = bounded_int(number, 1, 1 << 30) * unit
+    page = os.sysconf("SC_PAGE_SIZE")
+    if size % page or (size // page) & (size // page - 1) or size > 1 << 30:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be a power of 2 times the page size ({page}), at most 1G")
+    return size
+
+
+def user_id(text):
+    """A user by number, or by name from the password database."""
+    if text.isdigit():
+        return bounded_int(text, 0, U32_MAX - 1)
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no user named {text!r}") from None
+
+
+def comm_name(text):
+    """A process name as the kernel keeps it: at most 15 bytes."""
+    raw = os.fsencode(text)
+    if not raw or len(raw) > 15 or b"\0" in raw:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a process name is 1 to 15 bytes (the kernel cuts longer ones)")
+    return raw
+
+
+def dump(args):
+    """The disassembly of the programs the options ask for (the table's, or with --events or
+    filters the event mode's), each group of instructions under its C line."""
     from pybpf.disasm import disassemble  # --dump only: not on the tracker's start path
 
-    spec = execve_bpf.collection_spec(max_pids)
+    spec = build_spec(args)
     for name, program in spec.programs.items():
         print(f"{name}:  SEC(\"{program.section}\")")
         print(disassemble(program.insns))
         print()
 
 
-def explain_verifier(max_pids):
-    """Load the programs with the verifier's full log and print each program beside it."""
+def explain_verifier(args):
+    """Load the programs the options ask for with the verifier's full log and print each
+    program beside it."""
     from pybpf.verifier import interleave
 
-    with Tracker(max_pids, log_level=2) as tracker:
+    with Tracker(args.max_pids, log_level=2, spec=build_spec(args)) as tracker:
         for name, program in tracker.collection.programs.items():
             print(f"{name}:  SEC(\"{program.spec.section}\")")
             print(interleave(program.spec.insns, program.verifier_log))
+def build_spec(args):
+    """The programs to load: the table's own (no filters, no events: the quickest start), or
+    the event mode's, which filter in the kernel and can build events."""
+    if not args.events and not any(getattr(args, name) for name in FILTERS):
+        return execve_bpf.collection_spec(args.max_pids)
+    from pybpf.host import possible_cpus
+
+    from . import events_bpf
+    from .events import CgroupPaths
+
+    cgroup_id = None
+    if args.cgroup:
+        try:
+            cgroup_id = CgroupPaths().id_of(args.cgroup)
+        except OSError as exc:
+            raise UsageError(f"--cgroup {args.cgroup}: {exc.strerror or exc}: give a directory "
+                             f"of the cgroup v2 hierarchy") from None
+    options = events_bpf.Options(
+        pid=args.pid, ppid=args.ppid, uid=args.uid, comm=args.comm, cgroup_id=cgroup_id,
+        failed_only=args.failed_only, success_only=args.success_only,
+        max_args=args.max_args, max_args_size=args.max_args_size,
+        buffer_size=args.buffer_size, max_pids=args.max_pids, emit=args.events)
+    return events_bpf.collection_spec(options, possible_cpus())
+
+
+def status(args, lines):
+    """Start-up lines: log lines on stdout with the table, on stderr when stdout carries
+    events or JSON."""
+    if args.events or args.json:
+        sys.stderr.write("".join(line + "\n" for line in lines))
+    else:
+        emit(lines)
 
 
 def run(args):
     """Load, attach, report every interval until stopped, report once more, detach."""
     with StopSignal() as stop:
-        with Tracker(args.max_pids, log_level=2 if args.verifier_log else 0) as tracker:
+        spec = build_spec(args)
+        with Tracker(args.max_pids, log_level=2 if args.verifier_log else 0,
+                     spec=spec) as tracker:
             if args.verifier_log:
                 for name, log in tracker.verifier_logs().items():
                     sys.stderr.write(f"--- verifier log of {name} ---\n{log}\n")
-            emit(["Starting process execution tracker...", "Press Ctrl+C to exit"])
+            status(args, ["Starting process execution tracker...", "Press Ctrl+C to exit"])
             if not tracker.sees_host_pids:
-                emit(["WARNING: running in a PID namespace: PIDs are the host's, and entries "
-                      "of exited processes are kept (run in the host's PID namespace)"])
-            deadline = time.monotonic() + args.interval
-            while not stop.requested:
-                stop.sleep(deadline - time.monotonic())
-                if stop.requested:
-                    break
-                tracker.report()
-                deadline += args.interval
-                if deadline < time.monotonic():  # the machine stalled: don't catch up
-                    deadline = time.monotonic() + args.interval
-            tracker.report()
+                status(args, ["WARNING: running in a PID namespace: PIDs are the host's, and "
+                              "entries of exited processes are kept (run in the host's PID "
+                              "namespace)"])
+            if args.events:
+                return run_events(args, stop, tracker)
+            for _ in every(args.interval, stop):
+                tracker.report(args.json)
+            tracker.report(args.json)
     return 0
+
+
+def every(interval, stop):
+    """Yields every ``interval`` seconds until a stop signal (not catching up after a stall)."""
+    deadline = time.monotonic() + interval
+    while not stop.requested:
+        stop.sleep(deadline - time.monotonic())
+        if stop.requested:
+            return
+        yield
+        deadline += interval
+        if deadline < time.monotonic():  # the machine stalled: don't catch up
+            deadline = time.monotonic() + interval
+
+
+def run_events(args, stop, tracker):
+    """Print each exec as it happens; every interval, say what was lost and forget the
+    processes that have exited (their counts are kept until then, as in the table mode)."""
+    from pybpf.events import Poller
+    from pybpf.ringbuf import RingBuffer
+
+    from .events import EventStream
+
+    stream = EventStream(tracker.collection.maps["stats"], as_json=args.json,
+                         time_format=args.time_format, quote_all=args.quote,
+                         max_args=args.max_args)
+    stream.header()
+    with RingBuffer(tracker.collection.maps["events"]) as ring, Poller() as poller:
+        poller.add(ring, stream.handle)
+        poller.add(stop.fileno())
+        deadline = time.monotonic() + args.interval
+        while not stop.requested:
+            poller.poll(max(0.0, deadline - time.monotonic()))
+            stream.flush()
+            if time.monotonic() >= deadline:
+                periodic(tracker, stream)
+                deadline = max(deadline + args.interval, time.monotonic())
+        ring.consume(stream.handle)  # what arrived before the stop
+        stream.flush()
+        periodic(tracker, stream)
+    return 0
+
+
+def periodic(tracker, stream):
+    """The event mode's periodic work: the word on losses; forgetting exited processes."""
+    counts, names, dropped = tracker.snapshot()
+    warning = tracker.lost_warning(dropped)
+    if warning and not stream.as_json:
+        sys.stderr.write(warning + "\n")
+    tracker.dropped_reported = dropped
+    stream.report(dropped)
+    tracker.forget_exited(counts, names)
 
 
 def main(argv=None):
@@ -253,7 +435,7 @@ def _main(args):
     if args.dump or args.compare_c is not None:
         try:
             if args.dump:
-                dump(args.max_pids)
+                dump(args)
             else:
                 from .compare import compare
 
@@ -265,7 +447,7 @@ def _main(args):
         return 0
     try:
         if args.explain_verifier:
-            explain_verifier(args.max_pids)
+            explain_verifier(args)
             return 0
         return run(args)
     except VerifierError as err:

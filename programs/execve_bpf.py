@@ -19,6 +19,10 @@ from pybpf.asm import DW, R0, R1, R2, R3, R4, R6, R10, W, Builder
 from pybpf.spec import CollectionSpec, MapSpec, ProgramSpec
 
 DEFAULT_MAX_PIDS = 10240
+# The event mode's defaults (programs/events_bpf.py; here so that the command line knows them
+# without building the event programs): arguments and their bytes captured per exec, and the
+# ring buffer's size.
+DEFAULT_MAX_ARGS, DEFAULT_MAX_ARGS_SIZE, DEFAULT_BUFFER_SIZE = 1024, 128 << 10, 16 << 20
 EEXIST = 17
 
 # Stack slots (offsets from the frame pointer r10) used by both programs.

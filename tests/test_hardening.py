@@ -84,6 +84,8 @@ def test_load_shows_names_that_start_with_an_underscore():
 class _Counted:
     """A tracker whose snapshot says how many executions were dropped so far."""
 
+    lost_warning = execve.Tracker.lost_warning
+
     def __init__(self, drops):
         self.drops = iter(drops)
 
