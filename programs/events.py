@@ -87,7 +87,7 @@ def decode(record) -> ExecEvent:
 class Clock:
     """Wall-clock time of a kernel CLOCK_BOOTTIME timestamp: the offset between the two
     clocks is measured once, at start (the kernel stamps events with boot time, which keeps
-    counting through suspend)."""
+    counting through suspend). The text of the current second is made once per second."""
 
     def __init__(self):
         before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -95,13 +95,25 @@ class Clock:
         after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.offset = wall - (before + after) // 2
         self.start = before
+        self._seconds = {}  # (format, second) -> its text, for the latest second only
 
     def wall_ns(self, ktime):
         return ktime + self.offset
 
     def rfc3339(self, ktime):
         """``2026-11-30T12:34:56.123456789Z``: RFC 3339, UTC, nanoseconds."""
-        return rfc3339(self.wall_ns(ktime))
+        seconds, fraction = divmod(self.wall_ns(ktime), 1_000_000_000)
+        return f"{self.second('%Y-%m-%dT%H:%M:%S', seconds, utc=True)}.{fraction:09d}Z"
+
+    def second(self, pattern, seconds, utc=False):
+        """``time.strftime(pattern)`` of a whole second (local time unless ``utc``)."""
+        key = (pattern, seconds)
+        text = self._seconds.get(key)
+        if text is None:
+            convert = time.gmtime if utc else time.localtime
+            text = time.strftime(pattern, convert(seconds))
+            self._seconds = {key: text}
+        return text
 
 
 def boot_id():
@@ -250,8 +262,7 @@ def _stamp(ktime, clock, time_format):
     if time_format == "elapsed":
         return f"{(ktime - clock.start) / 1e9:<9.3f}"
     seconds = clock.wall_ns(ktime) // 1_000_000_000
-    pattern = "%Y/%m/%d %H:%M:%S" if time_format == "log" else "%H:%M:%S"
-    return time.strftime(pattern, time.localtime(seconds))
+    return clock.second("%Y/%m/%d %H:%M:%S" if time_format == "log" else "%H:%M:%S", seconds)
 
 
 class EventStream:

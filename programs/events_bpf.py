@@ -28,7 +28,10 @@ reported, never lost silently.
 from dataclasses import dataclass
 from typing import Optional
 
-from pybpf.abi import TASK_COMM_LEN, MapType, ProgType
+from pybpf.abi import (
+    BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TASK_COMM_LEN, MapType,
+    ProgType,
+)
 from pybpf.asm import DW, H, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Builder, core
 from pybpf.asm.functions import CALLBACK, function_btf
 from pybpf.spec import CollectionSpec, MapSpec, ProgramSpec
@@ -53,6 +56,7 @@ DEFAULT_MAX_ARGS = execve_bpf.DEFAULT_MAX_ARGS
 DEFAULT_MAX_ARGS_SIZE = execve_bpf.DEFAULT_MAX_ARGS_SIZE
 DEFAULT_BUFFER_SIZE = execve_bpf.DEFAULT_BUFFER_SIZE
 INFLIGHT_ENTRIES = 10240  # threads in the middle of an exec at once
+READ_PERIOD = 0.1  # seconds: the reader looks at least this often (records wake it in bulk)
 
 W_ARGV, WORK_SIZE = 0, 8  # the work area: the failed exec's argv pointer
 
@@ -375,10 +379,27 @@ def _filename_length(b):
 
 
 def _submit(b, options):
-    """``bpf_ringbuf_output(&events, e, DATA + filename_len + argv_len, 0)``; a record that
-    does not fit is counted as lost (stats[EVENTS_LOST])."""
-    b.comment("if (bpf_ringbuf_output(&events, e, DATA + e->filename_len + e->argv_len, 0)) "
-              "stats[EVENTS_LOST] += 1;")
+    """Copy the event into the ring buffer with its real length; a record that does not fit
+    is counted as lost (stats[EVENTS_LOST]).
+
+    The reader is not woken for every record (a wake-up costs the reader far more than the
+    record): only once :data:`WAKEUP_BYTES` are waiting; it also looks every
+    :data:`READ_PERIOD` seconds, so that a quiet stream's records are printed by then.
+    """
+    b.comment("__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? "
+              "BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;")
+    wake, output = _unique(b, "wake"), _unique(b, "output")
+    b.ld_map_fd(R1, "events")
+    b.mov(R2, BPF_RB_AVAIL_DATA)
+    b.call("ringbuf_query")
+    b.mov(R4, BPF_RB_NO_WAKEUP)
+    b.jge(R0, wakeup_bytes(options), wake)
+    b.ja(output)
+    b.label(wake)
+    b.mov(R4, BPF_RB_FORCE_WAKEUP)
+    b.label(output)
+    b.comment("if (bpf_ringbuf_output(&events, e, DATA + e->filename_len + e->argv_len, flags))"
+              " stats[EVENTS_LOST] += 1;")
     bounded = _unique(b, "bounded")
     b.ldx(W, R3, R6, ARGV_LEN)
     b.jle(R3, options.max_args_size, bounded)  # (the verifier wants a bounded size)
@@ -388,11 +409,16 @@ def _submit(b, options):
     b.add(R3, DATA)
     b.mov(R2, R6)
     b.ld_map_fd(R1, "events")
-    b.mov(R4, 0)
     b.call("ringbuf_output")
     b.jeq(R0, 0, "out")
     _count_stat(b, EVENTS_LOST)
     b.ja("out")
+
+
+def wakeup_bytes(options):
+    """How much waits in the ring before the reader is woken: an eighth of the ring, at most
+    64 KiB (a few hundred records)."""
+    return min(options.buffer_size // 8, 64 << 10)
 
 
 # -- the programs --------------------------------------------------------------------------

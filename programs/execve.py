@@ -372,6 +372,7 @@ def run_events(args, stop, tracker):
     from pybpf.events import Poller
     from pybpf.ringbuf import RingBuffer
 
+    from . import events_bpf
     from .events import EventStream
 
     stream = EventStream(tracker.collection.maps["stats"], as_json=args.json,
@@ -383,7 +384,7 @@ def run_events(args, stop, tracker):
         poller.add(stop.fileno())
         deadline = time.monotonic() + args.interval
         while not stop.requested:
-            poller.poll(max(0.0, deadline - time.monotonic()))
+            poller.poll(min(events_bpf.READ_PERIOD, max(0.0, deadline - time.monotonic())))
             stream.flush()
             if time.monotonic() >= deadline:
                 periodic(tracker, stream)

@@ -1,6 +1,7 @@
 """How the tracker prints: Go's ``log`` line format, terminal-safe names, the table."""
 
 import json
+import re
 import sys
 import time
 import unicodedata
@@ -51,6 +52,8 @@ def safe_text(raw):
     the terminal: printable UTF-8 is kept; control characters, bidi controls, invisible and
     combining characters and bytes that are not UTF-8 become ``\\xNN`` escapes, and a
     backslash ``\\\\``, so that ``\\x1b[2J`` is shown, not obeyed, and reads back unambiguously."""
+    if _PRINTABLE_ASCII.fullmatch(raw):  # the common case, at C speed
+        return raw.decode("ascii")
     out = []
     for char in _decoded(raw):
         if _is_safe(char):
@@ -60,6 +63,9 @@ def safe_text(raw):
         else:
             out.append(_escaped(char))
     return "".join(out)
+
+
+_PRINTABLE_ASCII = re.compile(rb"[ -\[\]-~]*")  # printable ASCII but the backslash
 
 
 def safe_name(raw):
@@ -73,6 +79,11 @@ def json_text(raw):
     """Bytes as a lossless JSON string value: valid UTF-8 is kept (JSON escapes its control
     characters), a byte that is not UTF-8 becomes the text ``\\xNN`` and a backslash ``\\\\``
     so that the two cannot be confused."""
+    if b"\\" not in raw:
+        try:
+            return bytes(raw).decode("utf-8")  # valid UTF-8 without a backslash: as it is
+        except UnicodeDecodeError:
+            pass
     out = []
     for char in _decoded(raw):
         if char == "\\":
@@ -84,8 +95,7 @@ def json_text(raw):
     return "".join(out)
 
 
-_SHELL_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                         "@%+=:,./_-")
+_SHELL_PLAIN = re.compile(r"[A-Za-z0-9@%+=:,./_-]+")  # words a shell reads as they are
 
 
 def shell_quote(raw, always=False):
@@ -96,7 +106,7 @@ def shell_quote(raw, always=False):
     not UTF-8) in bash's ``$'...'`` with ``\\xNN`` escapes. The empty argument is ``''``.
     """
     text = _decoded(raw)
-    if text and not always and all(char in _SHELL_PLAIN for char in text):
+    if not always and _SHELL_PLAIN.fullmatch(text):
         return text
     if all(_is_safe(char) and char != "'" for char in text):
         return f"'{text}'"

@@ -287,4 +287,5 @@ BPF_RINGBUF_HDR_SZ = 8
 # flags of bpf_ringbuf_submit/discard/output
 BPF_RB_NO_WAKEUP = 1
 BPF_RB_FORCE_WAKEUP = 2
+BPF_RB_AVAIL_DATA = 0  # bpf_ringbuf_query: bytes waiting to be read
 BPF_F_CURRENT_CPU = 0xFFFFFFFF  # bpf_perf_event_output: the current CPU's slot of the map

@@ -82,6 +82,7 @@ CONSTANTS = {  # pybpf.abi name: the kernel's enum member
     "BPF_RINGBUF_HDR_SZ": "BPF_RINGBUF_HDR_SZ",
     "BPF_RB_NO_WAKEUP": "BPF_RB_NO_WAKEUP",
     "BPF_RB_FORCE_WAKEUP": "BPF_RB_FORCE_WAKEUP",
+    "BPF_RB_AVAIL_DATA": "BPF_RB_AVAIL_DATA",
     "BPF_F_CURRENT_CPU": "BPF_F_CURRENT_CPU",
 }
 
