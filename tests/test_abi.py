@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from pybpf import abi
-from conftest import require_tool
+from support import require_tool
 
 _ENUM = re.compile(r"^\[\d+\] ENUM(?:64)? '([^']*)'")
 _VALUE = re.compile(r"^\t'(\w+)' val=(-?\d+)")

@@ -15,12 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asm_samples import all_samples
-from conftest import require_tool
 from pybpf.asm import (
     B, DW, H, R0, R1, R2, R3, R4, R10, W, Builder, Instruction, assemble, decode_all,
     format_insn, opcodes as oc, parse, resolve, slot_to_index,
 )
+from support import all_samples, instructions, require_tool
 
 # Forms and operations LLVM 14's assembler does not accept.
 _NOT_IN_LLVM14_MC = {"st", "atomic_fetch", "load_acquire", "movsx", "gotol", "may_goto",
@@ -127,33 +126,6 @@ def test_rfc_encodings(build, expected):
 
 
 # ------------------------------------------------------------------------ properties
-
-def _field(rule, opcode):
-    if rule == "reg":
-        return st.integers(0, 10)
-    if rule == "wreg":
-        return st.integers(0, 9)
-    if rule == "zero":
-        return st.just(0)
-    if rule == "s16":
-        return st.integers(-(1 << 15), (1 << 15) - 1)
-    if rule == "s32":
-        return st.integers(-(1 << 31), (1 << 31) - 1)
-    if rule == "shift":
-        return st.integers(0, 63 if opcode & 7 == oc.ALU64 else 31)
-    if rule == "width":
-        return st.sampled_from((16, 32, 64))
-    return st.integers(0, (1 << 64) - 1)  # u64
-
-
-@st.composite
-def instructions(draw):
-    """Any valid instruction: an operation from the tables, then valid operands for it."""
-    op = draw(st.sampled_from(oc.OPS))
-    fields = [st.just(op.value) if rule == "key" else _field(rule, op.opcode)
-              for rule in oc.field_rules(op)]
-    return Instruction(op.opcode, *(draw(f) for f in fields))
-
 
 @settings(max_examples=2000, deadline=None)
 @given(instructions())

@@ -9,7 +9,7 @@ from pybpf.asm import (
 )
 from pybpf.asm.text import format_insn
 from pybpf.errors import AssemblerError, DecodeError
-from test_asm import instructions
+from support import instructions
 
 
 @settings(max_examples=2000, deadline=None)

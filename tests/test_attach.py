@@ -17,7 +17,7 @@ from pybpf.tracefs import tracepoint_id
 from pybpf.errors import AttachError, SyscallError, TracefsError, UsageError
 from pybpf.maps import Map
 from pybpf.program import Program
-from conftest import require_tool
+from support import Deadline, require_tool
 
 
 def count_pids_program(prog_type, pids):
@@ -84,11 +84,9 @@ def test_tracepoint_counts_execs_exactly_and_detaches():
         assert not bpftool_shows("link", link_id)
         late = exec_true(pids)
         assert counts(pids, [late]) == [0]
-    for _ in range(50):  # the kernel frees programs after an RCU grace period
-        if not bpftool_shows("prog", prog_id):
-            break
+    deadline = Deadline(5)  # the kernel frees programs after an RCU grace period
+    while bpftool_shows("prog", prog_id) and deadline.wait(f"program {prog_id} to be freed"):
         time.sleep(0.02)
-    assert not bpftool_shows("prog", prog_id)
 
 
 @pytest.mark.kernel

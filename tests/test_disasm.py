@@ -9,18 +9,14 @@ target, not instruction text; it is stripped before comparing.
 
 import re
 import subprocess
-from pathlib import Path
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from asm_samples import all_samples
-from conftest import require_tool
 from pybpf.asm import R0, R1, Builder, decode_all, parse, resolve
 from pybpf.asm.text import format_insn
 from pybpf.disasm import disassemble
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT, all_samples, require_tool
 
 # Instructions LLVM 14 does not decode, or decodes losing information (pybpf then uses newer
 # LLVM syntax or its documented extension, see pybpf/asm/text.py).

@@ -14,7 +14,6 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import require_tool
 from pybpf import abi, elf, syscalls
 from pybpf.abi import AttachType, MapFlags, MapType, ProgType
 from pybpf.asm import opcodes as oc
@@ -22,6 +21,7 @@ from pybpf.collection import Collection
 from pybpf.errors import BTFError, ElfError
 from pybpf.objdump import disassemble as objdump
 from pybpf.sections import section_program_type
+from support import require_tool
 
 HERE = os.path.join(os.path.dirname(__file__), "elf")
 OBJECTS = ["calls.o", "execve.o", "globals.o", "legacy.o", "maps.o", "progtypes.o"]

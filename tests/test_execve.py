@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from programs import execve
+from programs import execve, execve_bpf
 from programs.output import log_line, safe_name, table_lines
+from support import ROOT, Deadline, require_tool, write_chain_script
 
-ROOT = Path(__file__).resolve().parent.parent
 LOG_PREFIX = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
 
 
@@ -38,6 +38,8 @@ def test_log_line_has_gos_log_format():
         (b"back\\slash", "back\\\\slash"),
         (b"caf\xc3\xa9", "caf\u00e9"),
         (b"bad\xff\xfe", "bad\\xff\\xfe"),
+        (b"a\x80b", "a\\x80b"),  # 0x80, the lowest byte that is never UTF-8 on its own
+        (b"\x80\x81\xbf\xc0\xc1\xf5", "\\x80\\x81\\xbf\\xc0\\xc1\\xf5"),
         (b"cut\xe2\x82", "cut\\xe2\\x82"),  # a UTF-8 sequence cut by the 15-byte limit
         (b"rtl\xe2\x80\xaeabc", "rtl\\xe2\\x80\\xaeabc"),  # U+202E bidi override
         (b"del\x7f", "del\\x7f"),
@@ -101,7 +103,7 @@ def test_dump_shows_c_lines_and_instructions_without_root():
 _START = """
 import sys
 before = set(sys.modules)
-from programs import execve
+from programs import execve, execve_bpf
 args = execve.parse_args(["-interval", "1"])
 with execve.Tracker(args.max_pids) as tracker:
     tracker.snapshot()
@@ -172,8 +174,12 @@ class TrackerProcess:
     def stop(self, signum=signal.SIGINT, timeout=15):
         self.proc.send_signal(signum)
         code = self.proc.wait(timeout)
-        while True:
-            line = self._queue.get(timeout=5)
+        deadline = Deadline(5)
+        while deadline.wait("the end of the tracker's output after it exited"):
+            try:
+                line = self._queue.get(timeout=deadline.left())
+            except queue.Empty:
+                continue
             if line is None:
                 break
             self.lines.append(line)
@@ -197,22 +203,6 @@ def tracker():
     yield start
     for t in started:
         t.kill()
-
-
-def write_chain_script(directory, final="/bin/sleep 3"):
-    """A script that re-execs itself N times in the same PID, then execs ``final``.
-
-    Absolute paths only: a bare name would be looked up in $PATH, and every failed attempt
-    is an execve() call the tracker rightly counts.
-    """
-    script = Path(directory) / "chain.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" -gt 0 ]; then exec "$0" $(($1 - 1)); fi\n'
-        f"exec {final}\n"
-    )
-    script.chmod(0o755)
-    return script
 
 
 @pytest.mark.kernel
@@ -260,10 +250,9 @@ def test_hostile_and_long_names_print_escaped_and_truncated(tracker, tmp_path):
         child.kill()
         child.wait()
     t.stop()
+    # comm keeps the first 15 bytes of the file name, escaped by hand here
+    assert line.endswith(f"PID: {child.pid}, Name: ev\\x1b[2Jil\\xff-much-, Executions: 1")
     assert "\x1b" not in line
-    # comm keeps the first 15 bytes of the file name
-    assert f"Name: {safe_name(name[:15])}," in line
-    assert "Name: ev\\x1b[2Jil\\xff-much-," in line
 
 
 @pytest.mark.kernel
@@ -279,8 +268,8 @@ def test_failed_execs_keep_the_callers_name(tracker):
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
         comm = None
-        deadline = time.monotonic() + 10
-        while comm is None and time.monotonic() < deadline:
+        deadline = Deadline(10)
+        while comm is None and deadline.wait(f"/proc/{child.pid}/comm to be readable"):
             try:
                 comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
             except OSError:
@@ -310,8 +299,9 @@ def test_storm_is_counted_exactly_and_exited_processes_are_forgotten(tracker):
     )
     child.wait()
     seen = {}  # pid -> (name, executions), over every table since the storm began
-    while True:
-        table = "\n".join(t.next_table())
+    deadline = Deadline(30)
+    while deadline.wait(f"the tracker to print the shell (PID {child.pid}), then forget it"):
+        table = "\n".join(t.next_table(timeout=max(deadline.left(), 1)))
         if child.pid in seen and f"PID: {child.pid}," not in table:
             break  # the shell was printed after it exited, then forgotten
         for m in re.finditer(r"PID: (\d+), Name: (.*), Executions: (\d+)$", table, re.M):
@@ -361,8 +351,6 @@ def _existing(kind):
 @pytest.mark.kernel
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_prints_last_table_and_detaches(tracker, signum):
-    from tests.conftest import require_tool
-
     require_tool("bpftool")
     t = tracker("-interval", "60").started()
     programs, links = _held_by(t.proc.pid, "prog"), _held_by(t.proc.pid, "link")
@@ -410,8 +398,76 @@ def test_entries_are_forgotten_only_once_their_last_state_was_printed():
         assert tracker.forget_exited({child.pid: 1}, name) == [child.pid]
         assert tracker.exec_count.lookup(child.pid) is None
         assert tracker.process_names.lookup(child.pid) is None
-        # a live process is kept
-        assert tracker.forget_exited({os.getpid(): 0}, {}) == []
+
+
+@pytest.mark.kernel
+def test_a_live_process_is_kept_though_its_entry_was_printed_as_it_is():
+    """Only the liveness check keeps this one: the printed count and name are exactly what
+    the maps hold, so forgetting it would drop a running process and restart its count."""
+    with execve.Tracker() as tracker:
+        child = subprocess.Popen(["/bin/sleep", "30"])
+        try:
+            deadline = Deadline(10)
+            while deadline.wait(f"the name of PID {child.pid} in process_names"):
+                name = tracker.process_names.lookup(child.pid)
+                if name is not None and name.rstrip(b"\0") == b"sleep":
+                    break
+                time.sleep(0.01)
+            assert tracker.exec_count.lookup(child.pid) == 1  # Popen's one exec
+            printed = ({child.pid: 1}, {child.pid: name})
+            assert tracker.forget_exited(*printed) == []
+            assert tracker.exec_count.lookup(child.pid) == 1
+            assert tracker.process_names.lookup(child.pid) == name
+        finally:
+            child.kill()
+            child.wait()
+        assert tracker.forget_exited(*printed) == [child.pid]  # exited and reaped: forgotten
+        assert tracker.exec_count.lookup(child.pid) is None
+        assert tracker.process_names.lookup(child.pid) is None
+
+
+def _report_lines(tracker, capsys):
+    """The lines one report printed, without their time stamps."""
+    tracker.report()
+    return [re.sub("^" + LOG_PREFIX, "", line) for line in capsys.readouterr().out.splitlines()]
+
+
+def _drop(tracker, cpu, executions):
+    """Add ``executions`` to the lost count of ``cpu``, as the programs do when maps are full."""
+    per_cpu = tracker.dropped_execs[0]
+    per_cpu[cpu] += executions
+    tracker.dropped_execs[0] = per_cpu
+
+
+def _warnings(lines):
+    return [line for line in lines if line.startswith("WARNING")]
+
+
+@pytest.mark.kernel
+def test_warning_counts_the_executions_lost_since_the_last_report(capsys):
+    """The counter of lost executions (one per CPU) is written here by hand; each report
+    must give exactly the new losses, and the total."""
+    with execve.Tracker() as tracker:
+        _drop(tracker, 0, 5)
+        assert _warnings(_report_lines(tracker, capsys)) == [
+            "WARNING: 5 executions were not counted since the last report (5 since start): "
+            f"the maps are full (--max-pids {execve_bpf.DEFAULT_MAX_PIDS}); raise --max-pids"]
+        _drop(tracker, 0, 3)
+        _drop(tracker, len(tracker.dropped_execs[0]) - 1, 4)  # another CPU's counter
+        assert _warnings(_report_lines(tracker, capsys)) == [
+            "WARNING: 7 executions were not counted since the last report (12 since start): "
+            f"the maps are full (--max-pids {execve_bpf.DEFAULT_MAX_PIDS}); raise --max-pids"]
+
+
+@pytest.mark.kernel
+@pytest.mark.xfail(strict=True, reason="issue #7 item 7, not fixed yet: the WARNING line is "
+                   "printed with 0 new losses; remove this mark with the fix")
+def test_no_warning_when_no_execution_was_lost_since_the_last_report(capsys):
+    with execve.Tracker() as tracker:
+        assert _warnings(_report_lines(tracker, capsys)) == []
+        _drop(tracker, 0, 2)
+        assert len(_warnings(_report_lines(tracker, capsys))) == 1
+        assert _warnings(_report_lines(tracker, capsys)) == []  # 0 new: nothing to say
 
 
 @pytest.mark.kernel

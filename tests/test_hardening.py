@@ -263,7 +263,7 @@ def test_a_signal_in_the_first_300_ms_leaves_no_traceback_and_nothing_attached(s
     is started with the stop signals blocked and the tracker unblocks them in its first lines,
     so a signal sent during CPython's own start-up (before any code of ours runs, where
     CPython itself reports a KeyboardInterrupt as a fatal error) reaches the tracker then."""
-    from conftest import require_tool
+    from support import require_tool
 
     require_tool("bpftool")
     for step in range(10):  # evenly over the first 300 ms

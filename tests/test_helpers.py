@@ -5,27 +5,17 @@ match the table exactly, the installed uapi header (which may be older) must agr
 name it has, and bpftool's dump of the kernel's BTF checks the generator's BTF reader.
 """
 
-import os
 import re
 import struct
 import subprocess
-import sys
-from pathlib import Path
 
-from conftest import _skip_or_fail, require_tool
 from pybpf.helpers import HELPER_NAMES, HELPERS
+from support import import_tool, require_file, require_tool
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import gen_helpers  # noqa: E402 - found through the path above
+gen_helpers = import_tool("gen_helpers")
 
 VMLINUX = gen_helpers.VMLINUX
 UAPI_HEADER = "/usr/include/linux/bpf.h"
-
-
-def _require_file(path, why):
-    if not os.path.exists(path):
-        _skip_or_fail(f"{path} does not exist ({why})")
-    return path
 
 
 def test_table_is_dense_and_frozen():
@@ -35,7 +25,7 @@ def test_table_is_dense_and_frozen():
 
 
 def test_table_matches_running_kernel_btf():
-    _require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
+    require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
     helpers, _source = gen_helpers.read_helpers(VMLINUX)
     assert dict(helpers) == HELPERS
 
@@ -48,7 +38,7 @@ def test_helpers_file_is_what_the_generator_prints():
 
 
 def test_table_agrees_with_uapi_header():
-    _require_file(UAPI_HEADER, "install linux-libc-dev")
+    require_file(UAPI_HEADER, "install linux-libc-dev")
     helpers, _source = gen_helpers.read_helpers(UAPI_HEADER)
     assert len(helpers) > 200
     assert {name: HELPERS.get(name) for name, _ in helpers} == dict(helpers)
@@ -56,7 +46,7 @@ def test_table_agrees_with_uapi_header():
 
 def test_btf_reader_matches_bpftool():
     bpftool = require_tool("bpftool")
-    _require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
+    require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
     dump = subprocess.run([bpftool, "btf", "dump", "file", VMLINUX], capture_output=True,
                           text=True, check=True).stdout
     body = dump.split("ENUM 'bpf_func_id'", 1)[1].split("\n[", 1)[0]

@@ -22,8 +22,7 @@ from pybpf.errors import (
 )
 from pybpf.maps import Map
 from pybpf.spec import MapSpec
-
-from conftest import require_tool
+from support import require_tool
 
 pytestmark = pytest.mark.kernel
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _skip_or_fail
+from support import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def built(tmp_path_factory):
     try:
         import setuptools  # noqa: F401
     except ImportError:
-        _skip_or_fail("setuptools is not installed for this Python")
+        skip_or_fail("setuptools is not installed for this Python")
     # a copy, so that building leaves no build/ or *.egg-info in the checkout
     source = out / "src"
     files = _run("git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard").stdout

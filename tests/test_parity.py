@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from construct import Int32ul
@@ -13,9 +12,7 @@ from programs.compare import REFERENCE_C, compare
 from pybpf import elf
 from pybpf.attach import attach
 from pybpf.collection import Collection
-from tests.conftest import require_tool
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import require_tool, write_chain_script
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +47,7 @@ def test_compare_c_lines_up_the_two_programs(reference_object):
 
 def _workload(tmp_path):
     """Real execs: a chain in one PID, a fork storm, failed execs, a thread that execs."""
-    script = tmp_path / "chain.sh"
-    script.write_text('#!/bin/sh\nif [ "$1" -gt 0 ]; then exec "$0" $(($1 - 1)); fi\n'
-                      "exec /bin/true\n")
-    script.chmod(0o755)
+    script = write_chain_script(tmp_path, final="/bin/true")
     pids = []
     chain = subprocess.Popen([str(script), "20"])
     chain.wait()

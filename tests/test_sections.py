@@ -9,7 +9,7 @@ import errno
 import pytest
 
 from pybpf.sections import SECTIONS, section_program_type
-from conftest import _skip_or_fail
+from support import skip_or_fail
 
 # Names added after libbpf 1.1 (Debian 12's): an older libbpf does not know them (ESRCH).
 NEWER_THAN_LIBBPF_1_1 = {"tc/ingress", "tc/egress", "tcx/ingress", "tcx/egress",
@@ -21,7 +21,7 @@ NEWER_THAN_LIBBPF_1_1 = {"tc/ingress", "tc/egress", "tcx/ingress", "tcx/egress",
 def libbpf_prog_type_by_name():
     path = ctypes.util.find_library("bpf")
     if path is None:
-        _skip_or_fail("libbpf.so is not installed (apt-get install libbpf1)")
+        skip_or_fail("libbpf.so is not installed (apt-get install libbpf1)")
     function = ctypes.CDLL(path).libbpf_prog_type_by_name
     function.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),
                          ctypes.POINTER(ctypes.c_int)]

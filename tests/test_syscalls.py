@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from construct import Bytes, StringEncoded, Struct
@@ -23,15 +22,12 @@ from pybpf.errors import (
     UsageError,
     VerifierError,
 )
-
-from conftest import _skip_or_fail, require_tool
+from support import ROOT, import_tool, require_tool, skip_or_fail
 
 RET7 = bytes.fromhex("b700000007000000" "9500000000000000")  # r0 = 7; exit
 READ_R2 = bytes.fromhex("bf20000000000000" "9500000000000000")  # r0 = r2; exit (uninit)
-ROOT = Path(__file__).resolve().parent.parent
 
-sys.path.insert(0, str(ROOT / "tools"))
-import gen_layouts  # noqa: E402 - found through the path above
+gen_layouts = import_tool("gen_layouts")
 
 
 # --- layouts ----------------------------------------------------------------------------------
@@ -103,7 +99,7 @@ def _btf_members():
     nested structs and unions (anonymous or not) are listed by their own names too."""
     bpftool = require_tool("bpftool")
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        _skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF)")
+        skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF)")
     raw = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format",
                           "raw"], check=True, capture_output=True, text=True).stdout
     header = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'")
@@ -580,8 +576,7 @@ print(fd, os.get_inheritable(fd))
 
 @pytest.mark.kernel
 def test_fds_below_3_are_moved_up():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _CLOSED_STDIO.format(root=root)],
+    out = subprocess.run([sys.executable, "-c", _CLOSED_STDIO.format(root=str(ROOT))],
                          capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) >= 3 and out[1] == "False"
 
@@ -607,8 +602,7 @@ except OSError:
 
 @pytest.mark.kernel
 def test_a_failed_fd_move_closes_the_fd_and_says_why():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _FD_MOVE_FAILS.format(root=root)],
+    out = subprocess.run([sys.executable, "-c", _FD_MOVE_FAILS.format(root=str(ROOT))],
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith("SyscallError fcntl(F_DUPFD_CLOEXEC) could not move new fd 0")
     assert "ulimit -n" in out and out.endswith("fd 0 closed\n")
