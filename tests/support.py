@@ -72,6 +72,12 @@ def bpf_unavailable_reason():
     return _bpf_state["reason"]
 
 
+def kernel_version():
+    """The running kernel's (major, minor), from ``uname -r``."""
+    major, minor = os.uname().release.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 def import_tool(name):
     """The module ``tools/<name>.py`` (the generators), imported from the source tree."""
     tools = str(ROOT / "tools")
@@ -182,3 +188,47 @@ def instructions(draw):
     fields = [st.just(op.value) if rule == "key" else field_values(rule, op.opcode)
               for rule in oc.field_rules(op)]
     return Instruction(op.opcode, *(draw(f) for f in fields))
+
+
+# --- text in LLVM's syntax, for the llvm-mc and llvm-objdump oracles ------------------------
+
+_ALU_OPS = ["+=", "-=", "*=", "/=", "|=", "&=", "^=", "="]
+_SHIFTS = ["<<=", ">>=", "s>>="]
+_CONDITIONS = ["==", "!=", ">", ">=", "<", "<=", "s>", "s>=", "s<", "s<="]
+
+
+def _spell(rng, value):
+    """``value`` in decimal or hex, the ways LLVM's assembler reads a number."""
+    if rng.random() < 0.5:
+        return str(value)
+    return f"-0x{-value:x}" if value < 0 else f"0x{value:x}"
+
+
+def random_llvm_line(rng):
+    """One line of llvm-objdump syntax, written from LLVM's syntax rather than pybpf's opcode
+    table, with random operands over their whole ranges (``rng``: a ``random.Random``)."""
+    d, s, w = rng.randint(0, 9), rng.randint(0, 10), rng.choice("rw")
+    src = f"{w}{min(s, 9) if w == 'w' else s}"
+    imm = _spell(rng, rng.choice([rng.randint(-2**31, 2**32 - 1), -2**31, 2**32 - 1, -1, 0]))
+    off = rng.choice([rng.randint(-2**15, 2**15 - 1), -2**15, 2**15 - 1, 0])
+    disp = f"+ {off}" if off >= 0 else f"- {-off}"
+    size = rng.choice([8, 16, 32, 64])
+    wide = rng.choice([rng.randint(-2**63, 2**64 - 1), -1, -2, 2**63, 2**64 - 1, 2**63 - 1,
+                       -2**63, 2**32, -2**32])
+    return rng.choice([
+        f"{w}{d} {rng.choice(_ALU_OPS)} {src}",
+        f"{w}{d} {rng.choice(_ALU_OPS)} {imm}",
+        f"{w}{d} {rng.choice(_SHIFTS)} {rng.randint(0, 63 if w == 'r' else 31)}",
+        f"{w}{d} = -{w}{d}",
+        f"r{d} = {rng.choice(['be', 'le'])}{rng.choice([16, 32, 64])} r{d}",
+        f"if {w}{d} {rng.choice(_CONDITIONS)} {src} goto {off:+d}",
+        f"if {w}{d} {rng.choice(_CONDITIONS)} {imm} goto {off:+d}",
+        f"goto {off:+d}",
+        f"r{d} = *(u{size} *)(r{s} {disp})",
+        f"*(u{size} *)(r{d} {disp}) = r{s}",
+        f"lock *(u64 *)(r{d} {disp}) += r{s}",
+        f"lock *(u32 *)(r{d} {disp}) += w{min(s, 9)}",
+        f"r{d} = {_spell(rng, wide)} ll",
+        f"call {rng.randint(0, 211)}",
+        "exit",
+    ])

@@ -1,5 +1,9 @@
 """The text assembler (parse) and every build-time error: type and message."""
 
+import random
+import re
+import subprocess
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -9,7 +13,7 @@ from pybpf.asm import (
 )
 from pybpf.asm.text import format_insn
 from pybpf.errors import AssemblerError, DecodeError
-from support import instructions
+from support import instructions, random_llvm_line, require_tool
 
 
 @settings(max_examples=2000, deadline=None)
@@ -38,6 +42,30 @@ def test_parse_program_with_labels_maps_and_comments():
     assert insns[4].src == 1 and insns[4].ref == "helper_sub"
     resolved = resolve(insns, {"counts": 3})
     assert resolved[2].off == 3 and resolved[5].off == -5 and resolved[4].imm == 2
+
+
+# --- the parser against llvm-mc, on text written without pybpf's tables --------------------
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("seed", range(4))
+def test_parse_matches_llvm_mc_on_random_text(seed):
+    """2000 lines written from LLVM's syntax (not from pybpf's opcode table), with every
+    operand drawn over its whole range and numbers spelled in decimal, hex and negative."""
+    llvm_mc = require_tool("llvm-mc")
+    rng = random.Random(seed)
+    lines = [random_llvm_line(rng) for _ in range(2000)]
+    result = subprocess.run([llvm_mc, "-triple", "bpfel", "-show-encoding"],
+                            input="\n".join(lines) + "\n", capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr, result.stderr[:2000]
+    encodings = re.findall(r"# encoding: \[([^\]]*)\]", result.stdout)
+    assert len(encodings) == len(lines)
+    wrong = []
+    for line, encoding in zip(lines, encodings):
+        expected = bytes(int(b, 16) for b in encoding.split(","))
+        got = parse(line)[0].encode()
+        if got != expected:
+            wrong.append(f"{line}: pybpf {got.hex()}, llvm-mc {expected.hex()}")
+    assert not wrong, "\n".join(wrong[:20])
 
 
 def _error(build):
@@ -206,10 +234,23 @@ def _almost_instructions(draw):
 @example("r1 = 12ab ll")
 @example("ld_pseudo r1, 1, 0xq")
 def test_parse_raises_only_assembler_errors(text):
+    """Text is either valid instructions (each one decodes back from its bytes) or one
+    AssemblerError naming the instruction and the line (as ``str.splitlines`` counts them)."""
     try:
-        parse(text)
-    except AssemblerError:
-        pass
+        insns = parse(text)
+    except AssemblerError as exc:
+        message = str(exc)
+        assert re.match(rf"instruction {exc.index}[ :]", message), message
+        line = re.search(r": line (\d+): ", message)
+        if line is None:  # the one error about no line: a label after the last instruction
+            assert "at the end names no instruction" in message, message
+        else:
+            assert 1 <= int(line.group(1)) <= max(1, len(text.splitlines())), message
+        return
+    for insn in insns:
+        assert isinstance(insn, Instruction)
+        if insn.ref is None:
+            assert Instruction.decode(insn.encode()) == insn, text
 
 
 # Every numeric operand of every builder method, given something that is not an int.

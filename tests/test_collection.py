@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from pybpf import syscalls
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import R0, R1, R2, R10, W, Builder
 from pybpf.collection import Collection, load_btf
@@ -66,13 +67,21 @@ def test_a_failing_program_closes_what_was_created(monkeypatch):
     assert created and all(m.closed for m in created)
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ELF_DIR, "execve.o")),
-                    reason="tests/elf/execve.o not built")
 def test_elf_object_with_btf():
+    """The object's BTF is loaded once and given to its maps and programs (the kernel's
+    info on each names the same BTF object, and the map's key and value types in it)."""
     from pybpf.elf import load_spec
-    with Collection(load_spec(os.path.join(ELF_DIR, "execve.o"))) as coll:
-        assert coll.btf_fd is not None
-        assert set(coll.programs) >= {"sys_enter_execve"}
+
+    spec = load_spec(os.path.join(ELF_DIR, "execve.o"))
+    with Collection(spec) as coll:
+        assert os.readlink(f"/proc/self/fd/{coll.btf_fd}") == "anon_inode:btf"
+        assert set(coll.programs) == {"sys_enter_execve", "sched_process_exec"}  # execve.c
+        counts = syscalls.obj_get_info_by_fd(coll.maps["exec_count"].fd, "map")
+        program = coll.programs["sys_enter_execve"].info()
+        assert counts["btf_id"] == program["btf_id"] != 0
+        declared = spec.maps["exec_count"]
+        assert (counts["btf_key_type_id"], counts["btf_value_type_id"]) == \
+            (declared.btf_key_type_id, declared.btf_value_type_id) != (0, 0)
 
 
 def test_bad_btf_is_a_btf_error():

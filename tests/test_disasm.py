@@ -7,16 +7,18 @@ object (``llvm-mc -triple bpfel -filetype=obj``) and disassembled with plain
 target, not instruction text; it is stripped before comparing.
 """
 
+import random
 import re
 import subprocess
 
+import pytest
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from pybpf.asm import R0, R1, Builder, decode_all, parse, resolve
 from pybpf.asm.text import format_insn
 from pybpf.disasm import disassemble
-from support import ROOT, all_samples, require_tool
+from support import ROOT, all_samples, random_llvm_line, require_tool
 
 # Instructions LLVM 14 does not decode, or decodes losing information (pybpf then uses newer
 # LLVM syntax or its documented extension, see pybpf/asm/text.py).
@@ -54,9 +56,30 @@ def test_text_matches_llvm_objdump(tmp_path):
     lines = [line for line in out.splitlines() if re.match(r"\s+\d+:\t", line)]
     assert len(lines) == len(insns)
     mine = disassemble(insns, annotate=False).splitlines()
+    assert len(mine) == len(lines) == len(insns)
     mismatches = [(got, expected) for expected, got in zip(lines, mine)
                   if got != re.sub(r" <[^<>]*>$", "", expected)]
     assert not mismatches, "\n".join(f"{g!r} != {e!r}" for g, e in mismatches[:40])
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("seed", range(2))
+def test_random_text_disassembles_like_llvm_objdump(tmp_path, seed):
+    """Lines written from LLVM's syntax with operands over their whole ranges, assembled by
+    llvm-mc: pybpf decodes and prints the object's bytes as llvm-objdump does."""
+    llvm_mc = require_tool("llvm-mc")
+    objdump = require_tool("llvm-objdump")
+    rng = random.Random(seed)
+    (tmp_path / "random.s").write_text(
+        "".join(random_llvm_line(rng) + "\n" for _ in range(2000)))
+    subprocess.run([llvm_mc, "-triple", "bpfel", "-filetype=obj", "-o", str(tmp_path / "r.o"),
+                    str(tmp_path / "random.s")], check=True)
+    sections = _objdump_sections(objdump, tmp_path / "r.o")
+    assert len(sections[".text"]) == 2000
+    with open(tmp_path / "r.o", "rb") as stream:
+        text = ELFFile(stream).get_section_by_name(".text").data()
+    assert [line.split("\t")[-1] for line in disassemble(text, annotate=False).splitlines()] \
+        == sections[".text"]
 
 
 def _objdump_sections(objdump, path):
@@ -178,6 +201,17 @@ def test_parse_llvm_objdump_symbols():
                   "LBB0_2: exit\n")
     assert [i.labels for i in insns] == [("prog",), ("LBB0_1",), ("LBB0_2",)]
     assert insns[0].off == 1 and insns[0].ref is None
+
+
+def test_long_listing_has_every_instruction():
+    b = Builder()
+    for _ in range(4999):
+        b.mov(R0, 0)
+    b.exit()
+    lines = disassemble(b.instructions).splitlines()
+    assert len(lines) == 5000
+    assert lines[0] == "       0:\tb7 00 00 00 00 00 00 00\tr0 = 0"
+    assert lines[-1] == "    4999:\t95 00 00 00 00 00 00 00\texit"
 
 
 def test_disassemble_bytes():

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pybpf import abi, elf, syscalls
 from pybpf.abi import AttachType, MapFlags, MapType, ProgType
-from pybpf.asm import opcodes as oc
+from pybpf.asm import Instruction, opcodes as oc
 from pybpf.collection import Collection
 from pybpf.errors import BTFError, ElfError
 from pybpf.objdump import disassemble as objdump
@@ -330,10 +330,22 @@ def mutated_objects(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_objects())
 def test_damaged_objects_load_or_raise_elf_errors_only(data):
+    """A damaged object is one ElfError (a one-line message; where, if it is known), or
+    specs whose instructions are valid ones (each decodes back from its bytes)."""
     try:
-        elf.load_spec(data)
-    except ElfError:  # BTFError is an ElfError
-        pass
+        spec = elf.load_spec(data)
+    except ElfError as exc:  # BTFError is an ElfError
+        message = str(exc)
+        assert message and "\n" not in message, message
+        assert exc.offset is None or (isinstance(exc.offset, int) and exc.offset >= 0)
+        assert exc.section is None or message.startswith(f"section {exc.section}"), message
+        return
+    for program in spec.programs.values():
+        for insn in program.insns:
+            if insn.ref is None:
+                assert Instruction.decode(insn.encode()) == insn, program.name
+    for m in spec.maps.values():
+        assert min(m.key_size, m.value_size, m.max_entries) >= 0, m
 
 
 # -- oracles: llvm-objdump, bpftool -----------------------------------------------------------

@@ -87,7 +87,9 @@ def test_lru_hash_evicts_instead_of_failing():
     with u32_u64(MapType.LRU_HASH, max_entries=16) as m:
         for k in range(100):
             m[k] = k
-        assert 0 < len(m) <= 100 and m[99] == 99
+        held = dict(m.items())
+        assert 1 <= len(held) <= 16 and held[99] == 99  # at most max_entries; the newest kept
+        assert all(v == k for k, v in held.items()) and set(held) <= set(range(100))
 
 
 # --- dict semantics ---------------------------------------------------------------------------
@@ -296,11 +298,34 @@ def test_batch_roundtrip():
         assert dict(taken) == {k: k * 3 for k in range(1000, 5000)} and len(m) == 0
 
 
+@pytest.mark.parametrize("batch", ["lookup_batch", "lookup_and_delete_batch"])
+def test_batch_reads_every_element_once_and_stops(monkeypatch, batch):
+    """1000 elements, 100 per call: every key exactly once, in a bounded number of calls
+    (a cursor that does not move would loop and grow without end)."""
+    real, calls = getattr(syscalls, f"map_{batch}"), []
+
+    def bounded(*args, **kw):
+        calls.append(args[1])  # the cursor given
+        if len(calls) > 40:
+            raise AssertionError(f"{batch} still going after 40 calls of 100 elements")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(syscalls, f"map_{batch}", bounded)
+    with u32_u64(max_entries=1000) as m:
+        m.update_batch({k: 3 * k for k in range(1000)})
+        pairs = getattr(m, batch)(chunk=100)
+    assert sorted(pairs) == [(k, 3 * k) for k in range(1000)]
+    assert calls[0] is None and len(set(calls)) == len(calls)  # a new cursor every call
+
+
 def test_batch_regrows_on_enospc(monkeypatch):
     real = syscalls.map_lookup_batch
-    seen = []
+    seen, calls = [], []
 
     def spy(fd, in_batch, key_size, value_size, count, *args, **kw):
+        calls.append(count)
+        if len(calls) > 2000:  # 1000 elements, 1 or 2 per call: at most about 1000 calls
+            raise AssertionError(f"the batch lookup has not ended after {len(calls)} calls")
         try:
             return real(fd, in_batch, key_size, value_size, count, *args, **kw)
         except SyscallError as exc:

@@ -95,9 +95,38 @@ def test_log_grows_when_too_small(monkeypatch):
     monkeypatch.setattr(syscalls, "LOG_SIZE", 16)
     with pytest.raises(VerifierError) as info:
         Program.from_instructions(uninitialised_read(), ProgType.SOCKET_FILTER)
-    assert sizes[0] == 0 and sizes[1] == 16 and sizes[-1] > 16
+    # no log, the first size, then the size the kernel said the whole log needs (6.4+)
+    assert sizes == [0, 16, info.value.log_true_size]
+    assert len(info.value.log) + 1 == info.value.log_true_size  # the whole log, and its NUL
     assert info.value.log.startswith("func#0") or info.value.log.startswith("0:")
     assert info.value.summary == "R2 !read_ok"
+
+
+@pytest.mark.parametrize("true_size, grown", [
+    (0, [16, 64, 256, 1000]),  # a kernel before 6.4 does not say how large the log is: x4
+    (10**9, [16, 1000]),  # log_true_size larger than the most the kernel accepts
+])
+def test_log_growth_stops_at_the_largest_size(monkeypatch, true_size, grown):
+    """A log that never fits is grown up to LOG_SIZE_MAX once, then the error is raised."""
+    sizes = []
+
+    def log_never_fits(prog_type, code, log_size=0, **kwargs):
+        sizes.append(log_size)
+        if len(sizes) > 20:
+            raise AssertionError(f"the log was grown 20 times: {sizes}")
+        if not log_size:
+            raise SyscallError(errno.EACCES, "BPF_PROG_LOAD")
+        exc = SyscallError(errno.ENOSPC, "BPF_PROG_LOAD")
+        exc.log_true_size = true_size
+        raise exc
+
+    monkeypatch.setattr(syscalls, "prog_load", log_never_fits)
+    monkeypatch.setattr(syscalls, "LOG_SIZE", 16)
+    monkeypatch.setattr(syscalls, "LOG_SIZE_MAX", 1000)
+    with pytest.raises(SyscallError) as info:
+        Program.from_instructions(ret(0), ProgType.SOCKET_FILTER)
+    assert info.value.errno == errno.ENOSPC
+    assert sizes == [0] + grown
 
 
 def test_eagain_is_retried(monkeypatch):
