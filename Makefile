@@ -16,7 +16,7 @@ run: setup
 	$(PYTHON) -m programs.execve $(ARGS)
 
 test: setup-test
-	$(PYTHON) -m pytest -rs $(ARGS)
+	$(PYTHON) -m pytest -rsxX $(ARGS)
 
 bench: setup-test
 	$(PYTHON) bench/run_all.py

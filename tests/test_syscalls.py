@@ -22,7 +22,7 @@ from pybpf.errors import (
     UsageError,
     VerifierError,
 )
-from support import ROOT, import_tool, require_tool, skip_or_fail
+from support import ROOT, import_tool, require_file, require_tool
 
 RET7 = bytes.fromhex("b700000007000000" "9500000000000000")  # r0 = 7; exit
 READ_R2 = bytes.fromhex("bf20000000000000" "9500000000000000")  # r0 = r2; exit (uninit)
@@ -98,8 +98,7 @@ def _btf_members():
     kernel's BTF, for ``union bpf_attr``'s members and the info/perf structs. Members of
     nested structs and unions (anonymous or not) are listed by their own names too."""
     bpftool = require_tool("bpftool")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF)")
+    require_file("/sys/kernel/btf/vmlinux", "the kernel has no BTF: CONFIG_DEBUG_INFO_BTF")
     raw = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format",
                           "raw"], check=True, capture_output=True, text=True).stdout
     header = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'")
@@ -426,8 +425,10 @@ def test_map_full_and_info(hash_map):
 def test_map_batch_commands(hash_map):
     keys = b"".join(k(i) for i in range(4))
     assert syscalls.map_update_batch(hash_map, keys, bytes(range(32)), 4) == 4
-    got, cursor, done = {}, None, False
+    got, cursor, done, calls = {}, None, False, 0
     while not done:
+        calls += 1
+        assert calls <= 4, "4 elements, up to 4 per call: the lookup should have ended"
         ks, vs, n, cursor, done = syscalls.map_lookup_batch(hash_map, cursor, 4, 8, 4)
         got.update((ks[i * 4:i * 4 + 4], vs[i * 8:i * 8 + 8]) for i in range(n))
     assert got == {k(i): bytes(range(i * 8, i * 8 + 8)) for i in range(4)}

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Install what pybpf needs on a Debian host, for the Python interpreter $PYTHON (python3).
 #   tools/setup.sh          runtime: construct and pyelftools (nothing compiled, no toolchain)
-#   tools/setup.sh --test   also pytest, hypothesis, ruff, and the oracles llvm, clang, bpftool,
-#                           bpftrace, libbpf
+#   tools/setup.sh --test   also pytest, pytest-timeout, hypothesis, ruff, and the oracles llvm,
+#                           clang, bpftool, bpftrace, libbpf (libbpf-dev: the benchmarks' C reader)
 # Python packages come from pip when the interpreter has a usable pip, else from Debian.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -20,13 +20,16 @@ python_deps() {  # $1: modules to import, $2: pip names, $3: Debian package name
 }
 python_deps "construct, elftools" "construct pyelftools" "python3-construct python3-pyelftools"
 if [ "${1:-}" = "--test" ]; then
-    python_deps "pytest, hypothesis, wheel" "pytest hypothesis wheel" "python3-pytest python3-hypothesis python3-wheel"
+    python_deps "pytest, hypothesis, wheel, pytest_timeout" "pytest hypothesis wheel pytest-timeout" \
+        "python3-pytest python3-hypothesis python3-wheel python3-pytest-timeout"
     missing=
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
     done
-    # libbpf (the reference loader, through bpftool and its library) for the oracle tests
-    ls /usr/lib/*/libbpf.so.1 >/dev/null 2>&1 || missing="$missing libbpf-dev"
+    # libbpf (the reference loader, through bpftool and its library) for the oracle tests, and
+    # its headers for the benchmarks' C reader
+    { ls /usr/lib/*/libbpf.so.1 && [ -f /usr/include/bpf/bpf.h ]; } >/dev/null 2>&1 || \
+        missing="$missing libbpf-dev"
     "$PYTHON" -m ruff --version >/dev/null 2>&1 || "$PYTHON" -m pip install -q ruff 2>/dev/null || true
     [ -z "$missing" ] || apt_install $missing
 fi
