@@ -126,9 +126,11 @@ class TrackerProcess:
     """``python -m programs.execve`` in the background, its output lines collected."""
 
     def __init__(self, *args, prefix=()):
+        # stdout is a pipe, as with `| grep`: block-buffered unless the tracker flushes
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "programs.execve", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )
         self.lines = []
         self._queue = queue.Queue()
