@@ -1,10 +1,12 @@
 # Two commands, on a fresh Debian host, as root:
 #   make run    set up and start the execve tracker (ARGS="-interval 5" to pass options)
 #   make test   set up and run every test (kernel tests load real programs)
+#   make bench  run the benchmarks and rewrite bench/README.md from what they print
+#   make mutate mutation testing: which planted bugs do the tests miss?
 PYTHON ?= python3
 ARGS ?=
 
-.PHONY: run test bench setup setup-test generate lint
+.PHONY: run test bench mutate setup setup-test generate lint
 
 setup:
 	PYTHON=$(PYTHON) sh tools/setup.sh
@@ -29,3 +31,7 @@ generate:
 
 lint: setup-test
 	$(PYTHON) -m ruff check .
+
+# mutation testing of the core modules, a time budget per module (ARGS="--budget 300 pybpf/maps.py")
+mutate: setup-test
+	$(PYTHON) tools/mutate.py $(ARGS)

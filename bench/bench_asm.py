@@ -1,20 +1,27 @@
-"""Assembler throughput: build + encode, and decode + disassemble, a 100k-instruction program.
+"""Assembler throughput: a 100k-instruction program, text to bytes and back, beside LLVM.
 
-    python bench/bench_asm.py
+    python3 bench/bench_asm.py [--runs 5]
 
-The peer in the same run is the raw ``struct`` pack/unpack of the same slots, the floor any
-Python encoder sits on.
+The same program goes through pybpf and through LLVM in one run: its text (llvm-objdump
+syntax) is assembled by ``pybpf.asm.parse`` + ``assemble`` and by ``llvm-mc -filetype=obj``;
+its bytes are disassembled by ``decode_all`` + ``disassemble`` and by ``llvm-objdump -d``.
+The LLVM times include starting the tool (a few ms); pybpf runs inside this interpreter. Both
+sides must agree: the same bytes, the same instruction text.
 """
 
-import struct
-import sys
-import time
+import argparse
+import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+from common import median, table, timed_runs
 
-from pybpf.asm import DW, R0, R1, R2, R10, W, Builder, assemble, decode_all  # noqa: E402
-from pybpf.disasm import disassemble  # noqa: E402
+from elftools.elf.elffile import ELFFile  # noqa: E402 - after common puts the tree on the path
+
+from pybpf.asm import DW, R0, R1, R2, R10, W, Builder, assemble, decode_all, parse, resolve
+from pybpf.disasm import disassemble
 
 N = 100_000
 
@@ -35,36 +42,75 @@ def build():
     return b.instructions
 
 
-def timed(function, *args):
-    start = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - start
+def text_of(insns):
+    """The program as llvm-mc reads it: one instruction per line, no addresses or bytes."""
+    return "".join(line.split("\t")[-1] + "\n"
+                   for line in disassemble(insns, annotate=False).splitlines())
+
+
+def text_section(path):
+    with open(path, "rb") as stream:
+        return ELFFile(stream).get_section_by_name(".text").data()
+
+
+def objdump_text(out):
+    """The instruction texts of ``llvm-objdump -d`` output."""
+    return [re.sub(r" <[^<>]*>$", "", m) for m in re.findall(r"^\s+\d+:\t[^\t]*\t(.*)$", out,
+                                                             re.M)]
 
 
 def main():
-    insns, t_build = timed(build)
-    data, t_encode = timed(assemble, insns)
-    decoded, t_decode = timed(decode_all, data)
-    _, t_disasm = timed(disassemble, decoded)
-    slot = struct.Struct("<BBhi")
-    raw = [slot.unpack_from(data, k) for k in range(0, len(data), 8)]
-    _, t_pack = timed(lambda: b"".join(slot.pack(*r) for r in raw))
-    _, t_unpack = timed(lambda: list(slot.iter_unpack(data)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    runs = args.runs
+    insns = resolve(build())
+    source = text_of(insns)
     n = len(insns)
-    rows = [
-        ("build (Builder calls)", t_build),
-        ("encode (assemble)", t_encode),
-        ("build + encode", t_build + t_encode),
-        ("decode (decode_all)", t_decode),
-        ("disassemble (text)", t_disasm),
-        ("decode + disassemble", t_decode + t_disasm),
-        ("peer: struct pack only", t_pack),
-        ("peer: struct unpack only", t_unpack),
-    ]
-    print(f"{n} instructions ({len(data)} bytes)")
-    print(f"{'step':<26}{'seconds':>10}{'insns/s':>14}")
-    for name, seconds in rows:
-        print(f"{name:<26}{seconds:>10.3f}{n / seconds:>14,.0f}")
+    rows, checks = [], []
+
+    def row(step, tool, times, peer=None):
+        rows.append([step, tool, runs, f"{median(times):.3f}", f"{n / median(times):,.0f}",
+                     f"{median(times) / median(peer):.2f}" if peer else "1.00"])
+
+    build_times, _ = timed_runs(lambda: assemble(build()), runs)
+    parse_times, data = timed_runs(lambda: assemble(parse(source)), runs)
+    disasm_times, listing = timed_runs(lambda: disassemble(decode_all(data), annotate=False),
+                                       runs)
+    llvm_mc, objdump = shutil.which("llvm-mc"), shutil.which("llvm-objdump")
+    with tempfile.TemporaryDirectory() as work:
+        src, obj = Path(work) / "prog.s", Path(work) / "prog.o"
+        src.write_text(source)
+        mc_times = objdump_times = None
+        if llvm_mc and objdump:
+            mc_times, _ = timed_runs(lambda: subprocess.run(
+                [llvm_mc, "-triple", "bpfel", "-filetype=obj", "-o", str(obj), str(src)],
+                check=True), runs)
+            objdump_times, out = timed_runs(lambda: subprocess.run(
+                [objdump, "-d", str(obj)], check=True, capture_output=True, text=True).stdout,
+                runs)
+            same_bytes = text_section(obj) == data
+            mine = [line.split("\t")[-1] for line in listing.splitlines()]
+            same_text = objdump_text(out) == mine
+            checks.append(f"pybpf's bytes {'equal' if same_bytes else 'DIFFER FROM'} "
+                          f"llvm-mc's .text ({len(data):,} bytes); its listing "
+                          f"{'equals' if same_text else 'DIFFERS FROM'} llvm-objdump -d's "
+                          f"({len(mine):,} instructions).")
+    row("text -> bytes", "pybpf parse + assemble", parse_times, mc_times)
+    if mc_times:
+        row("text -> bytes", "llvm-mc -filetype=obj (peer)", mc_times)
+    row("DSL calls -> bytes", "pybpf Builder + assemble", build_times, mc_times)
+    row("bytes -> text", "pybpf decode_all + disassemble", disasm_times, objdump_times)
+    if objdump_times:
+        row("bytes -> text", "llvm-objdump -d (peer)", objdump_times)
+    print("### Assembler throughput (`bench/bench_asm.py`)\n")
+    print(f"A program of {n:,} instructions (ALU, memory, jumps, calls, 64-bit loads), its text "
+          f"and bytes handled by pybpf and by LLVM 14 in the same run; median of {runs} runs "
+          f"each. `x peer`: the median time over the peer's (LLVM's times include starting "
+          f"the tool; pybpf runs inside the interpreter).\n")
+    print(table(["step", "tool", "runs:", "median s:", "instructions/s:", "x peer:"], rows))
+    print()
+    print(" ".join(checks) if checks else "llvm-mc or llvm-objdump missing: no peer measured.")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,26 @@
 """Benchmark of the execve tracker, side by side with its peers in one run.
 
-    sudo python3 bench/bench_execve.py [--execs 5000] [--rounds 3]
+    sudo python3 bench/bench_execve.py [--execs 2000] [--rounds 5]
 
 1. cold start: from spawning the tracker to the first exec counted in its map, for
-   ``programs.execve`` (with /usr/bin/python3 when it has construct, else this Python) and for
-   bpftrace running the equivalent one-liner;
+   ``programs.execve`` (with /usr/bin/python3 when it has construct, else this Python), run
+   from a copy of the source tree (with its bytecode cached, and without any: a copy that has
+   no __pycache__), and for bpftrace running the equivalent one-liner;
 2. in-kernel cost per exec (BPF_ENABLE_STATS run_time_ns of every program of a design, divided
    by the number of execve calls it saw) for a chain storm (one PID re-execs itself) and a fork
    storm (a new PID per exec), for: the tracker's DSL programs, the straightforward design
    (lookup, atomic add or update, get_comm onto the stack, update the name map), the
    clang -O2 build of bpf/program.c loaded by pybpf's ELF loader, and bpftrace;
-3. exactness: a storm of --execs execs counted exactly, every round;
-4. peak memory (VmHWM) of the tracker process.
+3. exactness: a chain storm of --execs execs in one PID, counted by the tracker and by bpftrace,
+   every round;
+4. peak memory (VmHWM) of the tracker process and of bpftrace through a fork storm.
 """
 
 import argparse
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,10 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, table
 
-from pybpf import syscalls  # noqa: E402
+from pybpf import syscalls  # noqa: E402 - after common puts the tree on the path
 from pybpf.abi import TASK_COMM_LEN, UpdateFlags  # noqa: E402
 from pybpf.asm import DW, R0, R1, R2, R3, R4, R6, R10, W, Builder  # noqa: E402
 from pybpf.attach import attach  # noqa: E402
@@ -124,9 +127,10 @@ class Loaded:
     def __init__(self, spec):
         self.collection = Collection(spec)
         self.links = [attach(p, p.spec.section) for p in self.collection.programs.values()]
+        self.programs = len(self.collection.programs)
 
     def stats(self):
-        """(total run_time_ns, run_cnt of the sys_enter_execve program)."""
+        """(run_time_ns of all its programs, run_cnt of the sys_enter_execve program)."""
         total, execs = 0, 0
         for program in self.collection.programs.values():
             info = program.info()
@@ -141,29 +145,45 @@ class Loaded:
         self.collection.close()
 
 
+def held_ids(pid, kind):
+    """Ids of the bpf objects (``prog`` or ``map``) that process ``pid`` holds, from the
+    ``prog_id:``/``map_id:`` lines of its /proc fdinfo."""
+    ids = set()
+    try:
+        entries = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return ids
+    for entry in entries:
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{entry}").read_text()
+        except OSError:
+            continue
+        found = re.search(rf"^{kind}_id:\s+(\d+)$", text, re.M)
+        if found:
+            ids.add(int(found.group(1)))
+    return ids
+
+
 class Bpftrace:
-    """bpftrace running the equivalent one-liner; its program found by id."""
+    """bpftrace running the equivalent one-liner; every program it loaded, found by id."""
 
     def __init__(self):
-        before = set(_prog_ids())
         self.proc = subprocess.Popen(["bpftrace", "-e", BPFTRACE_ONE_LINER],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
         deadline = time.monotonic() + 30
         self.fds = []
         while time.monotonic() < deadline and not self.fds:
-            for prog_id in set(_prog_ids()) - before:
-                fd = syscalls.prog_get_fd_by_id(prog_id)
-                info = syscalls.obj_get_info_by_fd(fd, "prog")
-                if info["type"] == 5:  # BPF_PROG_TYPE_TRACEPOINT
-                    self.fds.append(fd)
-                else:
-                    os.close(fd)
+            self.fds = [syscalls.prog_get_fd_by_id(i) for i in held_ids(self.proc.pid, "prog")]
             time.sleep(0.01)
         if not self.fds:
             self.close()
-            raise RuntimeError("bpftrace's program did not show up")
+            raise RuntimeError("bpftrace's programs did not show up")
+        time.sleep(0.2)  # attached once it holds its programs; let it settle
+        self.programs = len(self.fds)
 
     def stats(self):
+        """(run_time_ns of all its programs, run_cnt of its sys_enter_execve program)."""
         total = execs = 0
         for fd in self.fds:
             info = syscalls.obj_get_info_by_fd(fd, "prog")
@@ -171,20 +191,19 @@ class Bpftrace:
             execs = max(execs, info["run_cnt"])
         return total, execs
 
+    def counts(self):
+        """Stop bpftrace; the ``@c[pid]: N`` lines it prints at exit, as {pid: N}."""
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        return {int(pid): int(n) for pid, n in re.findall(r"^@c\[(\d+)\]: (\d+)$", out, re.M)}
+
     def close(self):
         for fd in self.fds:
             os.close(fd)
-        self.proc.terminate()
-        self.proc.wait()
-
-
-def _prog_ids():
-    prog_id = 0
-    while True:
-        prog_id = syscalls.prog_get_next_id(prog_id)
-        if prog_id is None:
-            return
-        yield prog_id
+        self.fds = []
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.communicate()
 
 
 # --- storms -------------------------------------------------------------------------------
@@ -199,8 +218,11 @@ def chain_script(workdir):
 
 
 def chain_storm(n, workdir):
-    """One process that re-execs itself n times (n + 1 execve calls in one PID)."""
-    subprocess.run([str(chain_script(workdir)), str(n)], check=True)
+    """One process that execs n times in one PID (Popen's exec, then n - 1 re-execs); its
+    PID."""
+    proc = subprocess.Popen([str(chain_script(workdir)), str(n - 1)])
+    proc.wait()
+    return proc.pid
 
 
 def fork_storm(n):
@@ -220,43 +242,34 @@ def cost_per_exec(design, storm):
 # --- cold start ---------------------------------------------------------------------------
 
 
-def _map_ids_named(name):
-    map_id = 0
-    found = []
-    while True:
-        map_id = syscalls.map_get_next_id(map_id)
-        if map_id is None:
-            return found
+def _map_named(pid, name):
+    """An fd of the map called ``name`` that process ``pid`` holds, or None."""
+    for map_id in held_ids(pid, "map"):
         try:
             fd = syscalls.map_get_fd_by_id(map_id)
         except OSError:
             continue
-        try:
-            if syscalls.obj_get_info_by_fd(fd, "map")["name"] == name:
-                found.append(map_id)
-        finally:
-            os.close(fd)
+        if syscalls.obj_get_info_by_fd(fd, "map")["name"] == name:
+            return fd
+        os.close(fd)
+    return None
 
 
-def cold_start(command, map_name, env=None):
+def cold_start(command, map_name, env=None, cwd=ROOT):
     """Seconds from spawning ``command`` to the first entry in its map ``map_name``.
 
     Meanwhile a shell execs ``/bin/sleep 0.001`` in a loop (an exec about every 2 ms, while
-    leaving the CPUs to the process measured), and this process polls the kernel's map list
-    every 0.2 ms; the result is exact to about 2 ms.
+    leaving the CPUs to the process measured), and this process polls the maps the command
+    holds every 0.2 ms; the result is exact to about 2 ms.
     """
     storm = subprocess.Popen(["/bin/sh", "-c", "while :; do /bin/sleep 0.001; done"])
-    known = set(_map_ids_named(map_name))
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    elapsed = None
+    elapsed = fd = None
     try:
-        fd = None
         while fd is None and time.perf_counter() - start < 30:
-            new = set(_map_ids_named(map_name)) - known
-            if new:
-                fd = syscalls.map_get_fd_by_id(new.pop())
+            fd = _map_named(proc.pid, map_name)
             time.sleep(0.0002)
         key_size = syscalls.obj_get_info_by_fd(fd, "map")["key_size"] if fd is not None else 0
         while fd is not None and time.perf_counter() - start < 30:
@@ -264,14 +277,23 @@ def cold_start(command, map_name, env=None):
                 elapsed = time.perf_counter() - start
                 break
             time.sleep(0.0002)
+    finally:
         if fd is not None:
             os.close(fd)
-    finally:
         proc.terminate()
         proc.wait()
         storm.kill()
         storm.wait()
     return elapsed
+
+
+def source_copy(workdir):
+    """A copy of the tracker's source (pybpf/, programs/) without any __pycache__."""
+    copy = Path(workdir) / "tree"
+    for package in ("pybpf", "programs"):
+        shutil.copytree(ROOT / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return copy
 
 
 def cached_bytecode_env(workdir):
@@ -294,21 +316,30 @@ def python_for_tracker():
 # --- exactness and memory -----------------------------------------------------------------
 
 
-def exactness(n, workdir):
-    """Run a chain storm of n execs under a fresh tracker: was every exec counted?"""
+def tracker_count(n, workdir):
+    """Executions the tracker's programs counted for a chain storm of n execs in one PID."""
     design = Loaded(execve_bpf.collection_spec())
     try:
-        proc = subprocess.Popen([str(chain_script(workdir)), str(n - 1)])
-        proc.wait()
-        counts = dict(design.collection.maps["exec_count"].items())
-        return counts.get(proc.pid, 0)
+        pid = chain_storm(n, workdir)
+        return dict(design.collection.maps["exec_count"].items()).get(pid, 0)
     finally:
         design.close()
 
 
-def tracker_peak_memory_kib(python, n, workdir):
-    proc = subprocess.Popen([python, "-m", "programs.execve", "-interval", "0.5"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def bpftrace_count(n, workdir):
+    """Executions bpftrace's one-liner counted (``@c[pid]``) for the same storm."""
+    tracer = Bpftrace()
+    try:
+        pid = chain_storm(n, workdir)
+        return tracer.counts().get(pid, 0)
+    finally:
+        tracer.close()
+
+
+def peak_memory_kib(command, n, cwd=ROOT):
+    """VmHWM of ``command`` (started, given 1.5 s, then a fork storm of n execs)."""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.5)
         fork_storm(n)
@@ -325,39 +356,59 @@ def tracker_peak_memory_kib(python, n, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--execs", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--execs", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    n = args.execs
+    n, rounds = args.execs, args.rounds
     have_bpftrace = shutil.which("bpftrace") is not None
     stats_fd = syscalls.enable_stats()
     python = python_for_tracker()
+    version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory() as workdir:
-        print(f"# execve tracker benchmark ({n} execs per storm, {args.rounds} rounds,"
-              f" tracker run with {python})\n")
+        tree = source_copy(workdir)
+        print("### The execve tracker (`bench/bench_execve.py`)\n")
+        print(f"`bench/bench_execve.py --execs {n} --rounds {rounds}`: the tracker run with "
+              f"{python} ({version.strip()}); bpftrace runs the equivalent one-liner "
+              f"`{BPFTRACE_ONE_LINER}`.\n")
 
-        print("## cold start: spawn -> first exec counted in the map (ms)\n")
-        print("| tool | best | median |\n|---|---:|---:|")
+        runs = max(rounds, 7)
+        print("#### Cold start: spawn -> first exec counted in the map\n")
+        print(f"Milliseconds; median and best of {runs} runs each after one warm-up run. A "
+              "shell execs `/bin/sleep 0.001` in a loop meanwhile and the maps the process "
+              "holds are polled every 0.2 ms (exact to about 2 ms). Both pybpf rows run from a "
+              "copy of pybpf/ and programs/ made by this script: one with Python's bytecode "
+              "cache (written by the warm-up run), one from a copy that has no __pycache__ "
+              "and may not write one (`PYTHONDONTWRITEBYTECODE=1`), so every start compiles "
+              "pybpf's source. The standard library's own cached bytecode is used by both.\n")
         tracker = [python, "-m", "programs.execve", "-interval", "3600"]
-        rows = [
+        starts = [
             ("pybpf programs.execve (bytecode cached, as installed)", tracker, "exec_count",
              cached_bytecode_env(workdir)),
             ("pybpf programs.execve (no .pyc: compiles its source)", tracker, "exec_count",
              dict(os.environ, PYTHONDONTWRITEBYTECODE="1")),
         ]
         if have_bpftrace:
-            rows.append(("bpftrace one-liner", ["bpftrace", "-e", BPFTRACE_ONE_LINER], "AT_c",
-                         None))
-        for label, command, map_name, env in rows:
-            cold_start(command, map_name, env)  # warm-up: page cache, and .pyc files if cached
-            times = [cold_start(command, map_name, env) for _ in range(max(args.rounds, 7))]
-            times = [t * 1000 for t in times if t is not None]
-            if times:
-                print(f"| {label} | {min(times):.1f} | {statistics.median(times):.1f} |")
+            starts.append(("bpftrace one-liner", ["bpftrace", "-e", BPFTRACE_ONE_LINER], "AT_c",
+                           None))
+        rows = []
+        for label, command, map_name, env in starts:
+            cold_start(command, map_name, env, cwd=tree)  # warm-up: page cache, .pyc if cached
+            times = [cold_start(command, map_name, env, cwd=tree) for _ in range(runs)]
+            done = [t * 1000 for t in times if t is not None]
+            if done:
+                rows.append([label, len(done), f"{statistics.median(done):.1f}",
+                             f"{min(done):.1f}"])
             else:
-                print(f"| {label} | (map never filled) | |")
+                rows.append([label, 0, "map never filled", ""])
+        print(table(["tool", "runs:", "median ms:", "best ms:"], rows))
 
-        print("\n## in-kernel cost per exec (ns; BPF_ENABLE_STATS run_time_ns / execs)\n")
+        print("\n#### In-kernel cost per exec\n")
+        print(f"Nanoseconds per exec: BPF_ENABLE_STATS run_time_ns of *all* the programs of a "
+              f"design, divided by the runs of its sys_enter_execve program, so every design "
+              f"is charged for all the work it does per exec. Chain storm: one process execs "
+              f"{n} times in one PID (its entries exist). Fork storm: a shell forks {n} "
+              f"children, each execs /bin/true (a new PID per exec). Median of {rounds} "
+              f"rounds; the rounds interleave the designs.\n")
         designs = {
             "pybpf DSL (programs/execve_bpf.py)": lambda: Loaded(execve_bpf.collection_spec()),
             "straightforward design (DSL)": lambda: Loaded(straightforward_spec()),
@@ -369,32 +420,42 @@ def main():
             designs["clang -O2 bpf/program.c via pybpf.elf"] = lambda: Loaded(c_spec)
         if have_bpftrace:
             designs["bpftrace one-liner"] = Bpftrace
-        samples = {label: ([], []) for label in designs}
-        for _ in range(args.rounds):  # rounds interleave the designs, so drift hits all alike
+        samples = {label: ([], [], 0) for label in designs}
+        for _ in range(rounds):  # rounds interleave the designs, so drift hits all alike
             for label, load in designs.items():
                 design = load()
                 try:
-                    samples[label][0].append(cost_per_exec(design, lambda: chain_storm(n, workdir)))
-                    samples[label][1].append(cost_per_exec(design, lambda: fork_storm(n)))
+                    chain, fork, _ = samples[label]
+                    chain.append(cost_per_exec(design, lambda: chain_storm(n, workdir)))
+                    fork.append(cost_per_exec(design, lambda: fork_storm(n)))
+                    samples[label] = (chain, fork, design.programs)
                 finally:
                     design.close()
-        results = {label: (statistics.median(c), statistics.median(f))
-                   for label, (c, f) in samples.items()}
+        results = {label: (statistics.median(c), statistics.median(f), programs)
+                   for label, (c, f, programs) in samples.items()}
         base = results["straightforward design (DSL)"]
-        print("| design | chain storm | x straightforward | fork storm | x straightforward |")
-        print("|---|---:|---:|---:|---:|")
-        for label, (chain, fork) in results.items():
-            print(f"| {label} | {chain:.0f} | {chain / base[0]:.2f} | {fork:.0f} |"
-                  f" {fork / base[1]:.2f} |")
+        print(table(["design", "programs counted:", "chain storm ns:", "x straightforward:",
+                     "fork storm ns:", "x straightforward:"],
+                    [[label, programs, f"{chain:.0f}", f"{chain / base[0]:.2f}", f"{fork:.0f}",
+                      f"{fork / base[1]:.2f}"]
+                     for label, (chain, fork, programs) in results.items()]))
 
-        print("\n## exactness: chain storm of %d execs in one PID\n" % n)
-        counted = [exactness(n, workdir) for _ in range(args.rounds)]
-        print(f"counted: {counted} (expected {n} each): "
-              f"{'exact' if all(c == n for c in counted) else 'NOT EXACT'}")
-
-        print("\n## peak memory of the tracker process\n")
-        print(f"VmHWM: {tracker_peak_memory_kib(python, n, workdir) / 1024:.1f} MiB "
-              f"({python}, through a fork storm of {n} execs)")
+        print("\n#### Exactness and memory\n")
+        print(f"Executions counted for a chain storm of {n} execs in one PID ({rounds} rounds, "
+              f"each under a fresh tracer), and the peak resident memory (VmHWM) of the tracer "
+              f"process through a fork storm of {n} execs.\n")
+        tracers = [("pybpf programs.execve", tracker_count, tracker[:3] + ["-interval", "0.5"])]
+        if have_bpftrace:
+            tracers.append(("bpftrace one-liner", bpftrace_count,
+                            ["bpftrace", "-e", BPFTRACE_ONE_LINER]))
+        rows = []
+        for label, count, command in tracers:
+            counted = [count(n, workdir) for _ in range(rounds)]
+            rows.append([label, ", ".join(map(str, counted)),
+                         f"{peak_memory_kib(command, n, tree) / 1024:.1f}"])
+        print(table(["tracer", f"counted (expected {n} each)", "peak memory MiB:"], rows))
+        if not have_bpftrace:
+            print("\nbpftrace is not installed: no bpftrace rows.")
     os.close(stats_fd)
 
 

@@ -8,6 +8,9 @@ aimed at the CO-RE relocation records of tests/core/*.o (a field of a ``bpf_core
 record set to an interesting or random value, or bytes of the block or of the access strings
 overwritten).
 
+Prints one row of a Markdown table (run, outcomes, crashes, total); ``run_all.py`` prints
+its header.
+
     python bench/fuzz_elf.py [--cases 5000] [--seed 0]
 """
 
@@ -21,6 +24,7 @@ import sys
 import time
 import traceback
 
+import elftools
 from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, Phase, given, seed, settings, strategies as st
 
@@ -128,13 +132,14 @@ def main():
     run()
     elapsed = time.perf_counter() - start
     total = sum(outcomes.values())
-    print(f"{'outcome':<24}{'cases':>8}")
-    for outcome, count in outcomes.most_common():
-        print(f"{outcome:<24}{count:>8}")
-    print(f"{'total':<24}{total:>8}   in {elapsed:.1f} s ({total / elapsed:.0f} cases/s)")
+    crashed = sum(v for k, v in outcomes.items() if k.startswith("CRASH"))
+    counts = ", ".join(f"{k} {v:,}" for k, v in outcomes.most_common() if not k.startswith("CRASH"))
+    print(f"| Python {sys.version.split()[0]}, pyelftools {elftools.__version__}, "
+          f"`--cases {args.cases} --seed {args.seed}` | {counts} | {crashed:,} | "
+          f"{total:,} in {elapsed:.1f} s |")
     for exc, _data in crashes[:5]:
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        print(f"crash: {exc!r} at {where.filename}:{where.lineno}")
+        print(f"\ncrash: {exc!r} at {where.filename}:{where.lineno}")
     return 1 if crashes else 0
 
 
