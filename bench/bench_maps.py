@@ -110,10 +110,9 @@ def bench(sizes, runs):
                     results.append(("C: libbpf bpf_map_lookup_batch() (in-process time)",
                                     c_times(c_reader, m.id, n, expected_sum, runs)))
                 if bpftool:
-                    map_id = m.id
-                    times, _ = timed_runs(lambda: subprocess.run(
-                        [bpftool, "map", "dump", "id", str(map_id), "-j"], check=True,
-                        stdout=subprocess.DEVNULL), runs)
+                    dump = [bpftool, "map", "dump", "id", str(m.id), "-j"]
+                    times, _ = timed_runs(lambda dump=dump: subprocess.run(
+                        dump, check=True, stdout=subprocess.DEVNULL), runs)
                     results.append(("bpftool map dump -j (process included)", times))
                 base = median(results[0][1])
                 for name, times in results:

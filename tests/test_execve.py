@@ -455,8 +455,6 @@ def test_warning_counts_the_executions_lost_since_the_last_report(capsys):
 
 
 @pytest.mark.kernel
-@pytest.mark.xfail(strict=True, reason="issue #7 item 7, not fixed yet: the WARNING line is "
-                   "printed with 0 new losses; remove this mark with the fix")
 def test_no_warning_when_no_execution_was_lost_since_the_last_report(capsys):
     with execve.Tracker() as tracker:
         assert _warnings(_report_lines(tracker, capsys)) == []

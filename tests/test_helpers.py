@@ -10,7 +10,7 @@ import struct
 import subprocess
 
 from pybpf.helpers import HELPER_NAMES, HELPERS
-from support import import_tool, require_file, require_tool
+from support import ROOT, import_tool, require_file, require_tool
 
 gen_helpers = import_tool("gen_helpers")
 
@@ -31,9 +31,9 @@ def test_table_matches_running_kernel_btf():
 
 
 def test_helpers_file_is_what_the_generator_prints():
-    _require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
+    require_file(VMLINUX, "the kernel is built without CONFIG_DEBUG_INFO_BTF")
     expected = gen_helpers.render(*gen_helpers.read_helpers(VMLINUX))
-    actual = (Path(__file__).resolve().parent.parent / "pybpf" / "helpers.py").read_text()
+    actual = (ROOT / "pybpf" / "helpers.py").read_text()
     assert actual == expected, "pybpf/helpers.py is stale: run make generate"
 
 
