@@ -35,6 +35,7 @@ from pybpf.abi import TASK_COMM_LEN, UpdateFlags  # noqa: E402
 from pybpf.asm import DW, R0, R1, R2, R3, R4, R6, R10, W, Builder  # noqa: E402
 from pybpf.attach import attach  # noqa: E402
 from pybpf.collection import Collection  # noqa: E402
+from pybpf.host import held_bpf_ids  # noqa: E402
 from programs import execve_bpf  # noqa: E402
 
 BPFTRACE_ONE_LINER = "tracepoint:syscalls:sys_enter_execve { @c[pid] = count(); @n[pid] = comm; }"
@@ -145,25 +146,6 @@ class Loaded:
         self.collection.close()
 
 
-def held_ids(pid, kind):
-    """Ids of the bpf objects (``prog`` or ``map``) that process ``pid`` holds, from the
-    ``prog_id:``/``map_id:`` lines of its /proc fdinfo."""
-    ids = set()
-    try:
-        entries = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return ids
-    for entry in entries:
-        try:
-            text = Path(f"/proc/{pid}/fdinfo/{entry}").read_text()
-        except OSError:
-            continue
-        found = re.search(rf"^{kind}_id:\s+(\d+)$", text, re.M)
-        if found:
-            ids.add(int(found.group(1)))
-    return ids
-
-
 class Bpftrace:
     """bpftrace running the equivalent one-liner; every program it loaded, found by id."""
 
@@ -174,7 +156,7 @@ class Bpftrace:
         deadline = time.monotonic() + 30
         self.fds = []
         while time.monotonic() < deadline and not self.fds:
-            self.fds = [syscalls.prog_get_fd_by_id(i) for i in held_ids(self.proc.pid, "prog")]
+            self.fds = [syscalls.prog_get_fd_by_id(i) for i in held_bpf_ids(self.proc.pid, "prog")]
             time.sleep(0.01)
         if not self.fds:
             self.close()
@@ -244,7 +226,7 @@ def cost_per_exec(design, storm):
 
 def _map_named(pid, name):
     """An fd of the map called ``name`` that process ``pid`` holds, or None."""
-    for map_id in held_ids(pid, "map"):
+    for map_id in held_bpf_ids(pid, "map"):
         try:
             fd = syscalls.map_get_fd_by_id(map_id)
         except OSError:

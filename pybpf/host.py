@@ -9,6 +9,8 @@
   read from ``/proc/self/mounts``.
 - **The kernel release**: ``uname -r``, as (major, minor, patch), for messages and for the
   ``LINUX_KERNEL_VERSION`` of objects.
+- **What a process holds**: each bpf object fd a process has open shows the object's id in
+  ``/proc/<pid>/fdinfo/<fd>`` (``prog_id:``, ``map_id:``, ``link_id:``).
 """
 
 import os
@@ -102,3 +104,23 @@ def kernel_release():
     if numbers is None:
         return (0, 0, 0)
     return tuple(int(n or 0) for n in numbers.groups())
+
+
+def held_bpf_ids(pid, kind):
+    """The ids of the bpf objects of ``kind`` (``"prog"``, ``"map"`` or ``"link"``) that
+    process ``pid`` holds open, from the ``<kind>_id:`` lines of its /proc fdinfo (an empty
+    set when the process is gone)."""
+    ids = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return ids
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                found = re.search(rf"^{kind}_id:\s+(\d+)$", f.read(), re.M)
+        except OSError:  # closed meanwhile
+            continue
+        if found:
+            ids.add(int(found.group(1)))
+    return ids

@@ -72,12 +72,6 @@ def bpf_unavailable_reason():
     return _bpf_state["reason"]
 
 
-def kernel_version():
-    """The running kernel's (major, minor), from ``uname -r``."""
-    major, minor = os.uname().release.split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
-
-
 def import_tool(name):
     """The module ``tools/<name>.py`` (the generators), imported from the source tree."""
     tools = str(ROOT / "tools")

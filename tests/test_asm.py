@@ -20,7 +20,7 @@ from pybpf.asm import (
     B, DW, H, R0, R1, R2, R3, R4, R10, W, Builder, Instruction, assemble, decode_all,
     format_insn, opcodes as oc, parse, resolve, slot_to_index,
 )
-from support import all_samples, instructions, kernel_version, require_tool, skip_or_fail
+from support import all_samples, instructions, require_tool, skip_or_fail
 
 # Forms and operations LLVM 14's assembler does not accept.
 _NOT_IN_LLVM14_MC = {"st", "atomic_fetch", "load_acquire", "movsx", "gotol", "may_goto",
@@ -233,6 +233,7 @@ def test_kernel_constants_and_helpers_are_defined_once():
 @pytest.mark.kernel
 def test_addr_space_cast_loads_with_an_arena():
     """The verifier accepts the casts between an arena's two address spaces (Linux 6.9)."""
+    from pybpf import host
     from pybpf.abi import MapFlags, MapType, ProgType
     from pybpf.errors import SyscallError
     from pybpf.maps import Map
@@ -244,7 +245,7 @@ def test_addr_space_cast_loads_with_an_arena():
     try:
         arena = Map(spec)
     except SyscallError as exc:
-        if kernel_version() >= (6, 9):
+        if host.kernel_release() >= (6, 9):
             raise  # the kernel has arenas: the map must be created
         skip_or_fail(f"no BPF arena before Linux 6.9 (this is {os.uname().release}): {exc}")
     b = Builder()

@@ -15,6 +15,7 @@ import pytest
 
 from programs import execve, execve_bpf
 from programs.output import log_line, safe_name, table_lines
+from pybpf.host import held_bpf_ids
 from support import ROOT, Deadline, require_tool, write_chain_script
 
 LOG_PREFIX = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
@@ -321,22 +322,6 @@ def test_full_maps_are_reported_not_silent(tracker):
     t.stop()
 
 
-def _held_by(pid, kind):
-    """Ids of the bpf objects (``prog`` or ``link``) process ``pid`` holds: its fds'
-    /proc fdinfo says ``prog_id: N`` or ``link_id: N``."""
-    ids = set()
-    fdinfo = Path(f"/proc/{pid}/fdinfo")
-    for entry in fdinfo.iterdir():
-        try:
-            text = entry.read_text()
-        except OSError:
-            continue
-        m = re.search(rf"^{kind}_id:\s+(\d+)$", text, re.M)
-        if m:
-            ids.add(int(m.group(1)))
-    return ids
-
-
 def _existing(kind):
     out = subprocess.run(["bpftool", kind, "show", "-j"], capture_output=True, text=True,
                          check=True).stdout
@@ -348,7 +333,7 @@ def _existing(kind):
 def test_signal_prints_last_table_and_detaches(tracker, signum):
     require_tool("bpftool")
     t = tracker("-interval", "60").started()
-    programs, links = _held_by(t.proc.pid, "prog"), _held_by(t.proc.pid, "link")
+    programs, links = held_bpf_ids(t.proc.pid, "prog"), held_bpf_ids(t.proc.pid, "link")
     assert len(programs) == 3, "count_execve, count_execveat and name_process are loaded"
     assert len(links) == 3, "each is attached through a bpf_link"
     subprocess.run(["/bin/true"], check=True)
