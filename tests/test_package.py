@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run(*args, **kwargs):
     return subprocess.run(args, capture_output=True, text=True, timeout=300, **kwargs)
 
+# building and installing run tools with their own 300 s limit: the test's limit matches
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
