@@ -10,7 +10,11 @@ dropped, a number changed by one, ``True`` to ``False``, ``break`` to ``continue
 statement (a call, an augmented assignment) removed, or a returned value replaced by None.
 Strings and docstrings are left alone. The mutated module replaces the original in a copy of
 the source tree and the tests chosen for that module run there (``pytest -x``), each mutant
-with a time limit; a mutant survives when they all pass. A module's mutants run in a fixed
+with a time limit; a mutant survives when they all pass. Of the module's tests, only those
+that run the mutated line are run (coverage.py records which test runs which line, once per
+module); a line no test function runs directly (module level, fixtures, subprocesses) gets
+all of them, and so does a mutant that survives its chosen tests, before it counts as a
+survivor. A module's mutants run in a fixed
 random order until its time budget is spent (so a run cut short tried a random sample); those
 left are reported as not run.
 
@@ -37,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: module -> the test files that check it, fast ones first (pytest -x stops at the first
 #: failure, so most mutants are killed within seconds).
 MODULES = {
-    "pybpf/asm/opcodes.py": ["tests/test_asm.py", "tests/test_asm_text.py",
-                             "tests/test_disasm.py", "tests/test_semantics.py"],
-    "pybpf/asm/insn.py": ["tests/test_asm.py", "tests/test_asm_text.py", "tests/test_disasm.py",
+    "pybpf/asm/opcodes.py": ["tests/test_disasm.py", "tests/test_asm.py", "tests/test_asm_text.py",
+                             "tests/test_semantics.py"],
+    "pybpf/asm/insn.py": ["tests/test_disasm.py", "tests/test_asm.py", "tests/test_asm_text.py",
                           "tests/test_semantics.py"],
     "pybpf/asm/text.py": ["tests/test_asm_text.py", "tests/test_asm.py", "tests/test_disasm.py"],
     "pybpf/disasm.py": ["tests/test_disasm.py", "tests/test_cli.py"],
@@ -179,8 +183,16 @@ def mutants(module):
             continue
         line = getattr(nodes[index], "lineno", 0)
         found.append({"module": module, "line": line, "what": what,
+                      "statement": _statement_line(nodes[index], parents),
                       "code": lines[line - 1].strip() if line else "", "source": source})
     return found
+
+
+def _statement_line(node, parents):
+    """The first line of the statement that holds ``node`` (the line coverage records)."""
+    while not isinstance(node, ast.stmt) and id(node) in parents:
+        node = parents[id(node)]
+    return getattr(node, "lineno", 0)
 
 
 def _key(mutant):
@@ -222,12 +234,44 @@ class Workspace:
         return "survived" if code == 0 else "killed"
 
 
+    def coverage(self, module, tests):
+        """``{line: test node ids}``: which tests run each line of ``module`` (coverage.py,
+        one dynamic context per test function). Lines run only at import, in fixtures or in
+        subprocesses have no test: their mutants get every test of the module."""
+        import coverage
+
+        data_file = self.path / ".mutate-coverage"
+        rc = self.path / ".mutate-coveragerc"
+        rc.write_text(f"[run]\ndynamic_context = test_function\ninclude = */{module}\n")
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        code = subprocess.run(
+            [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", f"--data-file={data_file}",
+             "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=self.path, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode
+        if code != 0:
+            raise SystemExit(f"the tests of {module} fail without any mutant: fix them first")
+        data = coverage.CoverageData(str(data_file))
+        data.read()
+        path = str(self.path / module)
+        by_line = {}
+        for line, contexts in (data.contexts_by_lineno(path) or {}).items():
+            ids = {_node_id(context) for context in contexts if context}
+            by_line[line] = sorted(i for i in ids if i.split("::")[0] in tests)
+        return by_line
+
+
+def _node_id(context):
+    """``tests/test_x.py::test_y`` for coverage's context ``test_x.test_y``."""
+    module, _, function = context.partition(".")
+    return f"tests/{module}.py::{function}"
+
+
 def baseline(workspace, module, tests):
-    """Seconds the unchanged tests of ``module`` take; they must pass."""
+    """(seconds the unchanged tests of ``module`` take under coverage, which tests run each
+    line); they must pass."""
     start = time.monotonic()
-    if workspace.run(module, (ROOT / module).read_text(), tests, 900) != "survived":
-        raise SystemExit(f"the tests of {module} fail without any mutant: fix them first")
-    return time.monotonic() - start
+    covered = workspace.coverage(module, tests)  # also checks that they pass
+    return time.monotonic() - start, covered
 
 
 def mutate_module(module, workspaces, budget, only=None):
@@ -235,7 +279,8 @@ def mutate_module(module, workspaces, budget, only=None):
     tests = MODULES[module]
     todo = [m for m in mutants(module) if only is None or _key(m) in only]
     random.Random(0).shuffle(todo)  # a run cut short by the budget tried a random sample
-    limit = 3 * baseline(workspaces[0], module, tests) + 30
+    seconds, covered = baseline(workspaces[0], module, tests)
+    limit = 3 * seconds + 30
     end = time.monotonic() + budget
     free = list(workspaces)
 
@@ -243,9 +288,12 @@ def mutate_module(module, workspaces, budget, only=None):
         if time.monotonic() > end:
             mutant["result"] = "not run"
             return mutant
+        chosen = covered.get(mutant["statement"]) or tests  # the tests that run its line
         workspace = free.pop()
         try:
-            mutant["result"] = workspace.run(module, mutant["source"], tests, limit)
+            mutant["result"] = workspace.run(module, mutant["source"], chosen, limit)
+            if mutant["result"] == "survived" and chosen != tests:  # subprocesses too
+                mutant["result"] = workspace.run(module, mutant["source"], tests, limit)
         finally:
             free.append(workspace)
         return mutant
@@ -306,7 +354,8 @@ def main():
     print()
     print(report(results))
     if args.json:
-        everything = [dict(m, source=None) for done, _ in results.values() for m in done]
+        everything = [{k: v for k, v in m.items() if k != "source"}
+                      for done, _ in results.values() for m in done]
         Path(args.json).write_text(json.dumps({
             "mutants": everything,
             "survivors": [_key(m) for m in everything if m["result"] == "survived"]}, indent=1))
