@@ -244,11 +244,16 @@ class Workspace:
         rc = self.path / ".mutate-coveragerc"
         rc.write_text(f"[run]\ndynamic_context = test_function\ninclude = */{module}\n")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        code = subprocess.run(
-            [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", f"--data-file={data_file}",
-             "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=self.path, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode
-        if code != 0:
+        for attempt in (1, 2):  # twice: a busy machine can fail a test once
+            result = subprocess.run(
+                [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}",
+                 f"--data-file={data_file}", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 *tests], cwd=self.path, env=env, capture_output=True, text=True, check=False)
+            if result.returncode == 0:
+                break
+            print(f"the tests of {module} failed without any mutant (attempt {attempt}):\n"
+                  + "\n".join(result.stdout.splitlines()[-15:]), file=sys.stderr, flush=True)
+        else:
             raise SystemExit(f"the tests of {module} fail without any mutant: fix them first")
         data = coverage.CoverageData(str(data_file))
         data.read()
