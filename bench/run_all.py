@@ -50,9 +50,11 @@ def machine():
             continue
         line = next((x for x in out if "version" in x.lower()), "")
         tools.append(line.strip())
+    load = open("/proc/loadavg").read().split()[:3]
     return (f"Run of {datetime.date.today()} on {os.cpu_count()} CPUs ({cpu}), Linux "
             f"{platform.release()}, Python {platform.python_version()}; "
-            f"{'; '.join(filter(None, tools))}.")
+            f"{'; '.join(filter(None, tools))}. Load average at the start (1, 5, 15 min): "
+            f"{', '.join(load)}.")
 
 
 def main():
