@@ -221,6 +221,8 @@ class Workspace:
         target = self.path / module
         original = target.read_text()
         target.write_text(source)
+        # hypothesis replays the failures it saved, drawn from another mutant's tables
+        shutil.rmtree(self.path / ".hypothesis", ignore_errors=True)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # a mutant never leaves a .pyc
         try:
             code = subprocess.run(
@@ -244,6 +246,7 @@ class Workspace:
         rc = self.path / ".mutate-coveragerc"
         rc.write_text(f"[run]\ndynamic_context = test_function\ninclude = */{module}\n")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        shutil.rmtree(self.path / ".hypothesis", ignore_errors=True)
         for attempt in (1, 2):  # twice: a busy machine can fail a test once
             result = subprocess.run(
                 [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}",
