@@ -195,6 +195,11 @@ def _statement_line(node, parents):
     return getattr(node, "lineno", 0)
 
 
+#: each test's own limit, raised: tests run under coverage, two at a time (each mutant has
+#: its own limit, three times the baseline)
+_SLOW_OK = ["-o", "timeout=300"]
+
+
 def _key(mutant):
     """What identifies a mutant across runs: module, the code of its line, the change."""
     return mutant["module"], mutant["code"], mutant["what"]
@@ -226,7 +231,8 @@ class Workspace:
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # a mutant never leaves a .pyc
         try:
             code = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *_SLOW_OK,
+                 *tests],
                 cwd=self.path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 timeout=limit, check=False).returncode
         except subprocess.TimeoutExpired:
@@ -251,7 +257,8 @@ class Workspace:
             result = subprocess.run(
                 [sys.executable, "-m", "coverage", "run", f"--rcfile={rc}",
                  f"--data-file={data_file}", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 *tests], cwd=self.path, env=env, capture_output=True, text=True, check=False)
+                 *_SLOW_OK, *tests],
+                cwd=self.path, env=env, capture_output=True, text=True, check=False)
             if result.returncode == 0:
                 break
             print(f"the tests of {module} failed without any mutant (attempt {attempt}):\n"
