@@ -271,3 +271,29 @@ def test_enum_immediates_are_plain_ints():
     b.lddw(R4, UpdateFlags.NOEXIST)
     assert [type(insn.imm) for insn in b.instructions] == [int, int]
     assert [format_insn(insn) for insn in b.instructions] == ["r4 = 1", "r4 = 1 ll"]
+
+
+def test_comments_and_labels_play_no_part_in_equality():
+    assert Instruction(0x95) == Instruction(0x95, comment="return 0;")
+
+
+@pytest.mark.parametrize("data, message", [
+    ("9501000000000000", "dst must be 0 for exit, not 1"),  # dst of exit is reserved
+    ("b70a000000000000", "read-only frame pointer"),
+])
+def test_decode_errors_show_where_and_the_instructions_bytes(data, message):
+    from pybpf.errors import DecodeError
+
+    with pytest.raises(DecodeError, match=message) as info:
+        decode_all(bytes.fromhex("9500000000000000" + data))
+    assert str(info.value).startswith("at byte offset 8: ")
+    assert str(info.value).endswith(f" (bytes {bytes.fromhex(data).hex(' ')})")
+    assert info.value.offset == 8
+
+
+def test_a_wide_immediate_must_fit_in_64_bits():
+    from pybpf.asm.insn import check
+
+    assert check(Instruction(0x18, 1, 0, 0, 2**64 - 1)) is None  # the largest
+    assert check(Instruction(0x18, 1, 0, 0, 2**64)) == \
+        "imm 18446744073709551616 is not a 64-bit value stored unsigned (0..2**64-1)"

@@ -179,6 +179,8 @@ def test_decode_errors(data, message):
 
 @pytest.mark.parametrize("text, message", [
     ("r1 += w2", r"mixes r \(64-bit\) and w \(32-bit\)"),
+    ("r1 = -w1", r"line 1: mixes r \(64-bit\) and w \(32-bit\)"),
+    ("w1 = -r1", r"line 1: mixes r \(64-bit\) and w \(32-bit\)"),
     ("r11 = 1", "register r0-r9"),
     ("r1 = 1 2", "not an instruction"),
     ("r1 <<= 64", "shift count 64"),

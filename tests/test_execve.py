@@ -463,17 +463,30 @@ def test_without_privileges_one_line_and_exit_1():
 
 
 @pytest.mark.kernel
-def test_verifier_rejection_names_the_c_line_without_traceback(monkeypatch, capsys):
+def _broken():
+    """A name_process the verifier refuses: it reads r2, never written."""
     from pybpf.asm import R0, R2, Builder
 
-    def broken():
-        b = Builder()
-        b.comment("return undefined_variable;")
-        b.mov(R0, R2)  # r2 was never written: the verifier refuses to read it
-        b.exit()
-        return b.instructions
+    b = Builder()
+    b.comment("return undefined_variable;")
+    b.mov(R0, R2)
+    b.exit()
+    return b.instructions
 
-    monkeypatch.setattr(execve.execve_bpf, "name_process", broken)
+
+@pytest.mark.kernel
+def test_verifier_log_option_prints_the_log_of_a_rejection(monkeypatch, capsys):
+    monkeypatch.setattr(execve.execve_bpf, "name_process", _broken)
+    assert execve.main(["--verifier-log"]) == 1
+    err = capsys.readouterr().err
+    log, last = err.rstrip("\n").rsplit("\n", 1)
+    assert "0: (bf) r0 = r2\nR2 !read_ok" in log  # the verifier's own lines, then ours
+    assert last.startswith("programs.execve: program 'name_process' rejected by the verifier")
+
+
+@pytest.mark.kernel
+def test_verifier_rejection_names_the_c_line_without_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(execve.execve_bpf, "name_process", _broken)
     assert execve.main(["-interval", "1"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -499,18 +512,100 @@ def test_explain_verifier_prints_each_program_beside_the_walk_and_exits(capsys):
 
 @pytest.mark.kernel
 def test_explain_verifier_shows_a_refused_program(monkeypatch, capsys):
-    from pybpf.asm import R0, R2, Builder
-
-    def broken():
-        b = Builder()
-        b.comment("return undefined_variable;")
-        b.mov(R0, R2)
-        b.exit()
-        return b.instructions
-
-    monkeypatch.setattr(execve.execve_bpf, "name_process", broken)
+    monkeypatch.setattr(execve.execve_bpf, "name_process", _broken)
     assert execve.main(["--explain-verifier"]) == 1
     err = capsys.readouterr().err
     assert "; return undefined_variable;\n       0:\tbf 20 00 00 00 00 00 00\tr0 = r2\n" \
         "\t  path 1: REFUSED: R2 !read_ok\n" in err
     assert err.splitlines()[-1].startswith("programs.execve: program 'name_process' rejected")
+
+
+def test_compare_c_of_a_missing_object_is_one_line_and_exit_1(capsys):
+    assert execve.main(["--compare-c", "/nonexistent/program.o"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("programs.execve: ") and err.count("\n") == 1, err
+
+
+def test_compare_c_without_an_object_builds_the_reference_c(capsys):
+    require_tool("clang")
+    assert execve.main(["--compare-c"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^(\w+): \d+ instructions alike", out, re.M) == \
+        ["count_execve", "count_execveat", "name_process"], out[-2000:]
+
+
+def test_help_is_wrapped_like_argparse_wraps_it(monkeypatch, capsys):
+    """The tracker's own formatter (which spares importing shutil) wraps at the width
+    argparse's default one uses: $COLUMNS - 2."""
+    import argparse
+
+    ours = execve.help_formatter
+    for columns in range(40, 101, 3):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        texts = []
+        for formatter in (ours, argparse.HelpFormatter):
+            monkeypatch.setattr(execve, "help_formatter", formatter)
+            with pytest.raises(SystemExit):
+                execve.parse_args(["--help"])
+            texts.append(capsys.readouterr().out)
+        assert texts[0] == texts[1], columns
+
+
+@pytest.mark.kernel
+def test_run_reports_each_interval_and_exits_0_on_a_signal(capsys):
+    """In this process: the first report comes after one interval, not at once; the host's
+    PID namespace gets no namespace warning; SIGINT ends the run with 0."""
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        assert execve.main(["-interval", "60"]) == 0
+    finally:
+        timer.cancel()
+    lines = [re.sub("^" + LOG_PREFIX, "", line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[:2] == ["Starting process execution tracker...", "Press Ctrl+C to exit"]
+    assert sum(line.startswith("Tracked ") for line in lines) == 1  # the last report only
+    assert not any("WARNING" in line for line in lines)
+
+
+@pytest.mark.kernel
+def test_closing_the_tracker_closes_its_links():
+    before = held_bpf_ids(os.getpid(), "link")
+    with execve.Tracker():
+        assert len(held_bpf_ids(os.getpid(), "link") - before) == 3
+    assert held_bpf_ids(os.getpid(), "link") == before
+
+
+def test_a_reader_that_goes_away_ends_the_tracker_quietly_with_0(monkeypatch, capsys):
+    def reader_gone(args):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(execve, "_main", reader_gone)
+    monkeypatch.setattr(execve, "_silence_stdout", lambda: None)  # capsys has no real fd
+    assert execve.main(["-interval", "1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.kernel
+def test_after_a_stall_the_next_report_waits_a_whole_interval(monkeypatch, capsys):
+    """A report slower than the interval (a stalled machine): the tracker does not catch up
+    with reports back to back; every wait is a whole interval again."""
+    waits, real_report = [], execve.Tracker.report
+
+    class RecordingStop(execve.StopSignal):
+        def sleep(self, seconds=None):
+            waits.append(seconds)
+            return super().sleep(seconds)
+
+    def slow_report(self):
+        real_report(self)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(execve, "StopSignal", RecordingStop)
+    monkeypatch.setattr(execve.Tracker, "report", slow_report)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        assert execve.main(["-interval", "0.1"]) == 0
+    finally:
+        timer.cancel()
+    assert len(waits) >= 3 and all(0.05 < wait <= 0.1 for wait in waits), waits

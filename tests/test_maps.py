@@ -350,9 +350,9 @@ def test_batch_falls_back_without_kernel_support(monkeypatch):
                  "map_delete_batch"):
         monkeypatch.setattr(syscalls, name, not_called)
     with u32_u64(MapType.PERCPU_HASH, max_entries=100) as m:
-        m.update_batch({k: value_for(m.type, k) for k in range(100)})
+        assert m.update_batch({k: value_for(m.type, k) for k in range(100)}) == 100
         assert dict(m.lookup_batch()) == {k: value_for(m.type, k) for k in range(100)}
-        m.delete_batch(range(50))
+        assert m.delete_batch(range(50)) == 50
         assert dict(m.lookup_and_delete_batch()) == {k: value_for(m.type, k)
                                                      for k in range(50, 100)}
         assert len(m) == 0

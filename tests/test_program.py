@@ -11,6 +11,7 @@ from pybpf.asm import R0, R1, R2, Builder
 from pybpf.errors import NotSupportedError, SyscallError, UsageError, VerifierError
 from pybpf.program import Program
 from pybpf.spec import ProgramSpec
+from support import ROOT
 
 pytestmark = pytest.mark.kernel
 
@@ -155,6 +156,8 @@ def test_info_counts_runs_with_stats_enabled():
         with Program.from_instructions(ret(0), ProgType.SOCKET_FILTER) as prog:
             prog.test_run(bytes(14), repeat=4)
             assert prog.info()["run_cnt"] == 4
+            prog.test_run(bytes(14))  # one run unless told otherwise
+            assert prog.info()["run_cnt"] == 5
     finally:
         os.close(stats)
 
@@ -162,5 +165,103 @@ def test_info_counts_runs_with_stats_enabled():
 def test_programs_needing_a_kernel_btf_target_are_refused_clearly():
     spec = ProgramSpec(name="on_open", type=ProgType.TRACING, insns=ret(0),
                        section="fentry/do_sys_open")
-    with pytest.raises(NotSupportedError, match="attach_btf_id.*fentry"):
+    with pytest.raises(NotSupportedError, match=r"program 'on_open' \(fentry/do_sys_open\) "
+                                                 "needs the BTF id"):
         Program(spec)
+    spec.section = ""
+    with pytest.raises(NotSupportedError, match=r"program 'on_open' \(TRACING\) needs"):
+        Program(spec)
+
+
+def test_eagain_is_retried_five_times_then_raised(monkeypatch):
+    calls = []
+
+    def always_interrupted(*args, **kwargs):
+        calls.append(1)
+        raise SyscallError(errno.EAGAIN, "BPF_PROG_LOAD")
+
+    monkeypatch.setattr(syscalls, "prog_load", always_interrupted)
+    with pytest.raises(SyscallError) as info:
+        Program.from_instructions(ret(3), ProgType.SOCKET_FILTER)
+    assert info.value.errno == errno.EAGAIN
+    assert len(calls) == 5 + 5  # without a log, then again with one to explain: 5 tries each
+
+
+def test_a_program_with_no_failing_instruction_is_explained_without_one():
+    """``r0 = 0`` alone: the verifier refuses the program as a whole (no exit), naming no
+    instruction, and the error says so without pointing anywhere."""
+    with pytest.raises(VerifierError) as info:
+        Program.from_instructions(ret(0)[:1], ProgType.SOCKET_FILTER, name="noexit")
+    err = info.value
+    assert err.summary == "last insn is not an exit or jmp"
+    assert (err.insn_index, err.source_index, err.source) == (None, None, None)
+    assert str(err).startswith("program 'noexit' rejected by the verifier (EINVAL): last insn")
+    assert "; at instruction" not in str(err)
+
+
+def test_an_instruction_index_past_the_end_is_not_mapped(monkeypatch):
+    def rejected(*args, **kwargs):
+        raise VerifierError(errno.EACCES, "BPF_PROG_LOAD", log="2: (95) exit\nbad\n",
+                            summary="bad", insn_index=2)  # the program has 2 slots
+
+    monkeypatch.setattr(syscalls, "prog_load", rejected)
+    with pytest.raises(VerifierError) as info:
+        Program.from_instructions(ret(0), ProgType.SOCKET_FILTER, name="short")
+    assert (info.value.insn_index, info.value.source_index) == (2, None)
+    assert str(info.value) == ("program 'short' rejected by the verifier (EACCES): bad; "
+                               "full log (2 lines): err.log")
+
+
+def test_the_comment_is_the_nearest_one_at_or_before_the_failing_instruction():
+    b = Builder()
+    b.comment("before")
+    b.mov(R0, 1)
+    b.mov(R0, R2)  # fails: r2 was never written; no comment of its own
+    b.comment("after")
+    b.exit()
+    with pytest.raises(VerifierError) as info:
+        Program.from_instructions(b.instructions, ProgType.SOCKET_FILTER)
+    assert (info.value.source_index, info.value.source) == (1, "before")
+
+
+def test_a_failed_load_is_explained_with_a_level_1_log():
+    with pytest.raises(VerifierError) as default:
+        Program.from_instructions(uninitialised_read(), ProgType.SOCKET_FILTER)
+    with pytest.raises(VerifierError) as level1:
+        Program.from_instructions(uninitialised_read(), ProgType.SOCKET_FILTER, log_level=1)
+    assert default.value.log == level1.value.log
+
+
+def test_a_program_made_directly_keeps_no_log_and_loads_without_btf():
+    """Program(spec) with the defaults: no log kept; an ELF program's func_info and
+    line_info are passed only with the BTF they refer to."""
+    from pybpf.elf import load_spec
+
+    spec = load_spec(str(ROOT / "tests" / "elf" / "calls.o")).programs["tc_calls"]
+    assert spec.func_info and spec.line_info
+    with Program(ProgramSpec(name="answer", type=ProgType.SOCKET_FILTER, insns=ret(4))) as p:
+        assert p.verifier_log == "" and p.test_run(bytes(14)).retval == 4
+    with Program(spec) as prog:  # no btf_fd: no func_info or line_info either
+        info = prog.info()
+        assert (info["nr_func_info"], info["nr_line_info"]) == (0, 0)
+
+
+def test_func_info_and_line_info_reach_the_kernel_with_the_btf():
+    from pybpf.collection import Collection
+    from pybpf.elf import load_spec
+
+    spec = load_spec(str(ROOT / "tests" / "elf" / "calls.o"))
+    program = spec.programs["tc_calls"]
+    with Collection(spec) as coll:
+        info = coll.programs["tc_calls"].info()
+    # struct bpf_func_info is 8 bytes, struct bpf_line_info 16
+    assert (info["nr_func_info"], info["nr_line_info"]) == \
+        (len(program.func_info) // 8, len(program.line_info) // 16)
+
+
+def test_an_unknown_program_type_lists_the_known_ones():
+    with pytest.raises(UsageError) as info:
+        Program.from_instructions(ret(0), 999)
+    message = str(info.value)
+    assert message.startswith("unknown program type 999; known: socket_filter, kprobe, ")
+    assert "unspec" not in message

@@ -182,9 +182,11 @@ def mutants(module):
         if source == original:
             continue
         line = getattr(nodes[index], "lineno", 0)
-        found.append({"module": module, "line": line, "what": what,
+        code = lines[line - 1].strip() if line else ""
+        nth = sum(m["code"] == code and m["what"] == what for m in found)
+        found.append({"module": module, "line": line, "what": what, "nth": nth,
                       "statement": _statement_line(nodes[index], parents),
-                      "code": lines[line - 1].strip() if line else "", "source": source})
+                      "code": code, "source": source})
     return found
 
 
@@ -201,8 +203,9 @@ _SLOW_OK = ["-o", "timeout=300"]
 
 
 def _key(mutant):
-    """What identifies a mutant across runs: module, the code of its line, the change."""
-    return mutant["module"], mutant["code"], mutant["what"]
+    """What identifies a mutant across runs (line numbers move): module, the code of its
+    line, the change, and which of the mutants with that same code and change it is."""
+    return mutant["module"], mutant["code"], mutant["what"], mutant["nth"]
 
 
 class Workspace:
