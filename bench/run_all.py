@@ -48,8 +48,7 @@ def machine():
             out = subprocess.run(tool, capture_output=True, text=True).stdout.splitlines()
         except OSError:
             continue
-        line = next((x for x in out if "version" in x.lower()), "")
-        tools.append(line.strip())
+        tools.append(out[0].strip() if out else "")  # "bpftool v7.1.0", "bpftrace v0.17.0"
     load = open("/proc/loadavg").read().split()[:3]
     return (f"Run of {datetime.date.today()} on {os.cpu_count()} CPUs ({cpu}), Linux "
             f"{platform.release()}, Python {platform.python_version()}; "

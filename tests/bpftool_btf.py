@@ -5,7 +5,7 @@ import functools
 import re
 import subprocess
 
-from conftest import require_tool
+from support import require_tool
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 

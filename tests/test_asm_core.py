@@ -12,7 +12,7 @@ import pytest
 
 import bpftool_btf
 from bpftool_btf import VMLINUX, by_name, member, members, number
-from conftest import require_tool
+from support import require_tool
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import DW, R0, R1, R2, R3, R4, R6, R7, R8, R10, W, Builder, core
 from pybpf.attach import attach_tracepoint

@@ -16,7 +16,7 @@ import pytest
 
 import bpftool_btf
 from bpftool_btf import VMLINUX, by_name, enumerators, member, number
-from conftest import require_tool
+from support import require_tool
 from pybpf import elf
 from pybpf.asm.insn import Instruction
 from pybpf.attach import attach

@@ -22,7 +22,7 @@ import pytest
 
 from programs.events import cgroup2_mount
 from programs.output import json_text
-from conftest import _skip_or_fail, require_tool
+from support import require_tool, skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads(re.search(r"```json\n(.*?)```", (ROOT / "docs" / "events.md").read_text(),
@@ -34,7 +34,7 @@ def _validator():
     try:
         import jsonschema
     except ImportError:
-        _skip_or_fail("jsonschema is not installed (pip install jsonschema)")
+        skip_or_fail("jsonschema is not installed (pip install jsonschema)")
     return jsonschema.Draft202012Validator(SCHEMA)
 
 
@@ -259,7 +259,7 @@ def test_the_parent_of_a_reparented_process_is_its_reaper():
 def cgroup():
     mount = cgroup2_mount()
     if mount is None:
-        _skip_or_fail("no cgroup v2 hierarchy is mounted")
+        skip_or_fail("no cgroup v2 hierarchy is mounted")
     path = Path(mount) / f"pybpf-test-{os.getpid()}"
     path.mkdir()
     yield path

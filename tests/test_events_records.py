@@ -12,7 +12,7 @@ from programs.events import CgroupPaths, Clock, Lineage, decode, human_line, to_
 from pybpf.asm import parse
 from pybpf.asm.functions import CALLBACK, function_btf
 from pybpf.errors import AssemblerError
-from conftest import require_tool
+from support import require_tool
 
 
 def record(**fields):

@@ -596,8 +596,8 @@ def test_after_a_stall_the_next_report_waits_a_whole_interval(monkeypatch, capsy
             waits.append(seconds)
             return super().sleep(seconds)
 
-    def slow_report(self):
-        real_report(self)
+    def slow_report(self, *args, **kwargs):
+        real_report(self, *args, **kwargs)
         time.sleep(0.3)
 
     monkeypatch.setattr(execve, "StopSignal", RecordingStop)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import require_tool
+from support import require_tool
 from pybpf import explain, syscalls
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import opcodes as oc

@@ -9,7 +9,7 @@ import pytest
 
 import bpftool_btf
 from bpftool_btf import VMLINUX, by_name, enumerators, members, number
-from conftest import _skip_or_fail
+from support import skip_or_fail
 from pybpf.btf import BTF, Kind
 from pybpf.btf.kernel import KernelBTF, running_kernel
 from pybpf.btf.writer import BTFWriter
@@ -17,7 +17,7 @@ from pybpf.errors import BTFError
 
 def require_vmlinux():
     if not os.path.exists(VMLINUX):
-        _skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux: CONFIG_DEBUG_INFO_BTF)")
+        skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux: CONFIG_DEBUG_INFO_BTF)")
 
 
 def kernel_dump():

@@ -7,7 +7,7 @@ import subprocess
 from hypothesis import given, settings, strategies as st
 
 from programs.output import json_text, safe_text, shell_quote, table_json
-from conftest import require_tool
+from support import require_tool
 
 ARGUMENTS = st.binary(max_size=40).filter(lambda b: b"\0" not in b)
 

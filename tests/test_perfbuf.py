@@ -17,7 +17,7 @@ from pybpf.maps import PAGE_SIZE, Map
 from pybpf.perfbuf import PerfBuffer
 
 import event_producers as ep
-from conftest import require_tool
+from support import require_tool
 
 pytestmark = pytest.mark.kernel
 

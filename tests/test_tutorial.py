@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from support import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial.md"
