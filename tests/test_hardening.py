@@ -25,6 +25,7 @@ from pybpf.errors import (
     UsageError,
     VerifierError,
 )
+from pybpf.host import held_bpf_ids
 from pybpf.maps import Map
 from pybpf.program import Program
 from pybpf.verifier import summary
@@ -227,22 +228,6 @@ def test_stdout_full_is_one_line_and_exit_1():
                              "left on device\n")
 
 
-def _held_programs(pid):
-    """The ids of the bpf programs process ``pid`` holds (its /proc fdinfo ``prog_id:``)."""
-    ids = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return ids
-    for fd in fds:
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                ids.update(int(n) for n in re.findall(r"^prog_id:\s+(\d+)$", f.read(), re.M))
-        except OSError:
-            continue
-    return ids
-
-
 def _loaded(ids):
     """Which of the program ids ``ids`` are still loaded in the kernel."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
@@ -271,7 +256,7 @@ def test_a_signal_in_the_first_300_ms_leaves_no_traceback_and_nothing_attached(s
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=_start_with_stop_signals_blocked)
         time.sleep(step * 0.3 / 9)
-        held = _held_programs(proc.pid)  # what it holds as the signal leaves
+        held = held_bpf_ids(proc.pid, "prog")  # what it holds as the signal leaves
         proc.send_signal(signum)
         stderr = proc.communicate(timeout=30)[1].decode()
         assert "Traceback" not in stderr and "Exception" not in stderr, stderr
