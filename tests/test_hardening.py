@@ -3,8 +3,6 @@ tracebacks and wrong exception types. Each test failed before its fix."""
 
 import io
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
