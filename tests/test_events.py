@@ -92,7 +92,8 @@ class EventTracker:
     def stop(self):
         """SIGINT; the tracker must exit 0 without a traceback. Its stderr."""
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=30)
+        err = self.proc.stderr.read()  # (stdout is the reader thread's: not communicate())
+        self.proc.wait(timeout=30)
         assert self.proc.returncode == 0, err.decode()
         assert b"Traceback" not in err
         return err.decode()
