@@ -66,8 +66,9 @@ def main():
     sections.append(run([python, "bench/bench_maps.py"]))
     sections.append("### BTF (`bench/bench_btf.py`)\n\n" + run([python, "bench/bench_btf.py"]))
     sections.append(run([python, "bench/bench_execve.py"]))
-    sections.append("### Exec events (`bench/bench_events.py`)\n\n"
+    sections.append("### Event streams: ring and perf buffers (`bench/bench_events.py`)\n\n"
                     + run([python, "bench/bench_events.py"]))
+    sections.append(run([python, "bench/bench_exec_events.py"]))
     fuzz = [run([python, "bench/fuzz_elf.py", "--cases", "20000", "--seed", "7"])]
     debian = "/usr/bin/python3"
     if os.path.realpath(debian) != os.path.realpath(python) and subprocess.run(
