@@ -3,103 +3,110 @@
 clang puts each program in the ELF section its ``SEC()`` names. libbpf made the names a
 convention (``tracepoint/<category>/<name>``, ``kprobe/<function>``, ``xdp``...): the name
 gives the program type, the expected attach type and, after a ``/``, the attach target.
+Some names also set load flags: a ``.s`` suffix (``fentry.s``, ``lsm.s``, ``uprobe.s``...)
+makes the program *sleepable* (``BPF_F_SLEEPABLE``: it may call helpers that fault user memory
+in), ``xdp.frags`` lets an XDP program see multi-buffer packets (``BPF_F_XDP_HAS_FRAGS``).
 pybpf's ELF loader (:mod:`pybpf.elf`) and :mod:`pybpf.attach` read them with
-:func:`section_program_type`.
+:func:`section_program_type` and :func:`section_prog_flags`.
 """
 
+from .abi import BPF_F_SLEEPABLE as SLEEPABLE, BPF_F_XDP_HAS_FRAGS as FRAGS
 from .abi import AttachType as A, ProgType as P
 
-# libbpf's section names: (name, program type, expected attach type, takes "/<target>").
-# A name taking a target matches "name" and "name/<anything>"; the others match exactly.
+# libbpf's section names: (name, program type, expected attach type, takes "/<target>",
+# program load flags). A name taking a target matches "name" and "name/<anything>"; the
+# others match exactly.
 SECTIONS = [
-    ("socket", P.SOCKET_FILTER, 0, False),
-    ("sk_reuseport/migrate", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT_OR_MIGRATE, False),
-    ("sk_reuseport", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT, False),
-    ("kprobe", P.KPROBE, 0, True),
-    ("kretprobe", P.KPROBE, 0, True),
-    ("uprobe", P.KPROBE, 0, True),
-    ("uretprobe", P.KPROBE, 0, True),
-    ("uprobe.s", P.KPROBE, 0, True),
-    ("uretprobe.s", P.KPROBE, 0, True),
-    ("ksyscall", P.KPROBE, 0, True),
-    ("kretsyscall", P.KPROBE, 0, True),
-    ("usdt", P.KPROBE, 0, True),
-    ("kprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True),
-    ("kretprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True),
-    ("tc/ingress", P.SCHED_CLS, A.TCX_INGRESS, False),
-    ("tc/egress", P.SCHED_CLS, A.TCX_EGRESS, False),
-    ("tcx/ingress", P.SCHED_CLS, A.TCX_INGRESS, False),
-    ("tcx/egress", P.SCHED_CLS, A.TCX_EGRESS, False),
-    ("tc", P.SCHED_CLS, 0, False),
-    ("classifier", P.SCHED_CLS, 0, False),
-    ("action", P.SCHED_ACT, 0, False),
-    ("tracepoint", P.TRACEPOINT, 0, True),
-    ("tp", P.TRACEPOINT, 0, True),
-    ("raw_tracepoint", P.RAW_TRACEPOINT, 0, True),
-    ("raw_tp", P.RAW_TRACEPOINT, 0, True),
-    ("raw_tracepoint.w", P.RAW_TRACEPOINT_WRITABLE, 0, True),
-    ("raw_tp.w", P.RAW_TRACEPOINT_WRITABLE, 0, True),
-    ("tp_btf", P.TRACING, A.TRACE_RAW_TP, True),
-    ("fentry", P.TRACING, A.TRACE_FENTRY, True),
-    ("fexit", P.TRACING, A.TRACE_FEXIT, True),
-    ("fmod_ret", P.TRACING, A.MODIFY_RETURN, True),
-    ("fentry.s", P.TRACING, A.TRACE_FENTRY, True),
-    ("fexit.s", P.TRACING, A.TRACE_FEXIT, True),
-    ("fmod_ret.s", P.TRACING, A.MODIFY_RETURN, True),
-    ("freplace", P.EXT, 0, True),
-    ("lsm", P.LSM, A.LSM_MAC, True),
-    ("lsm.s", P.LSM, A.LSM_MAC, True),
-    ("lsm_cgroup", P.LSM, A.LSM_CGROUP, True),
-    ("iter", P.TRACING, A.TRACE_ITER, True),
-    ("iter.s", P.TRACING, A.TRACE_ITER, True),
-    ("syscall", P.SYSCALL, 0, False),
-    ("xdp/devmap", P.XDP, A.XDP_DEVMAP, False),
-    ("xdp/cpumap", P.XDP, A.XDP_CPUMAP, False),
-    ("xdp.frags", P.XDP, A.XDP, False),
-    ("xdp", P.XDP, A.XDP, False),
-    ("perf_event", P.PERF_EVENT, 0, False),
-    ("lwt_in", P.LWT_IN, 0, False),
-    ("lwt_out", P.LWT_OUT, 0, False),
-    ("lwt_xmit", P.LWT_XMIT, 0, False),
-    ("lwt_seg6local", P.LWT_SEG6LOCAL, 0, False),
-    ("sockops", P.SOCK_OPS, A.CGROUP_SOCK_OPS, False),
-    ("sk_skb/stream_parser", P.SK_SKB, A.SK_SKB_STREAM_PARSER, False),
-    ("sk_skb/stream_verdict", P.SK_SKB, A.SK_SKB_STREAM_VERDICT, False),
-    ("sk_skb/verdict", P.SK_SKB, A.SK_SKB_VERDICT, False),
-    ("sk_skb", P.SK_SKB, 0, False),
-    ("sk_msg", P.SK_MSG, A.SK_MSG_VERDICT, False),
-    ("lirc_mode2", P.LIRC_MODE2, A.LIRC_MODE2, False),
-    ("flow_dissector", P.FLOW_DISSECTOR, A.FLOW_DISSECTOR, False),
-    ("cgroup_skb/ingress", P.CGROUP_SKB, A.CGROUP_INET_INGRESS, False),
-    ("cgroup_skb/egress", P.CGROUP_SKB, A.CGROUP_INET_EGRESS, False),
-    ("cgroup/skb", P.CGROUP_SKB, 0, False),
-    ("cgroup/sock_create", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False),
-    ("cgroup/sock_release", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_RELEASE, False),
-    ("cgroup/sock", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False),
-    ("cgroup/post_bind4", P.CGROUP_SOCK, A.CGROUP_INET4_POST_BIND, False),
-    ("cgroup/post_bind6", P.CGROUP_SOCK, A.CGROUP_INET6_POST_BIND, False),
-    ("cgroup/bind4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_BIND, False),
-    ("cgroup/bind6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_BIND, False),
-    ("cgroup/connect4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_CONNECT, False),
-    ("cgroup/connect6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_CONNECT, False),
-    ("cgroup/connect_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_CONNECT, False),
-    ("cgroup/sendmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_SENDMSG, False),
-    ("cgroup/sendmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_SENDMSG, False),
-    ("cgroup/sendmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_SENDMSG, False),
-    ("cgroup/recvmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_RECVMSG, False),
-    ("cgroup/recvmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_RECVMSG, False),
-    ("cgroup/recvmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_RECVMSG, False),
-    ("cgroup/getpeername4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETPEERNAME, False),
-    ("cgroup/getpeername6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETPEERNAME, False),
-    ("cgroup/getsockname4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETSOCKNAME, False),
-    ("cgroup/getsockname6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETSOCKNAME, False),
-    ("cgroup/sysctl", P.CGROUP_SYSCTL, A.CGROUP_SYSCTL, False),
-    ("cgroup/getsockopt", P.CGROUP_SOCKOPT, A.CGROUP_GETSOCKOPT, False),
-    ("cgroup/setsockopt", P.CGROUP_SOCKOPT, A.CGROUP_SETSOCKOPT, False),
-    ("cgroup/dev", P.CGROUP_DEVICE, A.CGROUP_DEVICE, False),
-    ("struct_ops", P.STRUCT_OPS, 0, True),
-    ("sk_lookup", P.SK_LOOKUP, A.SK_LOOKUP, False),
-    ("netfilter", P.NETFILTER, A.NETFILTER, False),
+    ("socket", P.SOCKET_FILTER, 0, False, 0),
+    ("sk_reuseport/migrate", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT_OR_MIGRATE, False, 0),
+    ("sk_reuseport", P.SK_REUSEPORT, A.SK_REUSEPORT_SELECT, False, 0),
+    ("kprobe", P.KPROBE, 0, True, 0),
+    ("kretprobe", P.KPROBE, 0, True, 0),
+    ("uprobe", P.KPROBE, 0, True, 0),
+    ("uretprobe", P.KPROBE, 0, True, 0),
+    ("uprobe.s", P.KPROBE, 0, True, SLEEPABLE),
+    ("uretprobe.s", P.KPROBE, 0, True, SLEEPABLE),
+    ("ksyscall", P.KPROBE, 0, True, 0),
+    ("kretsyscall", P.KPROBE, 0, True, 0),
+    ("usdt", P.KPROBE, 0, True, 0),
+    ("kprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True, 0),
+    ("kretprobe.multi", P.KPROBE, A.TRACE_KPROBE_MULTI, True, 0),
+    ("tc/ingress", P.SCHED_CLS, A.TCX_INGRESS, False, 0),
+    ("tc/egress", P.SCHED_CLS, A.TCX_EGRESS, False, 0),
+    ("tcx/ingress", P.SCHED_CLS, A.TCX_INGRESS, False, 0),
+    ("tcx/egress", P.SCHED_CLS, A.TCX_EGRESS, False, 0),
+    ("tc", P.SCHED_CLS, 0, False, 0),
+    ("classifier", P.SCHED_CLS, 0, False, 0),
+    ("action", P.SCHED_ACT, 0, False, 0),
+    ("tracepoint", P.TRACEPOINT, 0, True, 0),
+    ("tp", P.TRACEPOINT, 0, True, 0),
+    ("raw_tracepoint", P.RAW_TRACEPOINT, 0, True, 0),
+    ("raw_tp", P.RAW_TRACEPOINT, 0, True, 0),
+    ("raw_tracepoint.w", P.RAW_TRACEPOINT_WRITABLE, 0, True, 0),
+    ("raw_tp.w", P.RAW_TRACEPOINT_WRITABLE, 0, True, 0),
+    ("tp_btf", P.TRACING, A.TRACE_RAW_TP, True, 0),
+    ("fentry", P.TRACING, A.TRACE_FENTRY, True, 0),
+    ("fexit", P.TRACING, A.TRACE_FEXIT, True, 0),
+    ("fmod_ret", P.TRACING, A.MODIFY_RETURN, True, 0),
+    ("fentry.s", P.TRACING, A.TRACE_FENTRY, True, SLEEPABLE),
+    ("fexit.s", P.TRACING, A.TRACE_FEXIT, True, SLEEPABLE),
+    ("fmod_ret.s", P.TRACING, A.MODIFY_RETURN, True, SLEEPABLE),
+    ("freplace", P.EXT, 0, True, 0),
+    ("lsm", P.LSM, A.LSM_MAC, True, 0),
+    ("lsm.s", P.LSM, A.LSM_MAC, True, SLEEPABLE),
+    ("lsm_cgroup", P.LSM, A.LSM_CGROUP, True, 0),
+    ("iter", P.TRACING, A.TRACE_ITER, True, 0),
+    ("iter.s", P.TRACING, A.TRACE_ITER, True, SLEEPABLE),
+    ("syscall", P.SYSCALL, 0, False, SLEEPABLE),
+    ("xdp.frags/devmap", P.XDP, A.XDP_DEVMAP, False, FRAGS),
+    ("xdp/devmap", P.XDP, A.XDP_DEVMAP, False, 0),
+    ("xdp.frags/cpumap", P.XDP, A.XDP_CPUMAP, False, FRAGS),
+    ("xdp/cpumap", P.XDP, A.XDP_CPUMAP, False, 0),
+    ("xdp.frags", P.XDP, A.XDP, False, FRAGS),
+    ("xdp", P.XDP, A.XDP, False, 0),
+    ("perf_event", P.PERF_EVENT, 0, False, 0),
+    ("lwt_in", P.LWT_IN, 0, False, 0),
+    ("lwt_out", P.LWT_OUT, 0, False, 0),
+    ("lwt_xmit", P.LWT_XMIT, 0, False, 0),
+    ("lwt_seg6local", P.LWT_SEG6LOCAL, 0, False, 0),
+    ("sockops", P.SOCK_OPS, A.CGROUP_SOCK_OPS, False, 0),
+    ("sk_skb/stream_parser", P.SK_SKB, A.SK_SKB_STREAM_PARSER, False, 0),
+    ("sk_skb/stream_verdict", P.SK_SKB, A.SK_SKB_STREAM_VERDICT, False, 0),
+    ("sk_skb/verdict", P.SK_SKB, A.SK_SKB_VERDICT, False, 0),
+    ("sk_skb", P.SK_SKB, 0, False, 0),
+    ("sk_msg", P.SK_MSG, A.SK_MSG_VERDICT, False, 0),
+    ("lirc_mode2", P.LIRC_MODE2, A.LIRC_MODE2, False, 0),
+    ("flow_dissector", P.FLOW_DISSECTOR, A.FLOW_DISSECTOR, False, 0),
+    ("cgroup_skb/ingress", P.CGROUP_SKB, A.CGROUP_INET_INGRESS, False, 0),
+    ("cgroup_skb/egress", P.CGROUP_SKB, A.CGROUP_INET_EGRESS, False, 0),
+    ("cgroup/skb", P.CGROUP_SKB, 0, False, 0),
+    ("cgroup/sock_create", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False, 0),
+    ("cgroup/sock_release", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_RELEASE, False, 0),
+    ("cgroup/sock", P.CGROUP_SOCK, A.CGROUP_INET_SOCK_CREATE, False, 0),
+    ("cgroup/post_bind4", P.CGROUP_SOCK, A.CGROUP_INET4_POST_BIND, False, 0),
+    ("cgroup/post_bind6", P.CGROUP_SOCK, A.CGROUP_INET6_POST_BIND, False, 0),
+    ("cgroup/bind4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_BIND, False, 0),
+    ("cgroup/bind6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_BIND, False, 0),
+    ("cgroup/connect4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_CONNECT, False, 0),
+    ("cgroup/connect6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_CONNECT, False, 0),
+    ("cgroup/connect_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_CONNECT, False, 0),
+    ("cgroup/sendmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_SENDMSG, False, 0),
+    ("cgroup/sendmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_SENDMSG, False, 0),
+    ("cgroup/sendmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_SENDMSG, False, 0),
+    ("cgroup/recvmsg4", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP4_RECVMSG, False, 0),
+    ("cgroup/recvmsg6", P.CGROUP_SOCK_ADDR, A.CGROUP_UDP6_RECVMSG, False, 0),
+    ("cgroup/recvmsg_unix", P.CGROUP_SOCK_ADDR, A.CGROUP_UNIX_RECVMSG, False, 0),
+    ("cgroup/getpeername4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETPEERNAME, False, 0),
+    ("cgroup/getpeername6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETPEERNAME, False, 0),
+    ("cgroup/getsockname4", P.CGROUP_SOCK_ADDR, A.CGROUP_INET4_GETSOCKNAME, False, 0),
+    ("cgroup/getsockname6", P.CGROUP_SOCK_ADDR, A.CGROUP_INET6_GETSOCKNAME, False, 0),
+    ("cgroup/sysctl", P.CGROUP_SYSCTL, A.CGROUP_SYSCTL, False, 0),
+    ("cgroup/getsockopt", P.CGROUP_SOCKOPT, A.CGROUP_GETSOCKOPT, False, 0),
+    ("cgroup/setsockopt", P.CGROUP_SOCKOPT, A.CGROUP_SETSOCKOPT, False, 0),
+    ("cgroup/dev", P.CGROUP_DEVICE, A.CGROUP_DEVICE, False, 0),
+    ("struct_ops", P.STRUCT_OPS, 0, True, 0),
+    ("sk_lookup", P.SK_LOOKUP, A.SK_LOOKUP, False, 0),
+    ("netfilter", P.NETFILTER, A.NETFILTER, False, 0),
 ]
 
 
@@ -109,18 +116,32 @@ def section_program_type(section: str):
 
     The longest matching name wins (``kprobe.multi/x`` over ``kprobe``).
     """
-    best = None
-    for name, prog_type, attach_type, has_target in SECTIONS:
-        if section == name or (has_target and section.startswith(name + "/")):
-            if best is None or len(name) > len(best[0]):
-                best = (name, prog_type, attach_type)
+    best = _match(section)
     if best is None:
         return None
-    name, prog_type, attach_type = best
+    name, prog_type, attach_type, _, _ = best
     return prog_type, attach_type, section[len(name) + 1:]
+
+
+def section_prog_flags(section: str) -> int:
+    """The ``BPF_PROG_LOAD`` flags libbpf sets for a section name (``BPF_F_SLEEPABLE`` for
+    ``fentry.s/...``, ``BPF_F_XDP_HAS_FRAGS`` for ``xdp.frags``), 0 for other names."""
+    best = _match(section)
+    return best[4] if best is not None else 0
+
+
+def _match(section):
+    """The SECTIONS row whose name matches ``section``, the longest one; None if none."""
+    best = None
+    for row in SECTIONS:
+        name, has_target = row[0], row[3]
+        if section == name or (has_target and section.startswith(name + "/")):
+            if best is None or len(name) > len(best[0]):
+                best = row
+    return best
 
 
 def known_sections(kinds=None):
     """libbpf's section names (of program types ``kinds``, when given), for messages."""
-    return ", ".join(name + ("[/...]" if target else "") for name, kind, _, target in SECTIONS
+    return ", ".join(name + ("[/...]" if target else "") for name, kind, _, target, _ in SECTIONS
                      if kinds is None or kind in kinds)
