@@ -254,6 +254,17 @@ bpf_map_info = Struct(
     "map_extra" / Int64ul,
 )
 
+#: struct bpf_btf_info: ``name`` is the address of a buffer of ``name_len`` bytes the kernel
+#: fills with the BTF object's name ("vmlinux", a module's name; "" for a program's BTF)
+bpf_btf_info = Struct(
+    "btf" / Int64ul,
+    "btf_size" / Int32ul,
+    "id" / Int32ul,
+    "name" / Int64ul,
+    "name_len" / Int32ul,
+    "kernel_btf" / Int32ul,
+)
+
 #: struct bpf_link_info: the common head; the per-type union stays raw bytes
 bpf_link_info = Struct(
     "type" / Int32ul,

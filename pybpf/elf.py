@@ -10,7 +10,9 @@ offset X of section <name> refer to symbol S"). A BPF object uses them this way:
 * ``.maps`` holds BTF-defined maps (their parameters live in the BTF types of the variables),
   ``maps`` legacy ``struct bpf_map_def`` records; ``.data``, ``.rodata*`` and ``.bss`` hold
   global variables, each section becoming a one-element array map;
-* ``license`` and ``version`` hold the license string and a kernel version.
+* ``license`` and ``version`` hold the license string and a kernel version;
+* undefined symbols are *externs* (``__kconfig`` values, ``__ksym`` kernel symbols and
+  kfuncs), described by the ``.kconfig`` and ``.ksyms`` BTF DATASECs (:mod:`pybpf.externs`).
 
 The compiler cannot know map file descriptors or where ``.text`` functions will land, so it
 leaves relocations (``Documentation/bpf/llvm_reloc.rst``): ``R_BPF_64_64`` on a 64-bit
@@ -39,14 +41,15 @@ from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.construct import ConstructError as _PyElfConstructError
 from elftools.elf.elffile import ELFFile
 
-from . import abi
+from . import abi, externs
 from .abi import MapFlags, MapType
 from .asm import Instruction, opcodes as oc
 from .btf import BTF, BTFExt, CoreRelo, CoreReloRecord, Kind
 from .btf.values import construct_for
 from .errors import BTFError, CoreError, DecodeError, ElfError
-from .sections import known_sections, section_program_type
+from .sections import known_sections, section_prog_flags, section_program_type
 from .spec import CollectionSpec, MapSpec, ProgramSpec, object_name
+from .variables import Variable
 
 EM_NONE, EM_BPF = 0, 247
 SHT_NOBITS, SHT_SYMTAB, SHT_STRTAB, SHT_REL = 8, 2, 3, 9
@@ -288,9 +291,14 @@ class ElfObject:
         self.license = self._license()
         self.kern_version = self._version()
         self.btf, self.btf_ext = self._btf()
+        self.externs = externs.collect(self.btf, [
+            (s.name, s.bind == "STB_WEAK") for s in self.elf.symbols
+            if s.shndx == SHN_UNDEF and s.name and s.type == "STT_NOTYPE"
+            and s.bind in ("STB_GLOBAL", "STB_WEAK")])
         self.maps: Dict[str, MapSpec] = {}
         self.map_symbols: Dict[tuple, str] = {}  # (section index, offset) -> map name
         self.data_maps: Dict[int, str] = {}  # data section index -> map name
+        self.variables: Dict[str, Variable] = {}
         self._collect_maps()
         self.functions = self._functions()
         self.core_relos = self._core_relos()
@@ -300,8 +308,10 @@ class ElfObject:
         for function in self.functions.values():
             if function.section.name != ".text":
                 programs[function.name] = self._program(function)
+        self._check_init_slots(programs)
         raw_btf = self.btf.encode() if self.btf is not None else None
-        return CollectionSpec(maps=self.maps, programs=programs, btf=raw_btf)
+        return CollectionSpec(maps=self.maps, programs=programs, btf=raw_btf,
+                              externs=self.externs, var_info=self.variables)
 
     # -- license, version, BTF ------------------------------------------------------------
 
@@ -325,7 +335,7 @@ class ElfObject:
         if section is None:
             return None, None
         btf = BTF.parse(section.data)
-        btf.fixup_datasecs(*self._datasec_layout(btf))
+        btf.fixup_datasecs(*self._datasec_layout(btf), skip=externs.SECTIONS)
         ext_section = self.elf.section(".BTF.ext")
         ext = BTFExt.parse(ext_section.data, btf) if ext_section is not None else None
         return btf, ext
@@ -352,6 +362,9 @@ class ElfObject:
                 self._legacy_maps(section)
             elif _is_data_section(section):
                 self._data_map(section)
+        size = externs.kconfig_size(self.externs)
+        if size:
+            self._kconfig_map(size)
 
     def _add_map(self, spec, section, offset):
         """Record a map of ``maps``/``.maps``; its symbol is at ``offset`` of ``section``."""
@@ -368,8 +381,53 @@ class ElfObject:
         datasec = self.btf.find(".maps", Kind.DATASEC)
         if datasec is None:
             raise BTFError("no DATASEC '.maps' describes the .maps section", ".BTF")
-        for name, var, offset, _ in self.btf.datasec_vars(datasec):
+        for name, var, offset, size in self.btf.datasec_vars(datasec):
             self._add_map(_btf_map(self.btf, name, var, section, offset), section, offset)
+        for relocation in self.elf.relocations.get(section.index, []):
+            self._init_slot(section, datasec, relocation)
+
+    def _init_slot(self, section, datasec, relocation):
+        """One ``.values = {[i] = &x}`` initialiser of a map of maps or program array: an
+        ``R_BPF_64_ABS64`` in ``.maps`` at slot ``i`` of the map's ``values`` member (its
+        last), against map (or program) ``x``."""
+        where = relocation.offset
+        owner = next(((name, var, offset) for name, var, offset, size
+                      in self.btf.datasec_vars(datasec) if offset <= where < offset + size),
+                     None)
+        if owner is None or relocation.type != R_BPF_64_ABS64:
+            raise ElfError(f"relocation at {where:#x} of .maps is not a .values initialiser "
+                           f"of a map", section.name, where)
+        name, var, offset = owner
+        spec = self.maps[name]
+        members = self.btf.members(self.btf.skip_qualifiers(self.btf.type(var).type))
+        values_at = members[-1].bit_offset // 8 if spec.init_slots is not None else None
+        if values_at is None or where - offset < values_at or (where - offset - values_at) % 8:
+            raise ElfError(f"map {name!r}: relocation at {where:#x} is not in the slots of its "
+                           f"__array(values, ...) member", section.name, where)
+        slot = (where - offset - values_at) // 8
+        if slot >= spec.max_entries:
+            raise ElfError(f"map {name!r}: .values initialises slot {slot}, but max_entries is "
+                           f"{spec.max_entries}", section.name, where)
+        target = relocation.symbol
+        code = 0 < target.shndx < len(self.elf.sections) and \
+            self.elf.sections[target.shndx].executable
+        if spec.type == MapType.PROG_ARRAY and code:
+            spec.init_slots[slot] = target.name
+        elif spec.type != MapType.PROG_ARRAY and (target.shndx, target.value) in \
+                self.map_symbols:
+            spec.init_slots[slot] = self.map_symbols[(target.shndx, target.value)]
+        else:
+            wanted = "a program" if spec.type == MapType.PROG_ARRAY else "a map of .maps"
+            raise ElfError(f"map {name!r}: .values[{slot}] refers to {target.name!r}, which is "
+                           f"not {wanted}", section.name, where)
+
+    def _check_init_slots(self, programs):
+        """Check that a program array's initialisers name programs (not .text functions)."""
+        for spec in self.maps.values():
+            for slot, target in (spec.init_slots or {}).items():
+                if spec.type == MapType.PROG_ARRAY and target not in programs:
+                    raise ElfError(f"map {spec.name!r}: .values[{slot}] is {target!r}, a "
+                                   f"function that is not a program (give it a SEC())", ".maps")
 
     def _legacy_maps(self, section):
         symbols = self.elf.symbols_in(section)
@@ -383,20 +441,53 @@ class ElfObject:
             self._add_map(_legacy_map(symbol, section, size), section, symbol.value)
 
     def _data_map(self, section):
+        """A global data section as a one-element array map (libbpf's internal maps):
+        read-only for programs and frozen if ``.rodata*``, memory-mappable when its BTF
+        DATASEC has a global (non-static) variable, each variable recorded by name."""
         name = object_name(section.name)
         btf_id = 0
         if self.btf is not None:
             btf_id = self.btf.find(section.name, Kind.DATASEC) or 0
         rodata = section.name.startswith(".rodata")
+        flags = MapFlags.RDONLY_PROG if rodata else 0
+        if btf_id and any(var.linkage for var in self._record_variables(section, btf_id)):
+            flags |= MapFlags.MMAPABLE
         spec = MapSpec(
             name=name, type=MapType.ARRAY, key_size=4, key_type=Int32ul,
-            value_size=section.size, max_entries=1,
-            flags=MapFlags.RDONLY_PROG if rodata else 0,
+            value_size=section.size, max_entries=1, flags=flags,
             data=None if section.type == SHT_NOBITS else section.data, freeze=rodata,
-            btf_value_type_id=btf_id,
+            btf_value_type_id=btf_id, section=section.name,
             value_type=construct_for(self.btf, btf_id) if btf_id else None)
         self._add_map(spec, section, 0)
         self.data_maps[section.index] = name
+
+    def _record_variables(self, section, datasec):
+        """The variables of a data section's DATASEC, remembered by name (a name already
+        taken by another section's variable as ``section:name``)."""
+        found = []
+        for var_name, var, offset, size in self.btf.datasec_vars(datasec):
+            if self.btf.kind(var) != Kind.VAR or offset + size > section.size:
+                raise BTFError(f"DATASEC {section.name!r} entry {var_name!r} is not a variable "
+                               f"inside the section", ".BTF")
+            t = self.btf.type(var)
+            variable = Variable(var_name, section.name, object_name(section.name), offset,
+                                size, t.type, self.btf, t.linkage)
+            key = var_name if var_name not in self.variables else f"{section.name}:{var_name}"
+            self.variables[key] = variable
+            found.append(variable)
+        return found
+
+    def _kconfig_map(self, size):
+        """The ``.kconfig`` map: the values of the .kconfig externs, read-only for programs,
+        filled and frozen by the loader (:func:`pybpf.externs.kconfig_data`)."""
+        btf_id = self.btf.find(externs.KCONFIG, Kind.DATASEC) or 0
+        if externs.KCONFIG in self.maps:
+            raise ElfError("a map is already called .kconfig", externs.KCONFIG)
+        self.maps[externs.KCONFIG] = MapSpec(
+            name=externs.KCONFIG, type=MapType.ARRAY, key_size=4, key_type=Int32ul,
+            value_size=size, max_entries=1, flags=MapFlags.RDONLY_PROG | MapFlags.MMAPABLE,
+            freeze=True, btf_value_type_id=btf_id, section=externs.KCONFIG,
+            value_type=construct_for(self.btf, btf_id) if btf_id else None)
 
     # -- programs -------------------------------------------------------------------------
 
@@ -450,7 +541,8 @@ class ElfObject:
             name=entry.name, type=prog_type, insns=linker.insns, license=self.license,
             section=entry.section.name, expected_attach_type=attach_type,
             attach_target=target, kern_version=self.kern_version,
-            func_info=linker.func_info(), line_info=linker.line_info())
+            func_info=linker.func_info(), line_info=linker.line_info(),
+            flags=section_prog_flags(entry.section.name), externs=linker.externs)
 
     def relocations_of(self, function: Function) -> Dict[int, Relocation]:
         """The relocations inside ``function``, by section byte offset."""
@@ -512,16 +604,23 @@ def _legacy_map(symbol, section, size):
 
 _BTF_MAP_INTS = {"type", "max_entries", "map_flags", "key_size", "value_size", "pinning",
                  "numa_node", "map_extra"}
+_MAP_IN_MAP = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
 
 
-def _btf_map(btf, name, var, section, offset):
-    """A MapSpec from the BTF of a ``.maps`` variable: a struct of __uint/__type fields."""
+def _btf_map(btf, name, var, section, offset, inner=False):
+    """A MapSpec from the BTF of a ``.maps`` variable: a struct of __uint/__type fields, and
+    for a map of maps or a program array an ``__array(values, ...)`` last member."""
     struct_id = btf.skip_qualifiers(btf.type(var).type) if btf.kind(var) == Kind.VAR \
-        else 0
+        else var if inner else 0
     if btf.kind(struct_id) != Kind.STRUCT:
         raise BTFError(f"map {name!r} is not a struct variable", section.name, offset)
     ints, types = {}, {}
-    for field, type_id, _, _ in btf.members(struct_id):
+    members = btf.members(struct_id)
+    for index, (field, type_id, _, _) in enumerate(members):
+        if field == "values":
+            types["values"] = _values_member(btf, name, type_id, index == len(members) - 1,
+                                             inner, section, offset)
+            continue
         pointer = btf.type(btf.skip_qualifiers(type_id))
         if pointer.kind != Kind.PTR:
             raise BTFError(f"map {name!r} field {field!r} is not a __uint/__type pointer",
@@ -536,9 +635,35 @@ def _btf_map(btf, name, var, section, offset):
             types[field] = pointer.type
         else:
             raise ElfError(f"map {name!r} has field {field!r}, which pybpf does not support "
-                           f"(known: {', '.join(sorted(_BTF_MAP_INTS))}, key, value)",
+                           f"(known: {', '.join(sorted(_BTF_MAP_INTS))}, key, value, values)",
                            section.name, offset)
     return _btf_map_spec(btf, name, ints, types, section, offset)
+
+
+def _values_member(btf, name, type_id, last, inner, section, offset):
+    """The ``__array(values, ...)`` member of a map of maps (the inner map's struct id) or of
+    a program array (0): a zero-length array of pointers, the map's last member."""
+    if inner:
+        raise ElfError(f"map {name!r}: an inner map cannot itself hold maps", section.name,
+                       offset)
+    if not last:
+        raise ElfError(f"map {name!r}: __array(values, ...) must be the last member",
+                       section.name, offset)
+    array = btf.type(btf.skip_qualifiers(type_id))
+    if array.kind != Kind.ARRAY or array.array.nelems:
+        raise BTFError(f"map {name!r}: values must be an array of 0 elements (__array)",
+                       section.name, offset)
+    pointer = btf.type(btf.skip_qualifiers(array.array.type))
+    if pointer.kind != Kind.PTR:
+        raise BTFError(f"map {name!r}: values must be an array of pointers", section.name,
+                       offset)
+    target = btf.skip_qualifiers(pointer.type)
+    if btf.kind(target) == Kind.FUNC_PROTO:
+        return 0
+    if btf.kind(target) != Kind.STRUCT:
+        raise BTFError(f"map {name!r}: values must point to an inner map definition "
+                       f"(a struct) or to programs (a function)", section.name, offset)
+    return target
 
 
 def _btf_map_spec(btf, name, ints, types, section, offset):
@@ -548,8 +673,14 @@ def _btf_map_spec(btf, name, ints, types, section, offset):
     pinning = ints.get("pinning", 0)
     if pinning not in (0, LIBBPF_PIN_BY_NAME):
         raise ElfError(f"map {name!r} has unsupported pinning {pinning}", section.name, offset)
+    map_type = _map_type(ints["type"], name, section, offset)
+    inner_map, init_slots = None, None
+    if "values" in types:
+        inner_map = _values_spec(btf, name, map_type, types, ints, section, offset)
+        init_slots = {}  # filled from the .values relocations
+        ints["value_size"] = 4  # a map or program fd
     return MapSpec(
-        name=name, type=_map_type(ints["type"], name, section, offset),
+        name=name, type=map_type,
         key_size=btf.size_of(key_id) if key_id else ints.get("key_size", 0),
         value_size=btf.size_of(value_id) if value_id else ints.get("value_size", 0),
         max_entries=ints.get("max_entries", 0), flags=ints.get("map_flags", 0),
@@ -557,7 +688,24 @@ def _btf_map_spec(btf, name, ints, types, section, offset):
         pinning="by_name" if pinning else None,
         btf_key_type_id=key_id, btf_value_type_id=value_id,
         key_type=construct_for(btf, key_id) if key_id else None,
-        value_type=construct_for(btf, value_id) if value_id else None)
+        value_type=construct_for(btf, value_id) if value_id else None,
+        inner_map=inner_map, init_slots=init_slots)
+
+
+def _values_spec(btf, name, map_type, types, ints, section, offset):
+    """The inner map template of a map of maps (None for a program array), checking that the
+    ``values`` member suits the map type and that no value type contradicts it."""
+    if types.get("value") or ints.get("value_size", 4) != 4:
+        raise ElfError(f"map {name!r}: __array(values, ...) holds 4-byte fds; it cannot also "
+                       f"have a value type or size", section.name, offset)
+    inner = types["values"]
+    if map_type == MapType.PROG_ARRAY and not inner:
+        return None
+    if map_type not in _MAP_IN_MAP or not inner:
+        raise ElfError(f"map {name!r}: __array(values, ...) needs a map of maps (with an inner "
+                       f"map definition) or a program array (with a function type)",
+                       section.name, offset)
+    return _btf_map(btf, f"{name}.inner", inner, section, offset, inner=True)
 
 
 def decode_section(section):
@@ -598,6 +746,7 @@ class _Linker:
         self.entry = entry
         self.placed: List[tuple] = []  # (function, first slot in the program)
         self.insns: List[Instruction] = []
+        self.externs: Dict[str, object] = {}  # the .ksyms externs the program refers to
         queue, seen = [entry], {id(entry)}
         while queue:
             function = queue.pop(0)
@@ -649,9 +798,12 @@ class _Linker:
     def _relocate(self, insn, relocation, section, where):
         """Give ``insn`` the symbolic meaning of its relocation; returns referenced functions."""
         symbol = relocation.symbol
+        if symbol.shndx == SHN_UNDEF and symbol.name in self.obj.externs:
+            return self._extern(insn, relocation, self.obj.externs[symbol.name], section,
+                                where)
         if symbol.shndx == SHN_UNDEF or symbol.shndx < 0:
             raise ElfError(f"reference to {symbol.name or 'an absolute symbol'!r}, which is "
-                           "not defined in this object (extern, kfunc or ksym: not supported)",
+                           "not defined in this object nor an extern (__kconfig, __ksym)",
                            section.name, where)
         target = self.obj.elf.sections[symbol.shndx]
         local_call = insn.opcode == oc.JMP | oc.CALL and insn.src == abi.PSEUDO_CALL
@@ -665,6 +817,30 @@ class _Linker:
         raise ElfError(f"unsupported relocation {RELOC_NAMES.get(relocation.type, 'type')} "
                        f"({relocation.type}) on instruction opcode {insn.opcode:#04x} against "
                        f"{symbol.name!r}", section.name, where)
+
+    def _extern(self, insn, relocation, ext, section, where):
+        """An instruction that uses an extern: a 64-bit load of a .kconfig value becomes a
+        load of its address in the ``.kconfig`` map; a kfunc call and a 64-bit load of a
+        kernel symbol keep the extern's name in ``ref``, for :mod:`pybpf.ksyms` to resolve
+        when the program is loaded."""
+        call = insn.opcode == oc.JMP | oc.CALL
+        load = insn.opcode == oc.LD_IMM64 and relocation.type == R_BPF_64_64
+        if call and relocation.type == R_BPF_64_32 and ext.func:
+            insn.src, insn.off, insn.imm, insn.ref = abi.PSEUDO_KFUNC_CALL, 0, 0, ext.name
+        elif load and ext.section == externs.KCONFIG:
+            offset = ext.offset + (insn.imm & 0xFFFFFFFF)  # REL: the addend is in the insn
+            insn.src, insn.imm, insn.ref = abi.PSEUDO_MAP_VALUE, offset << 32, externs.KCONFIG
+            return []
+        elif load:
+            insn.src = abi.PSEUDO_BTF_ID if ext.type_id else 0
+            insn.imm, insn.ref = 0, ext.name
+        else:
+            use = "called" if call else f"used by instruction opcode {insn.opcode:#04x}"
+            raise ElfError(f"extern {ext.name!r} ({ext.section}) is {use}: only kfuncs are "
+                           f"called, and variables are used through a 64-bit load of their "
+                           f"address", section.name, where)
+        self.externs[ext.name] = ext
+        return []
 
     def _relocate_load(self, insn, symbol, target, section, where):
         """``ld_imm64`` of a map, of a global variable (map value + offset) or of a function."""

@@ -148,6 +148,15 @@ class NotSupportedError(BPFError):
     """The running kernel lacks a feature; the message names the minimum kernel version."""
 
 
+class ExternError(BPFError):
+    """An ``extern`` (``__kconfig``, ``__ksym``, a kfunc) that cannot be resolved on this
+    kernel, or whose value does not fit its type; ``name`` is the extern."""
+
+    def __init__(self, message, name=None):
+        super().__init__(message)
+        self.name = name
+
+
 class ElfError(BPFError):
     """A malformed or unsupported ELF object; ``section`` and ``offset`` say where."""
 

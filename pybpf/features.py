@@ -21,6 +21,7 @@ from . import layouts, libc, syscalls
 from .abi import AttachType, Cmd, MapFlags, MapType, ProgType
 from .errnos import ENOTSUPP
 from .errors import NotSupportedError, SyscallError
+from .helpers import HELPERS
 from .host import kernel_release
 
 _NOT_SUPPORTED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP, errno.E2BIG})
@@ -266,6 +267,18 @@ def _prog_type(prog_type):
         raise ValueError(f"{prog_type.name} programs are probed by their attach feature")
     try:
         return _close(load_probe_program(prog_type, _PROBE_ATTACH_TYPES.get(prog_type, 0)))
+    except SyscallError as exc:
+        return not _refused(exc)
+
+
+@feature("bpf_cookie", "bpf cookies (bpf_get_attach_cookie)", "5.15")
+def _bpf_cookie():
+    """libbpf's probe (LINUX_HAS_BPF_COOKIE): a KPROBE program calling
+    bpf_get_attach_cookie() loads."""
+    call_cookie = bytes.fromhex("85000000") + HELPERS["get_attach_cookie"].to_bytes(4, "little")
+    try:
+        return _close(syscalls.prog_load(ProgType.KPROBE, call_cookie + RET0[8:], "GPL",
+                                         name="pybpf_probe")[0])
     except SyscallError as exc:
         return not _refused(exc)
 

@@ -8,15 +8,20 @@
 - **File systems**: pinning needs a bpf file system (bpffs); which file system a path is on is
   read from ``/proc/self/mounts``.
 - **The kernel release**: ``uname -r``, as (major, minor, patch), for messages and for the
-  ``LINUX_KERNEL_VERSION`` of objects.
+  ``LINUX_KERNEL_VERSION`` of objects (Ubuntu's /proc/version_signature gives the real one).
+- **The kernel's configuration** (``/boot/config-$(uname -r)`` or ``/proc/config.gz``) and
+  **symbols** (``/proc/kallsyms``), which objects' ``__kconfig`` and ``__ksym`` externs read.
+- **perf_event_max_stack**: the most frames a stack trace map may hold per stack.
 - **What a process holds**: each bpf object fd a process has open shows the object's id in
   ``/proc/<pid>/fdinfo/<fd>`` (``prog_id:``, ``map_id:``, ``link_id:``).
 """
 
+import gzip
 import os
 import re
+import zlib
 
-from .errors import UsageError
+from .errors import ExternError, UsageError
 
 BPFFS = "/sys/fs/bpf"  # where a bpf file system is mounted by convention
 
@@ -124,3 +129,62 @@ def held_bpf_ids(pid, kind):
         if found:
             ids.add(int(found.group(1)))
     return ids
+
+
+def kernel_version_release():
+    """The release LINUX_KERNEL_VERSION is computed from, as libbpf picks it: the third field
+    of Ubuntu's /proc/version_signature (``Ubuntu 5.4.0-12.15-generic 5.4.8``: its kernel
+    expects 5.4.8, not uname's 5.4.0) when there is one, else ``uname -r``."""
+    try:
+        with open("/proc/version_signature") as f:
+            fields = f.read().split()
+        if len(fields) >= 3:
+            return fields[2]
+    except OSError:
+        pass
+    return os.uname().release
+
+
+def kernel_config(path=None):
+    """The text of the kernel's configuration: the file ``path`` (plain or gzip) when given,
+    else ``/boot/config-$(uname -r)``, else ``/proc/config.gz`` (libbpf's order).
+    ExternError saying where it looked when there is none."""
+    paths = [path] if path is not None else [f"/boot/config-{os.uname().release}",
+                                             "/proc/config.gz"]
+    for candidate in paths:
+        try:
+            with open(candidate, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            if path is not None:
+                raise ExternError(f"cannot read the kernel config {path}: {exc.strerror}"
+                                  ) from None
+            continue
+        try:
+            return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode(
+                "utf-8", "replace")
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ExternError(f"the kernel config {candidate} is not readable gzip: {exc}"
+                              ) from None
+    raise ExternError("CONFIG_* externs need the kernel's configuration, which is in neither "
+                      f"{' nor '.join(paths)} (the kernel needs CONFIG_IKCONFIG_PROC; or give "
+                      "a config file: Collection(spec, kconfig=PATH))")
+
+
+def kallsyms():
+    """The text of /proc/kallsyms (addresses are zero unless this process may see them)."""
+    try:
+        with open("/proc/kallsyms") as f:
+            return f.read()
+    except OSError as exc:
+        raise ExternError(f"typeless ksyms need /proc/kallsyms: {exc.strerror}") from None
+
+
+def perf_event_max_stack():
+    """``kernel.perf_event_max_stack``: the most frames a stack trace may hold (127 by
+    default), None when it cannot be read."""
+    try:
+        with open("/proc/sys/kernel/perf_event_max_stack") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None

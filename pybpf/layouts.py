@@ -120,6 +120,12 @@ bpf_map_info = Layout("bpf_map_info", "<LLLLLL16sLLQQLLLLQ", (
     "btf_value_type_id", "btf_vmlinux_id", "map_extra",
 ))
 
+#: struct bpf_btf_info: ``name`` is the address of a buffer of ``name_len`` bytes the kernel
+#: fills with the BTF object's name ("vmlinux", a module's name; "" for a program's BTF)
+bpf_btf_info = Layout("bpf_btf_info", "<QLLQLL", (
+    "btf", "btf_size", "id", "name", "name_len", "kernel_btf",
+))
+
 #: struct bpf_link_info: the common head; the per-type union stays raw bytes
 bpf_link_info = Layout("bpf_link_info", "<LLL4x48s", (
     "type", "id", "prog_id", "details",

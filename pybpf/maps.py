@@ -47,10 +47,11 @@ from contextlib import ExitStack, suppress
 from typing import Any, List, Tuple, Union
 
 from . import errnos, features, syscalls
-from .abi import Cmd, MapType, UpdateFlags
+from .abi import Cmd, MapFlags, MapType, UpdateFlags
+from .errnos import ENOTSUPP
 from .errors import MapError, MapKeyError, SyscallError, UsageError
-from .fd import FD, KernelObject
-from .host import possible_cpus
+from .fd import FD, KernelObject, map_shared
+from .host import perf_event_max_stack, possible_cpus
 from .spec import MapSpec
 
 DEFAULT_CHUNK = 16384  # elements asked for per batch system call
@@ -63,6 +64,14 @@ KEYLESS_TYPES = RING_TYPES | {MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER
 PAGE_SIZE = mmap.PAGESIZE
 READERS = {MapType.RINGBUF: "pybpf.ringbuf.RingBuffer",  # what reads the records of a map
            MapType.PERF_EVENT_ARRAY: "pybpf.perfbuf.PerfBuffer"}
+# Map types whose keys and values are fds, stack frames or nothing, which the kernel refuses
+# to describe with BTF (ENOTSUPP or EINVAL): libbpf creates them without BTF key/value types.
+BTF_REFUSED = frozenset({
+    MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY, MapType.STACK_TRACE,
+    MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.DEVMAP, MapType.DEVMAP_HASH,
+    MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP, MapType.SOCKHASH, MapType.QUEUE,
+    MapType.STACK})
+_NO_BTF_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
 _REOPEN = "open it again (Map.from_pinned / Map.from_id) to use it"
 
 
@@ -75,14 +84,36 @@ def _map_type(value):
 
 
 def kernel_spec(spec: MapSpec) -> MapSpec:
-    """``spec`` as the kernel must get it, checked before ``BPF_MAP_CREATE``: a ring buffer's
-    size (the kernel answers a bad one with a bare EINVAL), and a ``PERF_EVENT_ARRAY``
-    declared without ``max_entries`` sized to the possible CPUs, as libbpf does."""
+    """``spec`` as the kernel must get it, as libbpf adjusts it, checked before
+    ``BPF_MAP_CREATE`` (where the kernel would answer a bare EINVAL):
+
+    - a ring buffer's size, and a stack trace map's frames (``perf_event_max_stack``);
+    - a ``PERF_EVENT_ARRAY`` declared without ``max_entries`` gets one slot per possible CPU;
+    - the map types in :data:`BTF_REFUSED` lose their BTF key/value type ids;
+    - a global data map (``spec.section``) loses ``BPF_F_MMAPABLE`` on kernels before 5.5.
+    """
     if spec.type in RING_TYPES:
         check_ring_size(spec.max_entries, f"map {spec.name!r}", MapType(spec.type).name)
+    if spec.type == MapType.STACK_TRACE:
+        _check_stack_size(spec)
     if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
-        return spec.copy(max_entries=possible_cpus())
+        spec = spec.copy(max_entries=possible_cpus())
+    if spec.type in BTF_REFUSED and (spec.btf_key_type_id or spec.btf_value_type_id):
+        spec = spec.copy(btf_key_type_id=0, btf_value_type_id=0)
+    if spec.section and spec.flags & MapFlags.MMAPABLE and not features.have("mmapable_array"):
+        spec = spec.copy(flags=spec.flags & ~MapFlags.MMAPABLE)
     return spec
+
+
+def _check_stack_size(spec):
+    """UsageError unless a STACK_TRACE map's value (8 bytes per frame) holds at most
+    ``kernel.perf_event_max_stack`` frames, as BPF_MAP_CREATE demands."""
+    frames, most = spec.value_size // 8, perf_event_max_stack()
+    if spec.value_size % 8 or not spec.value_size or (most is not None and frames > most):
+        raise UsageError(f"map {spec.name!r}: a STACK_TRACE map's value_size is 8 bytes per "
+                         f"frame, at most perf_event_max_stack ({most}) frames: "
+                         f"{spec.value_size} is not; use {8 * (most or 127)} or less, or "
+                         f"raise sysctl kernel.perf_event_max_stack")
 
 
 def check_ring_size(size, what, type_name="RINGBUF"):
@@ -264,7 +295,7 @@ class Map(KernelObject, MutableMapping):
     def __init__(self, spec: MapSpec, *, btf_fd: int = 0):
         spec = kernel_spec(spec)
         self._bind(spec)
-        self._fd = FD(self._create(spec, btf_fd), f"map {spec.name!r}", _REOPEN)
+        self._fd = FD(self._create_or_without_btf(btf_fd), f"map {spec.name!r}", _REOPEN)
         self._fill(spec)
 
     # --- construction -------------------------------------------------------------------
@@ -312,6 +343,7 @@ class Map(KernelObject, MutableMapping):
     def _bind(self, spec):
         """Remember ``spec`` and compile its key/value codecs (checking the sizes up front)."""
         self._pinned = None
+        self._mmap = None
         self.spec = spec
         self.type = _map_type(spec.type)
         self._ncpus = possible_cpus() if self.type in PERCPU_TYPES else 1
@@ -320,18 +352,33 @@ class Map(KernelObject, MutableMapping):
         self._values = _codec("value", spec.value_type, spec.value_size, stride)
         self._value_bytes = stride * self._ncpus
 
+    def _create_or_without_btf(self, btf_fd):
+        """``BPF_MAP_CREATE``; refused with BTF key/value types, once more without them (as
+        libbpf retries: the map is the same, only its BTF description is lost)."""
+        spec = self.spec
+        try:
+            return self._create(spec, btf_fd)
+        except SyscallError as exc:
+            described = spec.btf_key_type_id or spec.btf_value_type_id
+            if not btf_fd or not described or exc.errno not in _NO_BTF_ERRNOS:
+                raise
+        self.spec = spec.copy(btf_key_type_id=0, btf_value_type_id=0)
+        return self._create(self.spec, 0)
+
     @staticmethod
     def _create(spec, btf_fd):
-        """``BPF_MAP_CREATE``; a map of maps gets a temporary inner map as its template."""
+        """``BPF_MAP_CREATE``; a map of maps gets a temporary inner map as its template (with
+        the same BTF). Key/value type ids are passed only with the BTF they are ids in."""
         features.ensure_memlock()
         with ExitStack() as stack:
             inner_fd = 0
             if spec.inner_map is not None:
-                inner_fd = stack.enter_context(Map(spec.inner_map)).fd
+                inner_fd = stack.enter_context(Map(spec.inner_map, btf_fd=btf_fd)).fd
             return syscalls.map_create(
                 spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags,
                 spec.name, inner_map_fd=inner_fd, numa_node=spec.numa_node, btf_fd=btf_fd,
-                btf_key_type_id=spec.btf_key_type_id, btf_value_type_id=spec.btf_value_type_id,
+                btf_key_type_id=spec.btf_key_type_id if btf_fd else 0,
+                btf_value_type_id=spec.btf_value_type_id if btf_fd else 0,
                 map_extra=spec.map_extra)
 
     def _fill(self, spec):
@@ -669,6 +716,32 @@ class Map(KernelObject, MutableMapping):
         value = syscalls.map_lookup_elem(fd, raw_key, self._value_bytes)
         syscalls.map_delete_elem(fd, raw_key)
         return value
+
+    # --- memory mapping (BPF_F_MMAPABLE arrays) -------------------------------------------
+
+    def mmap(self):
+        """The map's values mapped into this process (an ``mmap.mmap``, cached): an ARRAY
+        created with ``BPF_F_MMAPABLE`` (global data, as libbpf's skeletons read and write it)
+        is one block of ``max_entries`` values, each ``value_size`` rounded up to 8 bytes.
+        Read-write, or read-only when the map is frozen or read-only for user space.
+        Reads and writes go straight to the kernel's memory, seen by programs at once."""
+        if self._mmap is None:
+            if self.type != MapType.ARRAY or not self.spec.flags & MapFlags.MMAPABLE:
+                raise UsageError(f"map {self.name!r} cannot be memory-mapped: only ARRAY maps "
+                                 f"created with BPF_F_MMAPABLE can (global data is, on "
+                                 f"kernels >= 5.5)")
+            size = _round_up8(self.value_size) * self.max_entries
+            length = (size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
+            writable = not (self.spec.freeze or self.spec.flags & MapFlags.RDONLY)
+            self._mmap = map_shared(self.fd, length, 0, writable, f"map {self.name!r}")
+        return self._mmap
+
+    def close(self) -> None:
+        """Unmap :meth:`mmap`'s memory and close the fd (safe to call twice)."""
+        if self._mmap is not None:
+            self._mmap.close()
+            self._mmap = None
+        super().close()
 
     # --- life cycle -----------------------------------------------------------------------
 

@@ -12,18 +12,15 @@ from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
-from . import asm, features, syscalls
+from . import asm, features, ksyms, syscalls
 from .abi import ProgType
 from .btf import core
 from .btf.kernel import running_kernel
-from .errors import (
-    NotSupportedError, SyscallError, UsageError, VerifierError, errno_name,
-)
+from .errors import SyscallError, UsageError, VerifierError, errno_name
 from .fd import FD, KernelObject
 from .spec import ProgramSpec
 
 EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
-_NEEDS_ATTACH_BTF_ID = (ProgType.TRACING, ProgType.LSM, ProgType.EXT, ProgType.STRUCT_OPS)
 
 
 class TestRun(namedtuple("TestRun", "retval duration_ns data ctx")):
@@ -41,23 +38,30 @@ class Program(KernelObject):
     ``log_level`` > 0 the verifier log is kept in :attr:`verifier_log` even on success.
     Instructions with CO-RE relocations are relocated against ``kernel_btf`` (a
     :class:`~pybpf.btf.kernel.KernelBTF`; by default the running kernel's, read on first need).
+    Kernel symbols (kfunc calls, ``__ksym`` loads, the target of a fentry/tp_btf/lsm/iter
+    program) are found by ``resolver`` (a :class:`~pybpf.ksyms.Resolver`; by default one for
+    this load, on the running kernel).
     """
 
     def __init__(self, spec: ProgramSpec, maps: Optional[Mapping] = None, *, log_level: int = 0,
-                 btf_fd: int = 0, kernel_btf=None):
+                 btf_fd: int = 0, kernel_btf=None, resolver=None):
         self.spec = spec
         self.name = spec.name
         self.type = _prog_type(spec.type)
         if not isinstance(spec.license, str):
             raise UsageError(f"program {self.name!r}: license must be a string such as "
                              f"\"GPL\", not {spec.license!r}")
-        if self.type in _NEEDS_ATTACH_BTF_ID:
-            raise NotSupportedError(
-                f"program {self.name!r} ({spec.section or self.type.name}) needs the BTF id of "
-                f"its kernel target (attach_btf_id), which pybpf does not resolve yet; "
-                f"fentry/fexit/lsm/freplace/struct_ops programs cannot be loaded")
-        self.insns = asm.resolve(_relocated(spec, kernel_btf), maps)
-        fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, btf_fd)
+        own = resolver is None
+        resolver = resolver if resolver is not None else ksyms.Resolver()
+        try:
+            target = resolver.attach_target(spec, self.type)
+            insns = resolver.bind(_relocated(spec, kernel_btf), spec.externs, self.name)
+            self.insns = asm.resolve(insns, maps)
+            options = self._load_options(btf_fd, target, resolver.fd_array())
+            fd, self.verifier_log = self._load(asm.assemble(self.insns), log_level, options)
+        finally:
+            if own:
+                resolver.close()
         self._fd = FD(fd, f"program {self.name!r}")
 
     @classmethod
@@ -71,9 +75,8 @@ class Program(KernelObject):
 
     # --- loading ------------------------------------------------------------------------
 
-    def _load(self, code, log_level, btf_fd):
+    def _load(self, code, log_level, options):
         """(fd, log): without a log first; with a growing one to explain a failure."""
-        options = self._load_options(btf_fd)
         if log_level:
             return self._load_with_log(code, log_level, options)
         try:
@@ -82,11 +85,15 @@ class Program(KernelObject):
             pass  # load again with a log, to say why
         return self._load_with_log(code, 1, options)
 
-    def _load_options(self, btf_fd):
-        """The keyword arguments of :func:`syscalls.prog_load` that come from the spec."""
+    def _load_options(self, btf_fd, target, fd_array):
+        """The keyword arguments of :func:`syscalls.prog_load`: the spec's, the BTF-typed
+        target ``(attach_btf_id, attach_btf_obj_fd)`` and the kfuncs' module BTF fds."""
         spec = self.spec
+        attach_btf_id, attach_btf_obj_fd = target
         options = dict(license=spec.license, name=spec.name, kern_version=spec.kern_version,
-                       expected_attach_type=spec.expected_attach_type)
+                       expected_attach_type=spec.expected_attach_type, prog_flags=spec.flags,
+                       attach_btf_id=attach_btf_id, attach_btf_obj_fd=attach_btf_obj_fd,
+                       fd_array=fd_array or None)
         if btf_fd and spec.func_info:
             options.update(prog_btf_fd=btf_fd, func_info=spec.func_info,
                            line_info=spec.line_info or b"")

@@ -29,6 +29,7 @@ from .spec import object_name
 
 LOG_SIZE = 64 * 1024  # first verifier/BTF log buffer; grown on ENOSPC
 LOG_SIZE_MAX = 0xFFFFFFFF >> 2  # the largest log the kernel accepts (UINT32_MAX >> 2)
+MODULE_NAME_LEN = 64  # the kernel's MODULE_NAME_LEN: room for a BTF object's name
 
 _FD_COMMANDS = frozenset({
     Cmd.MAP_CREATE, Cmd.PROG_LOAD, Cmd.OBJ_GET, Cmd.PROG_GET_FD_BY_ID, Cmd.MAP_GET_FD_BY_ID,
@@ -237,8 +238,12 @@ def _log_text(buf):
 def prog_load(prog_type, insns, license="GPL", *, name="", log_level=0, log_size=0,
               kern_version=0, prog_flags=0, expected_attach_type=0, prog_btf_fd=0,
               func_info=b"", func_info_rec_size=8, line_info=b"", line_info_rec_size=16,
-              attach_btf_id=0, fd_array=None):
+              attach_btf_id=0, attach_btf_obj_fd=0, fd_array=None):
     """BPF_PROG_LOAD: (fd, verifier log) for raw instruction bytes ``insns``.
+
+    ``attach_btf_id`` names the kernel function, tracepoint or hook a BTF-typed program
+    (fentry, tp_btf, lsm, iter...) is for, in vmlinux's BTF or, with ``attach_btf_obj_fd``,
+    in a module's; ``fd_array`` holds the module BTF fds that kfunc calls index (insn.off).
 
     A failure with a verifier log raises VerifierError; every failure's exception carries
     ``.log`` and ``.log_true_size`` (the log size the kernel wanted, 0 before 6.4).
@@ -257,7 +262,8 @@ def prog_load(prog_type, insns, license="GPL", *, name="", log_level=0, log_size
         func_info_cnt=len(func_info) // func_info_rec_size if func_info else 0,
         line_info_rec_size=line_info_rec_size if line_info else 0, line_info=_ptr(line_info_buf),
         line_info_cnt=len(line_info) // line_info_rec_size if line_info else 0,
-        attach_btf_id=attach_btf_id, fd_array=_ptr(fds)))
+        attach_btf_id=attach_btf_id, attach_prog_fd=attach_btf_obj_fd,  # one union member
+        fd_array=_ptr(fds)))
     try:
         fd = bpf(Cmd.PROG_LOAD, attr, capability=capability_for(Cmd.PROG_LOAD, prog_type))
     except SyscallError as exc:
@@ -394,6 +400,31 @@ def map_get_fd_by_id(map_id):
 def link_get_fd_by_id(link_id):
     """BPF_LINK_GET_FD_BY_ID: an fd for the link with this id."""
     return _get_fd_by_id(Cmd.LINK_GET_FD_BY_ID, link_id)
+
+
+def btf_get_next_id(start_id):
+    """BPF_BTF_GET_NEXT_ID: the next BTF object's id after ``start_id`` (vmlinux, modules,
+    programs' BTF), or None."""
+    return _get_next_id(Cmd.BTF_GET_NEXT_ID, start_id)
+
+
+def btf_get_fd_by_id(btf_id):
+    """BPF_BTF_GET_FD_BY_ID: an fd for the BTF object with this id."""
+    return _get_fd_by_id(Cmd.BTF_GET_FD_BY_ID, btf_id)
+
+
+def btf_info(fd):
+    """``struct bpf_btf_info`` of a BTF object's fd as a dict, ``name`` decoded (its
+    "vmlinux" or module name; "" for the BTF of a loaded object)."""
+    name = _buffer(MODULE_NAME_LEN)
+    layout = layouts.bpf_btf_info
+    info = _buffer(layout.size)
+    ctypes.memmove(info, layout.pack(name=_ptr(name), name_len=MODULE_NAME_LEN), layout.size)
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, layouts.InfoAttr.pack(bpf_fd=fd, info_len=layout.size,
+                                                      info=ctypes.addressof(info)))
+    fields = layout.unpack(info)
+    fields["name"] = name.value.decode("utf-8", "replace")
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------

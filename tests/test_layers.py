@@ -20,6 +20,7 @@ LAYERS = {
     "pybpf.attrs": PURE, "pybpf.sections": PURE, "pybpf.verifier": PURE, "pybpf.btf": PURE,
     "pybpf.elf": PURE, "pybpf.objdump": PURE, "pybpf.disasm": PURE, "pybpf.argtypes": PURE,
     "pybpf.signals": PURE, "pybpf.asm": PURE, "pybpf.explain": PURE,
+    "pybpf.externs": PURE, "pybpf.variables": PURE,
     # the system calls and what they need to know about the host
     "pybpf.libc": SYSTEM, "pybpf.host": SYSTEM, "pybpf.errnos": SYSTEM,
     "pybpf.syscalls": SYSTEM, "pybpf.perf": SYSTEM, "pybpf.tracefs": SYSTEM,
@@ -27,7 +28,7 @@ LAYERS = {
     # kernel objects a user holds
     "pybpf.maps": OBJECTS, "pybpf.program": OBJECTS, "pybpf.attach": OBJECTS,
     "pybpf.collection": OBJECTS, "pybpf.events": OBJECTS, "pybpf.ringbuf": OBJECTS,
-    "pybpf.perfbuf": OBJECTS,
+    "pybpf.perfbuf": OBJECTS, "pybpf.ksyms": OBJECTS,
     # the command line
     "pybpf.cli": CLI, "pybpf.__main__": CLI,
     "programs": PROGRAMS,

@@ -162,14 +162,15 @@ def test_info_counts_runs_with_stats_enabled():
         os.close(stats)
 
 
-def test_programs_needing_a_kernel_btf_target_are_refused_clearly():
-    spec = ProgramSpec(name="on_open", type=ProgType.TRACING, insns=ret(0),
-                       section="fentry/do_sys_open")
-    with pytest.raises(NotSupportedError, match=r"program 'on_open' \(fentry/do_sys_open\) "
-                                                 "needs the BTF id"):
+def test_freplace_and_struct_ops_programs_are_refused_clearly():
+    spec = ProgramSpec(name="replace", type=ProgType.EXT, insns=ret(0), section="freplace/f")
+    with pytest.raises(NotSupportedError, match="replace.*freplace/f.*attach_prog_fd"):
         Program(spec)
-    spec.section = ""
-    with pytest.raises(NotSupportedError, match=r"program 'on_open' \(TRACING\) needs"):
+    spec = ProgramSpec(name="ops", type=ProgType.STRUCT_OPS, insns=ret(0), section="struct_ops")
+    with pytest.raises(NotSupportedError, match="'ops' \\(struct_ops\\).*struct_ops map"):
+        Program(spec)
+    spec = ProgramSpec(name="on_open", type=ProgType.TRACING, insns=ret(0))
+    with pytest.raises(UsageError, match=r"program 'on_open' \(TRACING\) needs a target"):
         Program(spec)
 
 

@@ -39,6 +39,7 @@ KERNEL_SIZES = {
     "BtfLoadAttr": 32, "LinkCreateAttr": 24, "EnableStatsAttr": 4,
     # sizeof(struct ...) up to the last field declared
     "PerfEventAttr": 72, "bpf_prog_info": 232, "bpf_map_info": 88, "bpf_link_info": 64,
+    "bpf_btf_info": 32,
     "perf_event_mmap_page": 1056,
 }
 DECLARED = sorted(name for name, value in vars(attrs).items() if isinstance(value, Struct))
@@ -124,7 +125,7 @@ def _btf_members():
     by_name = {names[t]: t for t in kinds if kinds[t] in ("STRUCT", "UNION")}
     structs = {name: flatten(by_name[name], 0, {}) for name in
                ("perf_event_attr", "bpf_prog_info", "bpf_map_info", "bpf_link_info",
-                "perf_event_mmap_page")}
+                "bpf_btf_info", "perf_event_mmap_page")}
     for index, (name, sub, _) in enumerate(members[by_name["bpf_attr"]]):
         structs[f"bpf_attr.{name}#{index}"] = flatten(sub, 0, {})
     return structs
@@ -152,7 +153,7 @@ def test_every_field_offset_matches_the_kernels_btf():
     kernel = _btf_members()
     named = {"PerfEventAttr": "perf_event_attr", "bpf_prog_info": "bpf_prog_info",
              "bpf_map_info": "bpf_map_info", "bpf_link_info": "bpf_link_info",
-             "perf_event_mmap_page": "perf_event_mmap_page"}
+             "bpf_btf_info": "bpf_btf_info", "perf_event_mmap_page": "perf_event_mmap_page"}
     for name in DECLARED:
         ours = _offsets(name)
         if name in named:

@@ -521,6 +521,16 @@ def types_are_compatible(local_btf, local_id, btf, type_id, level=MAX_DEPTH) -> 
     raise _Failure(f"types nest deeper than {MAX_DEPTH}")
 
 
+def compatible(local_btf, local_id, btf, type_id) -> bool:
+    """:func:`types_are_compatible`, False (instead of an error) for types that nest too
+    deeply or are malformed: how a ``__ksym`` extern's type is checked against the kernel's
+    variable or kfunc, as libbpf checks it."""
+    try:
+        return types_are_compatible(local_btf, local_id, btf, type_id)
+    except (_Failure, BTFError):
+        return False
+
+
 def types_match(local_btf, local_id, btf, type_id, behind_ptr=False, level=MAX_DEPTH) -> bool:
     """libbpf's ``bpf_core_types_match`` (TYPE_MATCHES): same names (flavours aside) and
     kinds; every local member has a member of the same name and matching type in the

@@ -251,6 +251,13 @@ class BTF:
         """The name of a type ("" for anonymous types and void)."""
         return self.type(type_id).name if type_id else ""
 
+    def name_offset(self, type_id: int) -> int:
+        """The string-table offset of a type's name (0 for anonymous types and void)."""
+        if type_id < self.first_id:
+            return self.base.name_offset(type_id) if type_id else 0
+        self._start(type_id)  # range check
+        return self._names[type_id - self.first_id]
+
     def kind(self, type_id: int) -> Kind:
         """The kind of a type (UNKN for void), read without decoding the type."""
         if type_id < self.first_id:
@@ -534,16 +541,20 @@ class BTF:
 
     # -- preparing for the kernel ---------------------------------------------------------
 
-    def fixup_datasecs(self, section_sizes: Dict[str, int], symbols: Dict[tuple, int]):
+    def fixup_datasecs(self, section_sizes: Dict[str, int], symbols: Dict[tuple, int],
+                       skip=()):
         """Set DATASEC sizes and variable offsets from the ELF (as libbpf does), in place.
 
         ``section_sizes`` maps ELF section names to sizes, ``symbols`` maps
         ``(section name, variable name)`` to the symbol's value (its offset in the section).
-        The variables are then sorted by offset: the kernel wants them in order.
+        The variables are then sorted by offset: the kernel wants them in order. DATASECs
+        named in ``skip`` (``.kconfig``, ``.ksyms``: externs, no ELF section) are left to
+        the loader's extern step.
         """
-        w = self._words
         for type_id in self.ids((Kind.DATASEC,)):
             section = self.name(type_id)
+            if section in skip:
+                continue
             if section not in section_sizes:
                 self._fail(f"DATASEC {section!r} names no ELF section", type_id)
             size = section_sizes[section]
@@ -553,16 +564,60 @@ class BTF:
                 if (section, var) not in symbols:
                     self._fail(f"variable {var!r} of DATASEC {section!r} has no ELF symbol",
                                type_id)
-                offset = symbols[(section, var)]
-                if max(offset, size) > 0xFFFFFFFF:
-                    self._fail(f"DATASEC {section!r} is too big for BTF's 32-bit sizes", type_id)
-                entries.append((offset, var_type, var_size))
-            start = self._start(type_id)
-            w[start + 2] = size
-            for i, (offset, var_type, var_size) in enumerate(sorted(entries)):
-                w[start + 3 + 3 * i:start + 6 + 3 * i] = array("I", (var_type, offset, var_size))
-            self._decoded.pop(type_id, None)
-            self._resolved.pop(type_id, None)
+                entries.append((var_type, symbols[(section, var)], var_size))
+            self.set_datasec(type_id, size, entries)
+
+    # -- rewriting types in place (the loader's fix-ups) ------------------------------------
+
+    def set_datasec(self, type_id: int, size: int, entries) -> None:
+        """Give DATASEC ``type_id`` its ``size`` and its ``(var type, offset, size)``
+        entries (as many as it has), sorted by offset as the kernel wants them."""
+        entries = sorted(entries, key=itemgetter(1))
+        if max([size] + [offset for _, offset, _ in entries]) > 0xFFFFFFFF:
+            self._fail(f"DATASEC {self.name(type_id)!r} is too big for BTF's 32-bit sizes",
+                       type_id)
+        start = self._start(type_id)
+        self._words[start + 2] = size
+        for i, (var_type, offset, var_size) in enumerate(entries):
+            self._words[start + 3 + 3 * i:start + 6 + 3 * i] = array(
+                "I", (var_type, offset, var_size))
+        self._changed(type_id)
+
+    def set_var(self, type_id: int, linkage: int, target: Optional[int] = None) -> None:
+        """Set a VAR's linkage (0 static, 1 global, 2 extern) and, if given, its type."""
+        start = self._start(type_id)
+        self._words[start + 3] = linkage
+        if target is not None:
+            self._words[start + 2] = target
+        self._changed(type_id)
+
+    def set_func_linkage(self, type_id: int, linkage: int) -> None:
+        """Set a FUNC's linkage (0 static, 1 global, 2 extern: kept in its vlen bits)."""
+        start = self._start(type_id)
+        self._words[start + 1] = self._words[start + 1] & ~0xFFFF | linkage
+        self._changed(type_id)
+
+    def name_params(self, proto_id: int, name_offset: int) -> None:
+        """Give the unnamed typed parameters of FUNC_PROTO ``proto_id`` the name at string
+        offset ``name_offset`` (the kernel wants every parameter of a FUNC named)."""
+        start = self._start(proto_id)
+        for i in range(start + 3, start + 3 + 2 * self.type(proto_id).vlen, 2):
+            if self._words[i + 1] and not self._words[i]:
+                self._words[i] = name_offset
+        self._changed(proto_id)
+
+    def add_var(self, name_offset: int, target: int, linkage: int) -> int:
+        """Append a VAR (named by the string at ``name_offset``) of type ``target``; its id."""
+        self._starts.append(len(self._words))
+        self._words.extend((name_offset, Kind.VAR << 24, target, linkage))
+        self._names.append(name_offset)
+        self._named, self._found, self._index = None, {}, None
+        return len(self) - 1
+
+    def _changed(self, type_id):
+        """Forget what was decoded or resolved of a type rewritten in place."""
+        self._decoded.pop(type_id, None)
+        self._resolved.pop(type_id, None)
 
     def encode(self) -> bytes:
         """The raw ``.BTF`` bytes for ``BPF_BTF_LOAD`` (header, types, strings)."""
