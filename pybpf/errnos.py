@@ -197,6 +197,13 @@ def _permission(cmd, err, name, capability, context):
     message = f"{where}{name}: {os.strerror(err)}: needs {capability} (run as root, e.g. with sudo)"
     if cmd in UPDATE_COMMANDS or cmd in DELETE_COMMANDS:
         message += ", or the map is frozen or read-only for user space (BPF_F_RDONLY)"
+    elif err == errno.EPERM and not missing_capabilities(capability):
+        message = (f"{where}{name}: {os.strerror(err)} although this process has {capability}: "
+                   f"a security policy forbids it (kernel lockdown, a security module such as "
+                   f"SELinux or a BPF LSM program, or a sysctl); dmesg may say which")
+        if cmd == Cmd.PROG_LOAD:
+            message += ("; some kernels refuse fentry/fexit/fmod_ret/lsm programs (BPF "
+                        "trampolines) this way")
     return BPFPermissionError(err, name, capability, message)
 
 

@@ -21,6 +21,11 @@ from .fd import FD, KernelObject
 from .spec import ProgramSpec
 
 EAGAIN_RETRIES = 5  # the verifier can be interrupted by a signal
+_LOG_HINTS = {  # what a verifier message means for the program's author
+    "failed to find the address for kernel symbol":
+        "the kernel looks typed __ksym variables up in /proc/kallsyms, which lists variables "
+        "only in kernels built with CONFIG_KALLSYMS_ALL=y",
+}
 
 
 class TestRun(namedtuple("TestRun", "retval duration_ns data ctx")):
@@ -129,7 +134,9 @@ class Program(KernelObject):
                 where += (f": the kernel has no {loaded.core.describe()} (a CO-RE relocation "
                           "that could not be applied; guard this code with an exists() check)")
         message = (f"program {self.name!r} rejected by the verifier ({errno_name(exc.errno)}): "
-                   f"{exc.summary}" + (f"; at {where}" if where else ""))
+                   f"{exc.summary}" + (f"; at {where}" if where else "")
+                   + "".join(f"; {hint}" for text, hint in _LOG_HINTS.items()
+                             if text in exc.summary))
         err = VerifierError(exc.errno, message, log=exc.log, summary=exc.summary,
                             insn_index=exc.insn_index, source_index=index, source=source)
         err.log_true_size = exc.log_true_size
