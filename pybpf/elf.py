@@ -381,7 +381,7 @@ class ElfObject:
         datasec = self.btf.find(".maps", Kind.DATASEC)
         if datasec is None:
             raise BTFError("no DATASEC '.maps' describes the .maps section", ".BTF")
-        for name, var, offset, size in self.btf.datasec_vars(datasec):
+        for name, var, offset, _ in self.btf.datasec_vars(datasec):
             self._add_map(_btf_map(self.btf, name, var, section, offset), section, offset)
         for relocation in self.elf.relocations.get(section.index, []):
             self._init_slot(section, datasec, relocation)

@@ -23,8 +23,9 @@ libbpf's extern handling that needs no kernel:
   text.
 
 Reading those files is :mod:`pybpf.host`'s; the kernel side (BTF ids of ksyms and kfuncs in
-vmlinux or a module, and patching the instructions) is :mod:`pybpf.ksyms`. What cannot be resolved is an :class:`ExternError` that
-names the extern, never a zero silently loaded in its place (unless the extern is __weak).
+vmlinux or a module, and patching the instructions) is :mod:`pybpf.ksyms`. What cannot be
+resolved is an :class:`ExternError` that names the extern, never a zero silently loaded in
+its place (unless the extern is __weak).
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ the same objects (``bpftool prog loadall``), gives the same instructions after t
 and the engine's answers on hand-made BTF are the ones derived by hand here.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from dataclasses import replace
 import pytest
 
 import bpftool_btf
+from libbpf_oracle import bpftool_xlated, xlated_masked
 from bpftool_btf import VMLINUX, by_name, enumerators, member, number
 from support import require_tool
 from pybpf import elf
@@ -152,30 +152,6 @@ def test_a_called_function_is_relocated_for_each_program_that_calls_it():
 
 # -- libbpf as the oracle: the same instructions after relocation and verification ------------
 
-def xlated_masked(raw):
-    """Program bytes with the ids of maps (64-bit loads of map fds and values) zeroed."""
-    out = bytearray(raw)
-    for offset in range(0, len(out), 8):
-        if out[offset] == 0x18 and out[offset + 1] >> 4 in (1, 2) and offset + 16 <= len(out):
-            out[offset + 4:offset + 8] = bytes(4)
-    return bytes(out)
-
-
-def bpftool_xlated(bpftool, *program):
-    """A program (``id N`` or ``pinned PATH``) as raw bytes, from ``bpftool prog dump
-    xlated``."""
-    dump = json.loads(subprocess.run(
-        [bpftool, "prog", "dump", "xlated", *program, "opcodes", "-j"],
-        capture_output=True, text=True, check=True).stdout)
-    raw = bytearray()
-    for insn in dump:
-        ops = insn["opcodes"]
-        raw.append(int(ops["code"], 16))
-        raw.append(int(ops["src_reg"], 16) << 4 | int(ops["dst_reg"], 16))
-        raw.extend(int(b, 16) for b in ops["off"] + ops["imm"])
-    return bytes(raw)
-
-
 # Every CO-RE object, and the ELF loader's objects that libbpf 1.1 (bpftool's) loads too: not
 # legacy.o (a legacy "maps" section) nor progtypes.o (program types libbpf refuses there).
 XLATED = [os.path.join(HERE, name) for name in OBJECTS] + [
@@ -193,8 +169,8 @@ def test_pybpf_loads_the_instructions_libbpf_loads(obj, bpffs):
         assert coll.programs and sorted(coll.programs) == sorted(os.listdir(bpffs / "libbpf"))
         for name, prog in coll.programs.items():
             ours = prog.xlated_insns()
-            assert ours == bpftool_xlated(bpftool, "id", str(prog.id))  # pybpf reads it right
-            theirs = bpftool_xlated(bpftool, "pinned", str(bpffs / "libbpf" / name))
+            assert ours == bpftool_xlated("id", str(prog.id))  # pybpf reads it right
+            theirs = bpftool_xlated("pinned", str(bpffs / "libbpf" / name))
             assert xlated_masked(ours) == xlated_masked(theirs), name
 
 
