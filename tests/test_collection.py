@@ -118,3 +118,71 @@ def test_pinning_needs_bpffs_and_a_known_kind(tmp_path):
         Collection(pinned(), pin_path=str(tmp_path))
     with pytest.raises(NotSupportedError, match="map 'shared' asks for pinning 'by_path'"):
         Collection(pinned(pinning="by_path"), pin_path=str(tmp_path))
+
+
+# -- maps of maps and program arrays: .values ----------------------------------------------
+
+OBJECTS_DIR = os.path.join(os.path.dirname(__file__), "objects")
+
+
+def test_values_initialisers_fill_maps_of_maps_and_program_arrays():
+    from pybpf import elf, syscalls
+
+    spec = elf.load_spec(os.path.join(OBJECTS_DIR, "maptypes.bpf.o"))
+    with Collection(spec) as coll:
+        def ids(name):
+            return {i: int.from_bytes(v, "little") for i, v in coll.maps[name].items()}
+        # a user-space lookup in a map of maps or a program array gives the object's id
+        assert ids("outer_array") == {0: coll.maps["inner_a"].id, 2: coll.maps["inner_b"].id}
+        assert ids("jump_table") == {0: coll.programs["tail_a"].id,
+                                     2: coll.programs["tail_b"].id}
+        assert len(coll.maps["outer_hash"]) == 0
+        info = syscalls.obj_get_info_by_fd(coll.maps["seen_pids"].fd, "map")
+        assert info["map_extra"] == 3
+        info = syscalls.obj_get_info_by_fd(coll.maps["lazy_hash"].fd, "map")
+        assert info["map_flags"] == 1 | 1 << 2  # BPF_F_NO_PREALLOC, BPF_F_NUMA_NODE
+
+
+@pytest.mark.parametrize("slots, message", [
+    ({0: "nowhere"}, "map 'outer_array': .values\\[0\\] names 'nowhere', which is not in the "
+                     "collection"),
+])
+def test_an_initialiser_naming_nothing_is_a_usage_error(slots, message):
+    from pybpf import elf
+
+    spec = elf.load_spec(os.path.join(OBJECTS_DIR, "maptypes.bpf.o"))
+    spec.maps["outer_array"].init_slots = slots
+    with pytest.raises(UsageError, match=message):
+        Collection(spec)
+
+
+def test_a_reused_pinned_map_of_maps_keeps_its_slots(bpffs):
+    from pybpf import elf
+
+    spec = elf.load_spec(os.path.join(OBJECTS_DIR, "maptypes.bpf.o"))
+    spec.maps["outer_array"].pinning = "by_name"
+    with Collection(spec, pin_path=str(bpffs)) as first:
+        first.maps["outer_array"][2] = first.maps["inner_a"].fd.to_bytes(4, "little")
+        inner_a = first.maps["inner_a"].id
+        with Collection(spec, pin_path=str(bpffs)) as second:
+            value = second.maps["outer_array"][2]
+            assert int.from_bytes(value, "little") == inner_a  # not overwritten by .values
+    os.unlink(bpffs / "outer_array")
+
+
+def test_the_initialised_slots_are_what_the_program_uses():
+    """use_maps (on getpid) counts in slot 1 of the inner map at outer_array[2] (inner_b) and
+    tail-calls jump_table[pid & 1 ? 2 : 0]: tail_b or tail_a counts in .bss (other processes
+    calling getpid meanwhile may add to either)."""
+    from pybpf import elf
+    from pybpf.attach import attach_tracepoint
+
+    spec = elf.load_spec(os.path.join(OBJECTS_DIR, "maptypes.bpf.o"))
+    with Collection(spec) as coll:
+        with attach_tracepoint(coll.programs["use_maps"], "syscalls", "sys_enter_getpid"):
+            for _ in range(3):
+                os.getpid()
+        tail = 2 if os.getpid() & 1 else 0
+        calls = coll.variables["tail_calls"]
+        assert calls[tail] >= 3 and calls[1] == 0
+        assert coll.maps["inner_b"][1] >= 3 and coll.maps["inner_a"][1] == 0

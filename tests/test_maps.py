@@ -20,6 +20,7 @@ from pybpf.errors import (
     SyscallError,
     UsageError,
 )
+from pybpf import maps as maps_module
 from pybpf.maps import Map
 from pybpf.spec import MapSpec
 from support import require_tool
@@ -547,3 +548,119 @@ def test_map_of_maps_from_spec():
     with Map(outer) as m, Map(inner) as slot:
         m[1] = slot.fd  # written as an fd, read back as the inner map's id
         assert m[1] == slot.id
+
+
+# -- libbpf's adjustments before BPF_MAP_CREATE ------------------------------------------------
+
+def _u32_btf():
+    """The fd of BTF with one type, [1] unsigned int, loaded into the kernel."""
+    from pybpf.btf.writer import BTFWriter
+    from pybpf.collection import load_btf
+
+    w = BTFWriter()
+    w.add_int("unsigned int", 4)
+    return load_btf(w.encode())
+
+
+def _refused_spec(map_type):
+    """The smallest map of ``map_type`` (one of maps.BTF_REFUSED), its key and value typed
+    [1] u32 where they are 4 bytes."""
+    key, value, entries = {MapType.QUEUE: (0, 4, 1), MapType.STACK: (0, 4, 1),
+                           MapType.STACK_TRACE: (4, 8, 1)}.get(map_type, (4, 4, 1))
+    inner = MapSpec("inner", MapType.ARRAY, 4, 4, 1) \
+        if map_type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS) else None
+    return MapSpec("refuses_btf", map_type, key, value, entries, inner_map=inner,
+                   btf_key_type_id=1 if key == 4 else 0, btf_value_type_id=1 if value == 4 else 0)
+
+
+@pytest.mark.parametrize("map_type", sorted(maps_module.BTF_REFUSED), ids=lambda t: t.name)
+def test_map_types_that_refuse_btf_are_created_without_it(map_type):
+    """The kernel refuses BTF key/value types for these types (asked directly); the map is
+    created without them, as libbpf does."""
+    btf = _u32_btf()
+    spec = _refused_spec(map_type)
+    inner = Map(spec.inner_map) if spec.inner_map else None
+    try:
+        with pytest.raises(SyscallError):
+            syscalls.map_create(map_type, spec.key_size, spec.value_size, spec.max_entries,
+                                inner_map_fd=inner.fd if inner else 0, btf_fd=btf,
+                                btf_key_type_id=spec.btf_key_type_id,
+                                btf_value_type_id=spec.btf_value_type_id)
+        with Map(spec, btf_fd=btf) as m:
+            info = syscalls.obj_get_info_by_fd(m.fd, "map")
+            assert (info["btf_key_type_id"], info["btf_value_type_id"]) == (0, 0)
+    finally:
+        if inner is not None:
+            inner.close()
+        os.close(btf)
+
+
+def test_a_map_the_kernel_refuses_with_btf_is_retried_without_it(monkeypatch):
+    """libbpf's retry: a type not in the table whose BTF the kernel refuses (an LPM trie's
+    key must be a struct) is created again without BTF."""
+    btf = _u32_btf()
+    calls = []
+    real = syscalls.map_create
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("btf_key_type_id"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(syscalls, "map_create", spy)
+    try:
+        spec = MapSpec("trie", MapType.LPM_TRIE, 8, 4, 1, flags=1, btf_key_type_id=1,
+                       btf_value_type_id=1)
+        with Map(spec, btf_fd=btf) as m:
+            assert calls == [1, 0] and m.spec.btf_key_type_id == 0
+    finally:
+        os.close(btf)
+
+
+def test_stack_trace_maps_are_checked_against_perf_event_max_stack():
+    most = host.perf_event_max_stack()
+    with Map(MapSpec("stacks", MapType.STACK_TRACE, 4, most * 8, 4)) as m:
+        assert m.value_size == most * 8
+    for size in (most * 8 + 8, 12, 0):
+        with pytest.raises(UsageError, match=f"perf_event_max_stack \\({most}\\) frames: "
+                                             f"{size} is not"):
+            Map(MapSpec("stacks", MapType.STACK_TRACE, 4, size, 4))
+
+
+def test_global_data_loses_mmapable_only_on_kernels_without_it(monkeypatch):
+    mmapable = 1 << 10
+    spec = MapSpec(".bss", MapType.ARRAY, 4, 8, 1, flags=mmapable, section=".bss")
+    assert maps_module.kernel_spec(spec).flags == mmapable
+    monkeypatch.setitem(features._REGISTRY["mmapable_array"].answers, (), False)
+    assert maps_module.kernel_spec(spec).flags == 0
+    user = MapSpec("mine", MapType.ARRAY, 4, 8, 1, flags=mmapable)
+    assert maps_module.kernel_spec(user).flags == mmapable  # not global data: as asked
+
+
+def test_mmapable_arrays_are_read_and_written_through_memory():
+    spec = MapSpec("mapped", MapType.ARRAY, 4, 12, 3, flags=1 << 10, key_type=Int32ul)
+    with Map(spec) as m:
+        memory = m.mmap()
+        assert len(memory) == host.os.sysconf("SC_PAGE_SIZE") and m.mmap() is memory
+        m[2] = b"abcdefghijkl"
+        assert memory[32:44] == b"abcdefghijkl"  # values are 8-byte aligned: 16 apart
+        memory[0:4] = b"WXYZ"
+        assert m[0] == b"WXYZ" + bytes(8)
+    assert memory.closed
+    with Map(MapSpec("plain", MapType.ARRAY, 4, 8, 1)) as m:
+        with pytest.raises(UsageError, match="'plain' cannot be memory-mapped"):
+            m.mmap()
+
+
+def test_a_frozen_mmapable_map_is_mapped_read_only():
+    spec = MapSpec("ro", MapType.ARRAY, 4, 4, 1, flags=1 << 10 | 1 << 7, data=b"\x07\0\0\0",
+                   freeze=True)
+    with Map(spec) as m:
+        memory = m.mmap()
+        assert memory[:4] == b"\x07\0\0\0"
+        with pytest.raises(TypeError):
+            memory[0:1] = b"\x08"
+
+
+def test_numa_node_sets_the_numa_flag():
+    spec = MapSpec("numa", MapType.HASH, 4, 4, 8, numa_node=0)
+    with Map(spec) as m:
+        assert syscalls.obj_get_info_by_fd(m.fd, "map")["map_flags"] == 1 << 2
