@@ -13,6 +13,7 @@ from .errors import (  # noqa: F401
     BTFError,
     DecodeError,
     ElfError,
+    ExternError,
     KeyExistsError,
     MapError,
     MapFullError,

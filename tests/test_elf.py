@@ -18,7 +18,7 @@ from pybpf import abi, elf, syscalls
 from pybpf.abi import AttachType, MapFlags, MapType, ProgType
 from pybpf.asm import Instruction, opcodes as oc
 from pybpf.collection import Collection
-from pybpf.errors import BTFError, ElfError
+from pybpf.errors import BTFError, ElfError, ExternError
 from pybpf.objdump import disassemble as objdump
 from pybpf.sections import section_program_type
 from support import require_tool
@@ -453,3 +453,142 @@ def test_cli_load_attaches_prints_maps_and_exits_on_sigterm():
     assert proc.returncode == 0
     assert "attached sys_enter_execve (tracepoint/syscalls/sys_enter_execve)" in out
     assert "exec_count (HASH" in out and f"'comm': '{comm}'" in out
+
+
+# -- the corpus: externs, maps of maps, program flags (values from the C sources) -------------
+
+CORPUS = os.path.join(os.path.dirname(__file__), "objects")
+
+
+def corpus(name):
+    return elf.load_spec(os.path.join(CORPUS, name))
+
+
+def corpus_raw(name):
+    with open(os.path.join(CORPUS, name), "rb") as f:
+        return bytearray(f.read())
+
+
+def test_kconfig_externs_become_the_kconfig_map():
+    s = corpus("biolatency.bpf.o")
+    kconfig = s.maps[".kconfig"]
+    assert (kconfig.type, kconfig.key_size, kconfig.value_size, kconfig.max_entries,
+            kconfig.flags, kconfig.freeze, kconfig.data, kconfig.section) == \
+        (MapType.ARRAY, 4, 39, 1, MapFlags.RDONLY_PROG | MapFlags.MMAPABLE, True, None,
+         ".kconfig")
+    kinds = {name: (e.kind, e.size, e.weak) for name, e in s.externs.items()}
+    assert kinds == {"LINUX_KERNEL_VERSION": ("int", 4, False), "CONFIG_HZ": ("int", 4, False),
+                     "CONFIG_BPF_SYSCALL": ("bool", 1, False),
+                     "CONFIG_KPROBES": ("bool", 1, True),
+                     "CONFIG_BLK_DEV": ("tristate", 4, True),
+                     "CONFIG_DEFAULT_HOSTNAME": ("char_array", 16, False),
+                     "CONFIG_PYBPF_ABSENT": ("int", 8, True),
+                     "LINUX_HAS_BPF_COOKIE": ("bool", 1, True)}
+    loads = [i for i in s.programs["record_kconfig"].insns if i.ref == ".kconfig"]
+    offsets = sorted({i.imm >> 32 for i in loads})
+    assert all(i.src == abi.PSEUDO_MAP_VALUE for i in loads)
+    assert offsets == sorted(e.offset for e in s.externs.values())
+    assert s.programs["record_kconfig"].externs == {}  # .kconfig: a map, not a kernel symbol
+
+
+def test_ksym_externs_are_left_for_the_kernel_symbols():
+    s = corpus("tasks.bpf.o")
+    program = s.programs["lookup_parent"]
+    assert sorted(program.externs) == [
+        "bpf_pybpf_absent_kfunc", "bpf_rcu_read_lock", "bpf_rcu_read_unlock",
+        "bpf_task_from_pid", "bpf_task_release", "do_unlinkat", "pybpf_absent_symbol",
+        "pybpf_absent_var"]
+    assert sorted(s.programs["task_newtask"].externs) == ["bpf_task_acquire",
+                                                          "bpf_task_release"]
+    calls = {i.ref for i in program.insns if i.opcode == oc.JMP | oc.CALL and i.src == 2}
+    assert calls == {"bpf_task_from_pid", "bpf_task_release", "bpf_rcu_read_lock",
+                     "bpf_rcu_read_unlock", "bpf_pybpf_absent_kfunc"}
+    loads = {i.ref: i.src for i in program.insns if i.opcode == oc.LD_IMM64 and i.ref in
+             program.externs}
+    assert loads == {"do_unlinkat": 0, "pybpf_absent_symbol": 0,
+                     "pybpf_absent_var": abi.PSEUDO_BTF_ID,
+                     "bpf_pybpf_absent_kfunc": abi.PSEUDO_BTF_ID}
+    weak = {n for n, e in s.externs.items() if e.weak}
+    assert weak == {"bpf_pybpf_absent_kfunc", "pybpf_absent_var", "pybpf_absent_symbol"}
+    assert s.externs["bpf_task_acquire"].func and not s.externs["do_unlinkat"].type_id
+
+
+def test_sleepable_sections_set_the_program_flag():
+    flags = {name: p.flags for name, p in corpus("iters.bpf.o").programs.items()}
+    assert flags == {"dump_task": 0, "dump_bpf_map": 0,
+                     "dump_task_sleepable": abi.BPF_F_SLEEPABLE}
+    assert corpus("uprobes.bpf.o").programs["probe_sleepable"].flags == abi.BPF_F_SLEEPABLE
+
+
+def test_maps_of_maps_and_program_arrays_with_values():
+    s = corpus("maptypes.bpf.o")
+    outer, table, by_hash = s.maps["outer_array"], s.maps["jump_table"], s.maps["outer_hash"]
+    assert (outer.value_size, outer.init_slots, outer.inner_map.type,
+            outer.inner_map.value_size, outer.inner_map.max_entries) == \
+        (4, {0: "inner_a", 2: "inner_b"}, MapType.ARRAY, 8, 4)
+    assert (table.value_size, table.init_slots, table.inner_map) == \
+        (4, {0: "tail_a", 2: "tail_b"}, None)
+    assert (by_hash.init_slots, by_hash.inner_map.type, by_hash.inner_map.max_entries) == \
+        ({}, MapType.HASH, 16)
+    assert (s.maps["lazy_hash"].numa_node, s.maps["lazy_hash"].flags) == (0, 1)
+    assert s.maps["stacks"].value_size == 127 * 8
+    assert s.maps["inner_a"].init_slots is None
+
+
+def _maps_relocation(data, number):
+    """The file offset of relocation ``number`` of .rel.maps (r_offset, then r_info)."""
+    _, rel = section_header(data, ".rel.maps")
+    return rel["sh_offset"] + 16 * number
+
+
+def _symbol_index(data, name):
+    f = ELFFile(io.BytesIO(bytes(data)))
+    return next(i for i, s in enumerate(f.get_section_by_name(".symtab").iter_symbols())
+                if s.name == name)
+
+
+def test_values_initialisers_that_name_no_map_are_elf_errors():
+    data = corpus_raw("maptypes.bpf.o")
+    at = _maps_relocation(data, 0)  # outer_array .values[0] = &inner_a
+    data[at + 12:at + 16] = _symbol_index(data, "tail_calls").to_bytes(4, "little")
+    err = load_error(data)
+    assert "map 'outer_array': .values[0] refers to 'tail_calls', which is not a map" in str(err)
+    data = corpus_raw("maptypes.bpf.o")
+    at = _maps_relocation(data, 3)  # jump_table .values[2] = &tail_b, moved past its end
+    data[at:at + 8] = (int.from_bytes(data[at:at + 8], "little") + 8).to_bytes(8, "little")
+    assert "map 'seen_pids': relocation at 0xa0 is not in the slots" in str(load_error(data))
+    data = corpus_raw("maptypes.bpf.o")
+    at = _maps_relocation(data, 2)  # jump_table .values[0] = &tail_a, moved into its key
+    data[at:at + 8] = (int.from_bytes(data[at:at + 8], "little") - 16).to_bytes(8, "little")
+    assert "is not in the slots of its __array(values, ...) member" in str(load_error(data))
+
+
+def test_a_ksym_whose_symbol_is_no_extern_is_a_btf_error():
+    data = corpus_raw("tasks.bpf.o")
+    f = ELFFile(io.BytesIO(bytes(data)))
+    symtab = f.get_section_by_name(".symtab")
+    index = _symbol_index(data, "do_unlinkat")
+    entry = symtab["sh_offset"] + index * 24
+    data[entry + 4] = data[entry + 4] & 0xF0 | 1  # STT_OBJECT: not an extern (STT_NOTYPE)
+    err = load_error(data, BTFError)
+    assert ".ksyms lists 'do_unlinkat', which is not an extern symbol of the object" in \
+        str(err)
+
+
+@st.composite
+def mutated_corpus(draw):
+    """A corpus object (externs, .values, global data) with a few bytes overwritten."""
+    data = corpus_raw(draw(st.sampled_from(sorted(os.listdir(CORPUS)))
+                          .filter(lambda n: n.endswith(".o"))))
+    for _ in range(draw(st.integers(1, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_corpus())
+def test_damaged_corpus_objects_load_or_raise_documented_errors_only(data):
+    try:
+        elf.load_spec(data)
+    except (ElfError, ExternError):  # BTFError is an ElfError
+        pass

@@ -186,3 +186,30 @@ def test_bss_and_data_are_read_and_written_through_the_maps_memory():
         assert coll.variables["opens"] == 0
         with pytest.raises(UsageError, match="'targ_tgid' is in .rodata, frozen"):
             coll.variables["targ_tgid"] = 1
+
+
+@pytest.mark.kernel
+def test_kfuncs_and_ksyms_work_in_the_loaded_programs():
+    """tasks.bpf.o's tp_btf programs, attached with a bare BPF_LINK_CREATE: the parent found
+    with bpf_task_from_pid under bpf_rcu_read_lock is ours, the typeless ksym is kallsyms'
+    address, the weak absent ones read 0, and new tasks are seen through bpf_task_acquire."""
+    from pybpf import syscalls
+    from pybpf.abi import AttachType
+
+    kallsyms = open("/proc/kallsyms").read()
+    address = int(re.search(r"^([0-9a-f]+) T do_unlinkat$", kallsyms, re.M).group(1), 16)
+    with Collection(elf.load_spec(path("tasks.bpf.o"))) as coll:
+        links = [syscalls.link_create(coll.programs[name].fd, 0, AttachType.TRACE_RAW_TP)
+                 for name in ("task_newtask", "lookup_parent")]
+        try:
+            child = subprocess.run(["true"])
+            assert child.returncode == 0
+            os.getppid()
+            seen = coll.variables["seen"]
+        finally:
+            for link in links:
+                os.close(link)
+    assert (seen.parent_tgid, seen.unlinkat_addr, seen.absent_addr) == \
+        (os.getppid(), address, 0)
+    assert (seen.absent_kfunc_exists, seen.absent_var_exists) == (0, 0)
+    assert seen.new_tasks >= 1
