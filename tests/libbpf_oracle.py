@@ -10,7 +10,7 @@ import subprocess
 
 from elftools.elf.elffile import ELFFile
 
-from conftest import _skip_or_fail, require_tool
+from support import require_tool, skip_or_fail
 from pybpf import syscalls
 
 
@@ -28,7 +28,7 @@ def libbpf():
     """The libbpf shared library, its functions typed; skipped (failed in CI) without it."""
     path = ctypes.util.find_library("bpf")
     if path is None:
-        _skip_or_fail("libbpf.so is not installed (apt-get install libbpf1)")
+        skip_or_fail("libbpf.so is not installed (apt-get install libbpf1)")
     lib = ctypes.CDLL(path, use_errno=True)
     p = ctypes.c_void_p
     for name, restype, argtypes in [

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import require_tool
+from support import require_tool
 from pybpf import elf, externs
 from pybpf.btf import Kind
 from pybpf.btf.writer import BTFWriter

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import require_tool
+from support import require_tool
 from libbpf_oracle import LibbpfObject, bpftool_xlated, xlated_masked
 from pybpf import elf, ksyms
 from pybpf.collection import Collection
