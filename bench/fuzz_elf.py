@@ -132,6 +132,13 @@ def _word(draw):
     return draw(st.one_of(st.sampled_from(INTERESTING), st.integers(0, 2**32 - 1)))
 
 
+def _overwrite_record_word(draw, data, records):
+    """Set one 32-bit word of one of the BTF ``records`` (file offset, size) of ``data``."""
+    start, size = draw(st.sampled_from(records))
+    at = start + 4 * draw(st.integers(0, size // 4 - 1))
+    data[at:at + 4] = struct.pack("<I", _word(draw))
+
+
 @st.composite
 def mutated_externs(draw):
     """A corpus object with externs, a word of an extern BTF record or a field of an
@@ -141,9 +148,7 @@ def mutated_externs(draw):
     data = bytearray(OBJECTS[name])
     for _ in range(draw(st.integers(1, 3))):
         if draw(st.booleans()):
-            start, size = draw(st.sampled_from(records))
-            at = start + 4 * draw(st.integers(0, size // 4 - 1))
-            data[at:at + 4] = struct.pack("<I", _word(draw))
+            _overwrite_record_word(draw, data, records)
         else:
             entry = draw(st.sampled_from(symbols))
             field = draw(st.sampled_from([(4, 1), (6, 2), (8, 8)]))  # info, shndx, value
@@ -161,14 +166,11 @@ def mutated_map_definitions(draw):
     data = bytearray(OBJECTS[name])
     for _ in range(draw(st.integers(1, 3))):
         if draw(st.booleans()):
-            start, size = draw(st.sampled_from(records))
-            at = start + 4 * draw(st.integers(0, size // 4 - 1))
-            data[at:at + 4] = struct.pack("<I", _word(draw))
+            _overwrite_record_word(draw, data, records)
         else:
             at = draw(st.sampled_from(relocations)) + draw(st.sampled_from([0, 8, 12]))
             width = 8 if at % 16 == 0 else 4
-            value = draw(st.one_of(st.sampled_from(INTERESTING), st.integers(0, 2**32 - 1)))
-            data[at:at + width] = value.to_bytes(width, "little")
+            data[at:at + width] = _word(draw).to_bytes(width, "little")
     return bytes(data)
 
 

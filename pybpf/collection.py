@@ -178,17 +178,6 @@ class LoadedVariables(Variables):
     """Global variables read and written in a collection's data maps: through the map's
     memory when it is mapped (``BPF_F_MMAPABLE``), else with a lookup and an update."""
 
-    def __init__(self, maps, variables):
-        super().__init__(variables)
-        self._maps = maps
-
-    def _map(self, var):
-        m = self._maps.get(var.map_name)
-        if m is None:
-            raise UsageError(f"variable {var.name!r}: the collection has no map "
-                             f"{var.map_name!r}")
-        return m
-
     def _read(self, var):
         m = self._map(var)
         if m.spec.flags & MapFlags.MMAPABLE:

@@ -82,10 +82,20 @@ class Variable:
 
 
 class Variables(MutableMapping):
-    """Global variables by name, read and written in some storage (see the subclasses)."""
+    """Global variables by name (``variables``: name -> :class:`Variable`), read and written
+    in the data maps ``maps`` (by name: specs or loaded maps, see the subclasses)."""
 
-    def __init__(self, variables):
+    def __init__(self, maps, variables):
+        self._maps = maps
         self._vars = variables
+
+    def _map(self, var):
+        """The map ``var`` lives in; UsageError if it is gone from ``maps``."""
+        found = self._maps.get(var.map_name)
+        if found is None:
+            raise UsageError(f"variable {var.name!r}: its map {var.map_name!r} is not there "
+                             f"any more")
+        return found
 
     def info(self, name) -> Variable:
         """The :class:`Variable` called ``name``; UsageError listing the known ones."""
@@ -134,15 +144,8 @@ class SpecVariables(Variables):
     """Variables read and set in the initial data of a spec's data maps (``MapSpec.data``),
     before the load."""
 
-    def __init__(self, maps, variables):
-        super().__init__(variables)
-        self._maps = maps
-
     def _data(self, var):
-        spec = self._maps.get(var.map_name)
-        if spec is None:
-            raise UsageError(f"variable {var.name!r}: its map {var.map_name!r} is not in the "
-                             f"spec any more")
+        spec = self._map(var)
         return spec, spec.data if spec.data is not None else bytes(spec.value_size)
 
     def _read(self, var):
