@@ -72,6 +72,7 @@ BTF_REFUSED = frozenset({
     MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP, MapType.SOCKHASH, MapType.QUEUE,
     MapType.STACK})
 _NO_BTF_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
+DEFAULT_MAX_STACK = 127  # PERF_MAX_STACK_DEPTH: kernel.perf_event_max_stack's default
 _REOPEN = "open it again (Map.from_pinned / Map.from_id) to use it"
 
 
@@ -88,13 +89,17 @@ def kernel_spec(spec: MapSpec) -> MapSpec:
     ``BPF_MAP_CREATE`` (where the kernel would answer a bare EINVAL):
 
     - a ring buffer's size, and a stack trace map's frames (``perf_event_max_stack``);
-    - a ``PERF_EVENT_ARRAY`` declared without ``max_entries`` gets one slot per possible CPU;
+    - a ``PERF_EVENT_ARRAY`` declared without ``max_entries`` gets one slot per possible CPU,
+      a ``STACK_TRACE`` map declared without ``value_size`` room for ``perf_event_max_stack``
+      frames (as libbpf-tools' profile sizes it before loading);
     - the map types in :data:`BTF_REFUSED` lose their BTF key/value type ids;
     - a global data map (``spec.section``) loses ``BPF_F_MMAPABLE`` on kernels before 5.5.
     """
     if spec.type in RING_TYPES:
         check_ring_size(spec.max_entries, f"map {spec.name!r}", MapType(spec.type).name)
     if spec.type == MapType.STACK_TRACE:
+        if spec.value_size == 0:
+            spec = spec.copy(value_size=8 * (perf_event_max_stack() or DEFAULT_MAX_STACK))
         _check_stack_size(spec)
     if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
         spec = spec.copy(max_entries=possible_cpus())
@@ -112,8 +117,8 @@ def _check_stack_size(spec):
     if spec.value_size % 8 or not spec.value_size or (most is not None and frames > most):
         raise UsageError(f"map {spec.name!r}: a STACK_TRACE map's value_size is 8 bytes per "
                          f"frame, at most perf_event_max_stack ({most}) frames: "
-                         f"{spec.value_size} is not; use {8 * (most or 127)} or less, or "
-                         f"raise sysctl kernel.perf_event_max_stack")
+                         f"{spec.value_size} is not; use {8 * (most or DEFAULT_MAX_STACK)} or "
+                         f"less, or raise sysctl kernel.perf_event_max_stack")
 
 
 def check_ring_size(size, what, type_name="RINGBUF"):

@@ -619,10 +619,13 @@ def test_stack_trace_maps_are_checked_against_perf_event_max_stack():
     most = host.perf_event_max_stack()
     with Map(MapSpec("stacks", MapType.STACK_TRACE, 4, most * 8, 4)) as m:
         assert m.value_size == most * 8
-    for size in (most * 8 + 8, 12, 0):
+    for size in (most * 8 + 8, 12):
         with pytest.raises(UsageError, match=f"perf_event_max_stack \\({most}\\) frames: "
                                              f"{size} is not"):
             Map(MapSpec("stacks", MapType.STACK_TRACE, 4, size, 4))
+    with Map(MapSpec("stacks", MapType.STACK_TRACE, 4, 0, 4)) as m:  # no value_size given
+        assert m.value_size == most * 8
+        assert syscalls.obj_get_info_by_fd(m.fd, "map")["value_size"] == most * 8
 
 
 def test_global_data_loses_mmapable_only_on_kernels_without_it(monkeypatch):
