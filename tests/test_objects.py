@@ -213,3 +213,17 @@ def test_kfuncs_and_ksyms_work_in_the_loaded_programs():
         (os.getppid(), address, 0)
     assert (seen.absent_kfunc_exists, seen.absent_var_exists) == (0, 0)
     assert seen.new_tasks >= 1
+
+
+@pytest.mark.kernel
+def test_variables_go_through_lookups_where_data_cannot_be_mapped(monkeypatch):
+    """On a kernel without BPF_F_MMAPABLE arrays (< 5.5) the data maps are created without the
+    flag, and variables are read and written with map lookups and updates."""
+    from pybpf import features
+
+    monkeypatch.setitem(features._REGISTRY["mmapable_array"].answers, (), False)
+    with Collection(elf.load_spec(path("opensnoop.bpf.o"))) as coll:
+        assert not coll.maps[".data"].spec.flags & 1 << 10
+        coll.variables["open_flags_mask"] = 0x41
+        assert coll.maps[".data"][0].open_flags_mask == 0x41
+        assert coll.variables["open_flags_mask"] == 0x41
