@@ -43,6 +43,7 @@ FUNC_GLOBAL, FUNC_EXTERN = 1, 2  # BTF_FUNC_GLOBAL, BTF_FUNC_EXTERN
 TRI_NO, TRI_YES, TRI_MODULE = 0, 1, 2  # libbpf's enum libbpf_tristate
 VIRTUAL = ("LINUX_KERNEL_VERSION", "LINUX_HAS_BPF_COOKIE", "LINUX_HAS_SYSCALL_WRAPPER")
 _KIND_ORDER = {KCONFIG: 0, KSYMS: 1}  # libbpf's enum extern_type: EXT_KCFG < EXT_KSYM
+_KINDS = (Kind.VAR, Kind.FUNC)  # what an extern is in BTF
 _RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 
@@ -60,11 +61,15 @@ def collect(btf, symbols):
                        "compile with -g")
     secs = _extern_datasecs(btf)
     externs = [_extern(btf, name, weak, secs) for name, weak in symbols]
-    externs.sort(key=_libbpf_order)
+    align = {ext.name: _alignment(btf, btf.type(btf.find_all(ext.name, _KINDS)[0]).type)
+             for ext in externs if ext.section == KCONFIG}
+    # libbpf's cmp_externs: .kconfig first, by alignment (descending) then size, then name
+    externs.sort(key=lambda e: (_KIND_ORDER[e.section], -align.get(e.name, 0), e.size,
+                                e.name.encode()))
     offset = 0
     for ext in externs:
         if ext.section == KCONFIG:
-            ext.offset = _round_up(offset, _alignment(btf, btf.type(_var(btf, ext)).type))
+            ext.offset = _round_up(offset, align[ext.name])
             offset = ext.offset + ext.size
     by_name = {ext.name: ext for ext in externs}
     for datasec, section in secs.items():
@@ -86,7 +91,7 @@ def _extern_datasecs(btf):
 
 def _extern(btf, name, weak, secs):
     """The ExternSpec of the undefined symbol ``name``, from its BTF VAR or FUNC."""
-    found = [i for i in btf.find_all(name, (Kind.VAR, Kind.FUNC))]
+    found = btf.find_all(name, _KINDS)
     if not found:
         raise BTFError(f"extern {name!r} has no BTF VAR or FUNC: is it declared __kconfig or "
                        f"__ksym (and the object built with -g)?")
@@ -114,20 +119,6 @@ def _extern(btf, name, weak, secs):
         ext.func = t.kind == Kind.FUNC
         ext.type_id = btf.skip_qualifiers(t.type)
     return ext
-
-
-def _var(btf, ext):
-    """The BTF id of extern ``ext``'s VAR or FUNC."""
-    return btf.find_all(ext.name, (Kind.VAR, Kind.FUNC))[0]
-
-
-def _libbpf_order(ext):
-    """libbpf's cmp_externs: .kconfig first, by alignment (descending) then size, then by
-    name (byte order)."""
-    if ext.section == KCONFIG:
-        align = _alignment(ext.btf, ext.btf.type(_var(ext.btf, ext)).type)
-        return (_KIND_ORDER[ext.section], -align, ext.size, ext.name.encode())
-    return (_KIND_ORDER[ext.section], 0, 0, ext.name.encode())
 
 
 def _kconfig_kind(btf, type_id):
