@@ -231,7 +231,6 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     kernel = running_kernel()
-    resolver = ksyms.Resolver(kernel)
     outcomes, crashes = collections.Counter(), []
 
     @seed(args.seed)
@@ -240,9 +239,9 @@ def main():
     @given(st.one_of(mutated_objects(), mutated_core_relos(), mutated_externs(),
                      mutated_map_definitions()))
     def run(data):
-        resolver._symbols.clear()  # each case resolves its own (possibly damaged) externs
         try:
-            outcomes[load_and_relocate(data, kernel, resolver)] += 1
+            with ksyms.Resolver(kernel) as resolver:  # each case's own (damaged) externs
+                outcomes[load_and_relocate(data, kernel, resolver)] += 1
         except (ElfError, CoreError, ExternError) as exc:
             outcomes[type(exc).__name__] += 1
         except Exception as exc:  # the bug this benchmark hunts
