@@ -172,10 +172,11 @@ def kernel_config(path=None):
 
 
 def kallsyms():
-    """The text of /proc/kallsyms (addresses are zero unless this process may see them)."""
+    """The text of /proc/kallsyms (addresses are zero unless this process may see them), each
+    line ending with a newline."""
     try:
         with open("/proc/kallsyms") as f:
-            return f.read()
+            return f.read().rstrip("\n") + "\n"
     except OSError as exc:
         raise ExternError(f"typeless ksyms need /proc/kallsyms: {exc.strerror}") from None
 

@@ -71,7 +71,7 @@ class Resolver:
         self._kernel = kernel
         self._modules: Dict[str, FD] = {}
         self._fd_index: Dict[str, int] = {}  # module -> its index in fd_array (from 1)
-        self._addresses: Optional[Dict[str, int]] = None
+        self._kallsyms: Optional[str] = None  # /proc/kallsyms, read once
         self._symbols: Dict[str, Optional[Symbol]] = {}
 
     @property
@@ -130,11 +130,9 @@ class Resolver:
 
     def _find(self, ext):
         if not ext.type_id and not ext.func:  # typeless: an address
-            if self._addresses is None:
-                self._addresses = {}
-            if ext.name not in self._addresses:
-                self._addresses.update(kallsyms_addresses([ext.name], host.kallsyms()))
-            address = self._addresses.get(ext.name)
+            if self._kallsyms is None:
+                self._kallsyms = host.kallsyms()
+            address = kallsyms_addresses([ext.name], self._kallsyms).get(ext.name)
             if address is None:
                 return self._absent(ext, "is not in /proc/kallsyms")
             if address == 0:
