@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 from dataclasses import replace
 from typing import Dict, List, NamedTuple, Optional
 
@@ -234,7 +233,7 @@ class Resolver:
     def has_syscall_wrapper(self) -> bool:
         """Whether system calls enter through ``__<arch>_sys_<name>(struct pt_regs *)``
         wrappers (LINUX_HAS_SYSCALL_WRAPPER): the kernel's BTF has ``__x64_sys_bpf``."""
-        prefix = _SYSCALL_PREFIX.get(platform.machine())
+        prefix = _SYSCALL_PREFIX.get(os.uname().machine)
         return bool(prefix and self.kernel.find(f"__{prefix}_sys_bpf", (Kind.FUNC,)))
 
 

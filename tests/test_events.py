@@ -138,6 +138,11 @@ def waiting_child(*argv, **kwargs):
                             stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, **kwargs)
 
 
+def comm_of(pid):
+    """The task's name now (the interpreter's: ``python3``, or ``python`` in a virtualenv)."""
+    return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+
+
 def go(child):
     child.stdin.write(b"x")
     child.stdin.close()
@@ -151,13 +156,14 @@ HOSTILE = [b"", b"a b", b"new\nline", b"\x1b[2J\x1b]0;owned\x07", b"\xff\xfe", "
 def test_arguments_exactly_as_the_program_got_them():
     with EventTracker() as tracker:
         child = waiting_child("/bin/true", *HOSTILE)
+        interpreter = comm_of(child.pid)
         go(child)
         event = mine(tracker.events(of(child.pid)), child.pid)[0]
         tracker.stop()
     assert event["argv"] == [json_text(arg) for arg in [b"/bin/true", *HOSTILE]]
     assert event["argv_truncated"] is False
     assert event["argv_bytes"] == sum(len(a) + 1 for a in [b"/bin/true", *HOSTILE])
-    assert (event["comm"], event["old_comm"], event["filename"]) == ("true", "python3",
+    assert (event["comm"], event["old_comm"], event["filename"]) == ("true", interpreter,
                                                                      "/bin/true")
     assert (event["ret"], event["errno"], event["syscall"]) == (0, None, "execve")
     assert event["ppid"] == os.getpid() and event["tid"] == child.pid
@@ -207,12 +213,13 @@ def test_failed_execs_carry_what_was_passed(why, tmp_path):
         path.chmod(0o755)
     with EventTracker("--failed-only") as tracker:
         child = waiting_child(str(path), "arg one", "")
+        interpreter = comm_of(child.pid)
         go(child)
         event = mine(tracker.events(of(child.pid)), child.pid)[0]
         tracker.stop()
     assert event["errno"] == why and event["ret"] == -getattr(__import__("errno"), why)
     assert event["filename"] == str(path) and event["argv"] == [str(path), "arg one", ""]
-    assert event["comm"] == event["old_comm"] == "python3"
+    assert event["comm"] == event["old_comm"] == interpreter
     assert event["argv_bytes"] == len(str(path)) + 1 + 8 + 1
 
 

@@ -20,9 +20,10 @@ python_deps() {  # $1: modules to import, $2: pip names, $3: Debian package name
 }
 python_deps "construct, elftools" "construct pyelftools" "python3-construct python3-pyelftools"
 if [ "${1:-}" = "--test" ]; then
-    python_deps "pytest, hypothesis, wheel, pytest_timeout, jsonschema" \
-        "pytest hypothesis wheel pytest-timeout jsonschema" \
-        "python3-pytest python3-hypothesis python3-wheel python3-pytest-timeout python3-jsonschema"
+    # setuptools builds the package in tests/test_package.py (61 or newer: pyproject.toml)
+    python_deps "pytest, hypothesis, wheel, pytest_timeout, jsonschema, setuptools" \
+        "pytest hypothesis wheel pytest-timeout jsonschema setuptools>=61" \
+        "python3-pytest python3-hypothesis python3-wheel python3-pytest-timeout python3-jsonschema python3-setuptools"
     missing=
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
