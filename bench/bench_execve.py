@@ -146,13 +146,12 @@ class Loaded:
         self.collection.close()
 
 
-class Bpftrace:
-    """bpftrace running the equivalent one-liner; every program it loaded, found by id."""
+class TracerProcess:
+    """A tracer running as a process of its own; every program it loaded, found by id."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen(["bpftrace", "-e", BPFTRACE_ONE_LINER],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+    def __init__(self, command, cwd=None):
+        self.proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + 30
         self.fds = []
         while time.monotonic() < deadline and not self.fds:
@@ -160,24 +159,18 @@ class Bpftrace:
             time.sleep(0.01)
         if not self.fds:
             self.close()
-            raise RuntimeError("bpftrace's programs did not show up")
+            raise RuntimeError(f"{command[0]}'s programs did not show up")
         time.sleep(0.2)  # attached once it holds its programs; let it settle
         self.programs = len(self.fds)
 
     def stats(self):
-        """(run_time_ns of all its programs, run_cnt of its sys_enter_execve program)."""
+        """(run_time_ns of all its programs, run_cnt of its busiest program: one per exec)."""
         total = execs = 0
         for fd in self.fds:
             info = syscalls.obj_get_info_by_fd(fd, "prog")
             total += info["run_time_ns"]
             execs = max(execs, info["run_cnt"])
         return total, execs
-
-    def counts(self):
-        """Stop bpftrace; the ``@c[pid]: N`` lines it prints at exit, as {pid: N}."""
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        return {int(pid): int(n) for pid, n in re.findall(r"^@c\[(\d+)\]: (\d+)$", out, re.M)}
 
     def close(self):
         for fd in self.fds:
@@ -186,6 +179,19 @@ class Bpftrace:
         if self.proc.poll() is None:
             self.proc.terminate()
         self.proc.communicate()
+
+
+class Bpftrace(TracerProcess):
+    """bpftrace running the equivalent one-liner."""
+
+    def __init__(self):
+        super().__init__(["bpftrace", "-e", BPFTRACE_ONE_LINER])
+
+    def counts(self):
+        """Stop bpftrace; the ``@c[pid]: N`` lines it prints at exit, as {pid: N}."""
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        return {int(pid): int(n) for pid, n in re.findall(r"^@c\[(\d+)\]: (\d+)$", out, re.M)}
 
 
 # --- storms -------------------------------------------------------------------------------
@@ -278,6 +284,16 @@ def source_copy(workdir):
     return copy
 
 
+def tree_at(revision, workdir):
+    """pybpf/ and programs/ as they were at git ``revision`` (for before/after rows)."""
+    copy = Path(workdir) / "before"
+    copy.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "pybpf", "programs"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
+    return copy
+
+
 def cached_bytecode_env(workdir):
     """The environment of an installed tracker: Python may write and read its .pyc files
     (kept under ``workdir``, not in the source tree)."""
@@ -340,6 +356,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--execs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--before", metavar="REVISION",
+                        help="also measure the tracker as it was at this git revision (cold "
+                             "start, in-kernel cost), beside the tracker of the checkout")
     args = parser.parse_args()
     n, rounds = args.execs, args.rounds
     have_bpftrace = shutil.which("bpftrace") is not None
@@ -348,6 +367,7 @@ def main():
     version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout
     with tempfile.TemporaryDirectory() as workdir:
         tree = source_copy(workdir)
+        before = tree_at(args.before, workdir) if args.before else None
         print("### The execve tracker (`bench/bench_execve.py`)\n")
         print(f"`bench/bench_execve.py --execs {n} --rounds {rounds}`: the tracker run with "
               f"{python} ({version.strip()}); bpftrace runs the equivalent one-liner "
@@ -363,19 +383,25 @@ def main():
               "and may not write one (`PYTHONDONTWRITEBYTECODE=1`), so every start compiles "
               "pybpf's source. The standard library's own cached bytecode is used by both.\n")
         tracker = [python, "-m", "programs.execve", "-interval", "3600"]
+        if before:
+            print(f"The rows 'at {args.before}' run the tracker as it was at that revision "
+                  f"(`--before {args.before}`), from a copy made by `git archive`.\n")
         starts = [
             ("pybpf programs.execve (bytecode cached, as installed)", tracker, "exec_count",
-             cached_bytecode_env(workdir)),
+             cached_bytecode_env(workdir), tree),
             ("pybpf programs.execve (no .pyc: compiles its source)", tracker, "exec_count",
-             dict(os.environ, PYTHONDONTWRITEBYTECODE="1")),
+             dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), tree),
         ]
+        if before:
+            starts.append((f"pybpf programs.execve at {args.before} (bytecode cached)", tracker,
+                           "exec_count", cached_bytecode_env(workdir), before))
         if have_bpftrace:
             starts.append(("bpftrace one-liner", ["bpftrace", "-e", BPFTRACE_ONE_LINER], "AT_c",
-                           None))
+                           None, tree))
         rows = []
-        for label, command, map_name, env in starts:
-            cold_start(command, map_name, env, cwd=tree)  # warm-up: page cache, .pyc if cached
-            times = [cold_start(command, map_name, env, cwd=tree) for _ in range(runs)]
+        for label, command, map_name, env, cwd in starts:
+            cold_start(command, map_name, env, cwd=cwd)  # warm-up: page cache, .pyc if cached
+            times = [cold_start(command, map_name, env, cwd=cwd) for _ in range(runs)]
             done = [t * 1000 for t in times if t is not None]
             if done:
                 rows.append([label, len(done), f"{statistics.median(done):.1f}",
@@ -400,6 +426,10 @@ def main():
         c_spec = clang_spec(workdir)
         if c_spec is not None:
             designs["clang -O2 bpf/program.c via pybpf.elf"] = lambda: Loaded(c_spec)
+        if before:
+            designs["pybpf programs.execve (its process)"] = lambda: TracerProcess(tracker, tree)
+            designs[f"pybpf programs.execve at {args.before} (its process)"] = \
+                lambda: TracerProcess(tracker, before)
         if have_bpftrace:
             designs["bpftrace one-liner"] = Bpftrace
         samples = {label: ([], [], 0) for label in designs}
