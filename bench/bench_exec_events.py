@@ -36,6 +36,7 @@ from pybpf import syscalls  # noqa: E402 - after common puts the tree on the pat
 from pybpf.host import held_bpf_ids  # noqa: E402
 
 MARKER = "pybpf-bench-storm"
+READY = "pybpf-bench-ready"  # the canary exec that shows a tool is attached and printing
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,18 +64,22 @@ def cpu_seconds(pid):
 
 
 def start(command, out_path):
-    """Start a tool; wait until its programs are attached (it holds bpf links or, for the
-    ones that attach through perf events, programs); the process."""
+    """Start a tool (C stdio line-buffered by ``stdbuf -oL``, as on a terminal) and wait until
+    it is attached and printing: until an exec of ``/bin/true READY`` shows in its output (a
+    tool that has loaded its programs may still be attaching them); the process."""
     out = open(out_path, "wb")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(["stdbuf", "-oL", *command], cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
+    while time.monotonic() < deadline and proc.poll() is None:
+        subprocess.run(["/bin/true", READY])
+        time.sleep(0.2)
+        if READY.encode() in out_path.read_bytes():
+            time.sleep(0.5)  # a quiet moment after the canaries
             return proc
-        if held_bpf_ids(proc.pid, "link") or held_bpf_ids(proc.pid, "prog"):
-            time.sleep(1.0)  # the rest of its set-up, then a quiet second
-            return proc
-        time.sleep(0.05)
+    if proc.poll() is None:  # never showed the canary: reported as not started
+        proc.terminate()
+        proc.wait(timeout=60)
     return proc
 
 

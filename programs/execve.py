@@ -83,16 +83,25 @@ class Tracker:
         if not self.sees_host_pids:
             return []  # /proc cannot tell which of the kernel's PIDs are alive
         alive = {int(name) for name in os.listdir("/proc") if name.isdigit()}
-        gone = []
-        for pid, count in counts.items():
-            if pid in alive or self.exec_count.lookup(pid) != count:
-                continue
-            if self.process_names.lookup(pid) != names.get(pid):
-                continue
-            self.exec_count.pop(pid, None)
-            self.process_names.pop(pid, None)
-            gone.append(pid)
+        exited = [pid for pid in counts if pid not in alive]
+        if not exited:
+            return []
+        counts_now, names_now = self._entries(exited, len(counts))
+        gone = [pid for pid in exited
+                if counts_now.get(pid) == counts[pid] and names_now.get(pid) == names.get(pid)]
+        if gone:
+            self.exec_count.delete_batch(gone)
+            self.process_names.delete_batch([pid for pid in gone if pid in names_now])
         return gone
+
+    def _entries(self, pids, total):
+        """``(counts, names)`` of ``pids`` as the maps hold them now. Read whole, in two
+        batches, when ``pids`` are a large share of the ``total`` entries (a storm's exited
+        processes), else key by key (a batch reads every entry)."""
+        if len(pids) * 8 >= total:
+            return dict(self.exec_count.lookup_batch()), dict(self.process_names.lookup_batch())
+        return ({pid: self.exec_count.lookup(pid) for pid in pids},
+                {pid: self.process_names.lookup(pid) for pid in pids})
 
     def verifier_logs(self):
         """The verifier's log of each program, by program name."""

@@ -96,6 +96,7 @@ def json_text(raw):
 
 
 _SHELL_PLAIN = re.compile(r"[A-Za-z0-9@%+=:,./_-]+")  # words a shell reads as they are
+_QUOTABLE_ASCII = re.compile(r"[ -&(-\[\]-~]*")  # printable ASCII but ' and \: safe in '...'
 
 
 def shell_quote(raw, always=False):
@@ -108,7 +109,7 @@ def shell_quote(raw, always=False):
     text = _decoded(raw)
     if not always and _SHELL_PLAIN.fullmatch(text):
         return text
-    if all(_is_safe(char) and char != "'" for char in text):
+    if _QUOTABLE_ASCII.fullmatch(text) or all(_is_safe(char) and char != "'" for char in text):
         return f"'{text}'"
     out = []
     for char in text:

@@ -363,19 +363,26 @@ def test_execveat_is_counted_too(tracker):
 
 
 @pytest.mark.kernel
-def test_entries_are_forgotten_only_once_their_last_state_was_printed():
+@pytest.mark.parametrize("live", [0, 20], ids=["exited-only", "among-live"])
+def test_entries_are_forgotten_only_once_their_last_state_was_printed(live):
+    """``live`` printed entries of running processes beside the exited one: the maps are
+    then read key by key, not whole (the exited are few of the entries)."""
     with execve.Tracker() as tracker:
         child = subprocess.Popen(["/bin/true"])
         child.wait()
         counts, names, _ = tracker.snapshot()
         assert counts[child.pid] == 1 and names[child.pid].rstrip(b"\0") == b"true"
+        running = {int(p): 1 for p in os.listdir("/proc") if p.isdigit()}
+        others = dict(list(running.items())[:live])
+        assert len(others) == live
         name = {child.pid: names[child.pid]}
         # printed with an older count: an exec happened after the table was read
-        assert tracker.forget_exited({child.pid: 0}, name) == []
+        assert tracker.forget_exited({**others, child.pid: 0}, name) == []
         # printed with the caller's name: the exec finished after the table was read
-        assert tracker.forget_exited({child.pid: 1}, {child.pid: b"sh".ljust(16, b"\0")}) == []
+        assert tracker.forget_exited({**others, child.pid: 1},
+                                     {child.pid: b"sh".ljust(16, b"\0")}) == []
         assert tracker.exec_count.lookup(child.pid) == 1
-        assert tracker.forget_exited({child.pid: 1}, name) == [child.pid]
+        assert tracker.forget_exited({**others, child.pid: 1}, name) == [child.pid]
         assert tracker.exec_count.lookup(child.pid) is None
         assert tracker.process_names.lookup(child.pid) is None
 
