@@ -213,7 +213,7 @@ def test_long_jumps_use_imm():
 def test_kernel_constants_and_helpers_are_defined_once():
     """Pseudo source values come from pybpf.abi; opcode bytes from opcodes; no copies."""
     from pybpf import abi, elf, objdump, spec
-    from pybpf.asm import builder, link, text
+    from pybpf.asm import link, operands, text
 
     assert oc.find("call_local").value == abi.PSEUDO_CALL
     assert oc.find("call_kfunc").value == abi.PSEUDO_KFUNC_CALL
@@ -227,7 +227,7 @@ def test_kernel_constants_and_helpers_are_defined_once():
         (objdump, ("CALL",)), (link, ("_OFF_FORMS",)), (text, ("_imm64",)),
         (elf, ("_kernel_name",))) for name in names if hasattr(module, name)]
     assert not copies
-    assert text.imm64 is builder.imm64 and elf.object_name is spec.object_name
+    assert text.imm64 is operands.imm64 and elf.object_name is spec.object_name
 
 
 @pytest.mark.kernel
@@ -297,3 +297,29 @@ def test_a_wide_immediate_must_fit_in_64_bits():
     assert check(Instruction(0x18, 1, 0, 0, 2**64 - 1)) is None  # the largest
     assert check(Instruction(0x18, 1, 0, 0, 2**64)) == \
         "imm 18446744073709551616 is not a 64-bit value stored unsigned (0..2**64-1)"
+
+
+def _imported_modules(module):
+    """The modules a pybpf source file imports (absolute names), read from its syntax tree."""
+    import ast
+    from pathlib import Path
+
+    names = set()
+    for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_text_syntax_and_dsl_share_operands_not_each_other():
+    """The parser (asm.text) and the DSL (asm.builder) are siblings: the operand checks both
+    need live in asm.operands, and neither imports the other."""
+    from pybpf.asm import builder, operands, text
+
+    assert "pybpf.asm.builder" not in _imported_modules(text)
+    assert "pybpf.asm.text" not in _imported_modules(builder)
+    assert {"pybpf.asm.operands.imm32"} <= _imported_modules(text) & _imported_modules(builder)
+    assert builder.imm32 is text.imm32 is operands.imm32

@@ -5,6 +5,7 @@ Pure Python and no system calls: Python calls or assembly text become
 
 - :mod:`~pybpf.asm.opcodes`  the opcode tables (bit layout diagram there)
 - :mod:`~pybpf.asm.insn`     the Instruction type, its encoder, decoder and checks
+- :mod:`~pybpf.asm.operands` operand checks shared by the DSL and the parser: imm32, helper_id...
 - :mod:`~pybpf.asm.builder`  the DSL: ``Builder`` methods, one instruction per call
 - :mod:`~pybpf.asm.link`     labels and map names to numbers: resolve, assemble
 - :mod:`~pybpf.asm.text`     llvm-objdump's text syntax: format_insn, parse

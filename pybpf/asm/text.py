@@ -28,8 +28,8 @@ import re
 
 from pybpf import abi
 from pybpf.asm import opcodes as oc
-from pybpf.asm.builder import address_spaces, helper_id, imm32, imm64
 from pybpf.asm.insn import Instruction, check, validate
+from pybpf.asm.operands import address_spaces, helper_id, imm32, imm64
 from pybpf.errors import AssemblerError
 
 _ALU_NAME = {sym: name for name, _code, sym, _off, _sem in oc.ALU_OPS}
