@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pybpf.asm import (
-    B, DW, H, R0, R1, R2, R10, W, Builder, Instruction, parse, resolve,
+    B, DW, H, R0, R1, R2, R10, W, Builder, Instruction, parse, resolve, validate,
 )
 from pybpf.asm.text import format_insn
 from pybpf.errors import AssemblerError, DecodeError
@@ -206,20 +206,51 @@ def test_parse_errors(text, message):
         parse(text)
 
 
-def test_huge_number_is_an_assembler_error():
-    # Python 3.11+ refuses int() of more than 4300 digits; 3.9 reads it, and it does not fit.
-    import sys
+_LONG = "1" * 5000  # more digits than Python 3.11+ converts (4300); 3.9 converts any
 
-    message = "unreadable number" if hasattr(sys, "set_int_max_str_digits") else "does not fit"
-    with pytest.raises(AssemblerError, match=f"line 1: {message}"):
-        parse("r1 = 1" + "0" * 5000)
+
+@pytest.mark.parametrize("text", [
+    "call kfunc 1, 0x" + "f" * 4000,  # issue #7 item 14: hex has no digit limit in int()
+    "call kfunc " + _LONG, "r1 = 1" + "0" * 5000, "r1 = 0x" + "f" * 5000 + " ll",
+    f"r{_LONG} = 1", f"goto +{_LONG}", f"call pc+{_LONG}", f"r1 = *(u32 *)(r2 + {_LONG})",
+    f"r1 = be{_LONG} r1", f"ld_pseudo r1, {_LONG}, 0", f"ld_pseudo r1, 1, 0, {_LONG}",
+    f"r0 = *(u8 *)skb[r1 + {_LONG}]", f"r1 = addr_space_cast(r2, {_LONG}, 0)",
+], ids=lambda text: text[:16])
+def test_every_number_the_parser_reads_is_bounded(text):
+    with pytest.raises(AssemblerError, match=r"line 1: the number \S+\.\.\. has \d+ digits; "
+                                             "no instruction field holds more than 64 bits"):
+        parse(text)
+
+
+def test_leading_zeros_do_not_count_as_digits():
+    assert parse("r1 = 0x" + "0" * 40 + "1 ll")[0].imm == 1
+
+
+@pytest.mark.parametrize("build", [
+    lambda b: b.mov(R1, 10**5000), lambda b: b.mov(R1, -10**5000), lambda b: b.ja(10**5000),
+    lambda b: b.ldx(W, R1, R2, 10**5000), lambda b: b.ldx(10**5000, R1, R2, 0),
+    lambda b: b.movsx(R1, R2, 10**5000), lambda b: b.call(10**5000),
+    lambda b: b.mov(10**5000, 1), lambda b: b.lddw(R1, 10**5000),
+    lambda b: b.addr_space_cast(R1, R2, 10**5000, 0),
+])
+def test_huge_ints_in_the_dsl_are_assembler_errors(build):
+    # The messages show such a number by its first hex digits and its size.
+    with pytest.raises(AssemblerError, match=r"0x31e20801036510f3\.\.\. \(16610 bits\)"):
+        build(Builder())
+
+
+def test_huge_fields_of_an_instruction_are_assembler_errors():
+    for insn in (Instruction(0xB7, 1, 0, 0, 10**5000), Instruction(0xBF, 1, 2, 10**5000)):
+        with pytest.raises(AssemblerError, match=r"\(16610 bits\)"):
+            validate(insn)
 
 
 # Words that are almost, or not at all, part of the syntax.
 _WORDS = ["r11", "w2", "=", "s>>=", "-", "0x", "0xzz", "0xq", "12ab", "010", "-0", "0x1f",
           "99999999999999999999", "ll", "ld_pseudo", ",", "kfunc", "pc+1", "bpf_", "bpf_nope",
           "goto", "+3", "*(u32", "(r1", ")", "x:", "<y>:", "<z>", ";", "\n", "skb[r1", "(s8)",
-          "bswap16", "addr_space_cast(r1,", "\u0661", "\x00", "ü"]
+          "bswap16", "addr_space_cast(r1,", "\u0661", "\x00", "ü", _LONG, "0x" + "f" * 4400,
+          "r" + _LONG, "+" + _LONG]
 
 
 @st.composite
@@ -235,6 +266,7 @@ def _almost_instructions(draw):
 @example("r1 = 0xzz ll")
 @example("r1 = 12ab ll")
 @example("ld_pseudo r1, 1, 0xq")
+@example("call kfunc 1, 0x" + "f" * 4000)
 def test_parse_raises_only_assembler_errors(text):
     """Text is either valid instructions (each one decodes back from its bytes) or one
     AssemblerError naming the instruction and the line (as ``str.splitlines`` counts them)."""

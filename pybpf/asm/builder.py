@@ -14,7 +14,7 @@ import inspect
 
 from pybpf import abi
 from pybpf.asm import opcodes as oc
-from pybpf.asm.insn import Instruction, Register, validate
+from pybpf.asm.insn import Instruction, Register, shown, validate
 from pybpf.asm.operands import address_spaces, helper_id, imm32, imm64, register
 from pybpf.errors import AssemblerError
 
@@ -77,7 +77,7 @@ def _dsl(method):
             if relo is not None:
                 insn.core = _place_core_operand(insn, relo, param)
         except AssemblerError as exc:
-            text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+            text = ", ".join([shown(a) for a in args] + [f"{k}={shown(v)}" for k, v in kwargs.items()])
             raise AssemblerError(exc.message, len(self._insns),
                                  f"{method.__name__}({text})") from None
         return self._append(insn)
@@ -91,7 +91,7 @@ def _target(target):
         return 0, target
     if isinstance(target, int) and not isinstance(target, bool):
         return target, None
-    raise AssemblerError(f"jump target must be a label name or an int offset, got {target!r}")
+    raise AssemblerError(f"jump target must be a label name or an int offset, got {shown(target)}")
 
 
 def _op(name, **selectors):
@@ -100,18 +100,18 @@ def _op(name, **selectors):
         value = selectors.get(what, 0)
         if not isinstance(value, int) or isinstance(value, bool):
             raise AssemblerError(f"{name} {'width' if what == 'value' else what} must be an "
-                                 f"int, not {value!r}")
+                                 f"int, not {shown(value)}")
     try:
         return oc.find(name, **selectors)
     except KeyError:
         ops = oc.BY_NAME[name]
         if "size" in selectors:
             sizes = ", ".join(str(op.size) for op in ops)
-            raise AssemblerError(f"{name} has no {selectors['size']}-byte form "
+            raise AssemblerError(f"{name} has no {shown(selectors['size'])}-byte form "
                                  f"(sizes: {sizes})") from None
         values = ", ".join(str(op.value) for op in ops)
         raise AssemblerError(f"{name} width must be one of {values}, "
-                             f"not {selectors.get('value')}") from None
+                             f"not {shown(selectors.get('value'))}") from None
 
 
 def _alu(name, semantics, attr):

@@ -117,7 +117,7 @@ def check(insn):
     values = (insn.dst, insn.src, insn.off, insn.imm)
     for name, value in zip(("opcode", "dst", "src", "off", "imm"), (insn.opcode, *values)):
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"{name} must be an int, not {value!r}"
+            return f"{name} must be an int, not {shown(value)}"
     op = insn.op
     if op is None:
         return _why_no_op(insn)
@@ -126,6 +126,16 @@ def check(insn):
         if problem:
             return f"{name} {problem}"
     return None
+
+
+def shown(value):
+    """``repr(value)`` for an error message; an int longer than 128 bits (too long to read,
+    and Python 3.11+ refuses str() of more than 4300 digits) as its first hex digits and its
+    size in bits."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        sign, digits = ("-", f"{-value:x}") if value < 0 else ("", f"{value:x}")
+        return f"{sign}0x{digits[:16]}... ({value.bit_length()} bits)"
+    return repr(value)
 
 
 def validate(insn):
@@ -148,10 +158,10 @@ def _why_no_op(insn):
     value = getattr(insn, field_name)
     if field_name == "imm":  # atomic operation codes, written in hex like the kernel's
         allowed = ", ".join(f"{v:#x}" for v in sorted(choices))
-        shown = hex(value & 0xFFFFFFFF)
+        given = hex(value & 0xFFFFFFFF)
     else:
-        allowed, shown = ", ".join(str(v) for v in sorted(choices)), value
-    return f"opcode {opcode:#04x} needs {field_name} in {{{allowed}}}, not {shown}"
+        allowed, given = ", ".join(str(v) for v in sorted(choices)), shown(value)
+    return f"opcode {opcode:#04x} needs {field_name} in {{{allowed}}}, not {given}"
 
 
 def _register(value, op, insn, writable=False):
@@ -159,7 +169,7 @@ def _register(value, op, insn, writable=False):
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
         if writable and value == 10:
             return "is r10, the read-only frame pointer; it cannot be written"
-        return f"must be a register r0-r{top}, not {value!r}"
+        return f"must be a register r0-r{top}, not {shown(value)}"
     return None
 
 
@@ -168,7 +178,7 @@ def _signed(bits):
 
     def rule(value, op, insn):
         if not low <= value <= high:
-            return f"{value} does not fit in {bits} signed bits ({low}..{high})"
+            return f"{shown(value)} does not fit in {bits} signed bits ({low}..{high})"
         return None
     return rule
 
@@ -176,24 +186,24 @@ def _signed(bits):
 def _shift(value, op, insn):
     top = 63 if insn.opcode & 0x07 == oc.ALU64 else 31
     if not 0 <= value <= top:
-        return f"shift count {value} is out of range 0..{top}"
+        return f"shift count {shown(value)} is out of range 0..{top}"
     return None
 
 
 def _width(value, op, insn):
     if value not in (16, 32, 64):
-        return f"byte swap width must be 16, 32 or 64, not {value}"
+        return f"byte swap width must be 16, 32 or 64, not {shown(value)}"
     return None
 
 
 def _u64(value, op, insn):
     if not 0 <= value < 1 << 64:
-        return f"{value} is not a 64-bit value stored unsigned (0..2**64-1)"
+        return f"{shown(value)} is not a 64-bit value stored unsigned (0..2**64-1)"
     return None
 
 
 def _zero(value, op, insn):
-    return None if value == 0 else f"must be 0 for {op.name}, not {value}"
+    return None if value == 0 else f"must be 0 for {op.name}, not {shown(value)}"
 
 
 _RULES = {

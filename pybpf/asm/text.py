@@ -163,7 +163,7 @@ _FORMAT = {
 # ----------------------------------------------------------------------------------- parse
 
 _R = r"([rw])(\d+)"  # a register: prefix, number
-_NUM = r"-?(?:0x[0-9a-fA-F]+|0|[1-9]\d*)"  # a number as int(text, 0) reads it
+_NUM = r"-?(?:0x[0-9a-fA-F]+|0|[1-9]\d*)"  # a number: decimal without leading 0, or hex
 _ID = r"[A-Za-z_.$][\w.$]*"  # a label or map name
 _N, _NAME = f"({_NUM})", f"({_ID})"
 _T = rf"([+-]\d+|{_ID})"  # a jump target: offset or label
@@ -178,12 +178,24 @@ def _ops(symbols):
 _ALU_SYMS, _JMP_SYMS = _ops(_ALU_NAME), _ops(_JMP_NAME)
 
 
-def _num(text):
-    return int(text, 0)
+_MAX_DIGITS = 20  # 2**64 has 20 decimal digits: no instruction field holds a longer number
+
+
+def _int(text):
+    """The number ``text`` (decimal, or hex after ``0x``; a sign allowed), as every number the
+    parser reads is converted: one longer than any field holds is refused before int() sees
+    it (Python 3.11+ refuses str/int conversions of more than 4300 digits with ValueError)."""
+    digits = text.lstrip("+-")
+    hexadecimal = digits[:2] in ("0x", "0X")
+    significant = digits[2 if hexadecimal else 0:].lstrip("0")
+    if len(significant) > _MAX_DIGITS:
+        raise AssemblerError(f"the number {text[:12]}... has {len(significant)} digits; no "
+                             "instruction field holds more than 64 bits")
+    return int(text, 16 if hexadecimal else 10)
 
 
 def _disp(sign, digits):
-    return -int(digits) if sign == "-" else int(digits)
+    return -_int(digits) if sign == "-" else _int(digits)
 
 
 def _suffix(prefix):
@@ -196,9 +208,9 @@ def _p_alu(m):
     if sp is not None:
         _same_prefix(dp, sp)
         op = oc.find(name, x=True)
-        return Instruction(op.opcode, int(d), int(s), op.value)
+        return Instruction(op.opcode, _int(d), _int(s), op.value)
     op = oc.find(name, x=False)
-    return Instruction(op.opcode, int(d), 0, op.value, imm32(_num(n)))
+    return Instruction(op.opcode, _int(d), 0, op.value, imm32(_int(n)))
 
 
 def _p_jmp(m):
@@ -207,12 +219,12 @@ def _p_jmp(m):
     name = _JMP_NAME[sym] + _suffix(dp)
     if sp is not None:
         _same_prefix(dp, sp)
-        return Instruction(oc.find(name, x=True).opcode, int(d), int(s), off, ref=ref)
-    return Instruction(oc.find(name, x=False).opcode, int(d), 0, off, imm32(_num(n)), ref=ref)
+        return Instruction(oc.find(name, x=True).opcode, _int(d), _int(s), off, ref=ref)
+    return Instruction(oc.find(name, x=False).opcode, _int(d), 0, off, imm32(_int(n)), ref=ref)
 
 
 def _p_target(text):
-    return (int(text), None) if text[0] in "+-" else (0, text)
+    return (_int(text), None) if text[0] in "+-" else (0, text)
 
 
 def _p_jump_always(opcode, field, target):
@@ -234,24 +246,24 @@ def _sized_reg(prefix, number, size):
     (llvm-objdump --mattr=+alu32) for accesses narrower than 8 bytes."""
     if prefix == "w" and size == 8:
         raise AssemblerError(f"w{number} is a 32-bit register; a 64-bit access needs r{number}")
-    return int(number)
+    return _int(number)
 
 
 def _p_mem_op(name, size, base, sign, digits, prefix, src, imm=None):
     op = oc.find(name, size=size)
-    return Instruction(op.opcode, int(base), _sized_reg(prefix, src, size), _disp(sign, digits),
+    return Instruction(op.opcode, _int(base), _sized_reg(prefix, src, size), _disp(sign, digits),
                        op.value if imm is None else imm)
 
 
 def _p_lock(m):
     bits, base, sign, digits, sym, p, src = m.groups()
-    return _p_mem_op("atomic_" + _ATOMIC_NAME[sym], int(bits) // 8, base, sign, digits, p, src)
+    return _p_mem_op("atomic_" + _ATOMIC_NAME[sym], _int(bits) // 8, base, sign, digits, p, src)
 
 
 def _p_fetch(m):
     p, dst, name, bits, base, sign, digits, p2, src = m.groups()
     _same_register(p + dst, p2 + src)
-    return _p_mem_op("atomic_fetch_" + name, int(bits) // 8, base, sign, digits, p, src)
+    return _p_mem_op("atomic_fetch_" + name, _int(bits) // 8, base, sign, digits, p, src)
 
 
 def _p_xchg(m):
@@ -267,57 +279,58 @@ def _p_cmpxchg(m):
 
 def _p_load_acquire(m):
     p, dst, bits, base, sign, digits = m.groups()
-    op = oc.find("load_acquire", size=int(bits) // 8)
-    return Instruction(op.opcode, _sized_reg(p, dst, op.size), int(base), _disp(sign, digits),
+    op = oc.find("load_acquire", size=_int(bits) // 8)
+    return Instruction(op.opcode, _sized_reg(p, dst, op.size), _int(base), _disp(sign, digits),
                        op.value)
 
 
 def _p_store_release(m):
     bits, base, sign, digits, p, src = m.groups()
-    return _p_mem_op("store_release", int(bits) // 8, base, sign, digits, p, src)
+    return _p_mem_op("store_release", _int(bits) // 8, base, sign, digits, p, src)
 
 
 def _p_store(m):
     bits, base, sign, digits, p, src, n = m.groups()
     if p is not None:
-        return _p_mem_op("stx", int(bits) // 8, base, sign, digits, p, src)
-    return Instruction(oc.find("st", size=int(bits) // 8).opcode, int(base), 0,
-                       _disp(sign, digits), imm32(_num(n)))
+        return _p_mem_op("stx", _int(bits) // 8, base, sign, digits, p, src)
+    return Instruction(oc.find("st", size=_int(bits) // 8).opcode, _int(base), 0,
+                       _disp(sign, digits), imm32(_int(n)))
 
 
 def _p_load(m):
     p, dst, kind, bits, base, sign, digits = m.groups()
-    op = oc.find("ldx" if kind == "u" else "ldxsx", size=int(bits) // 8)
-    return Instruction(op.opcode, _sized_reg(p, dst, op.size), int(base), _disp(sign, digits))
+    op = oc.find("ldx" if kind == "u" else "ldxsx", size=_int(bits) // 8)
+    return Instruction(op.opcode, _sized_reg(p, dst, op.size), _int(base), _disp(sign, digits))
 
 
 def _p_ld_ind(m):
     bits, src, sign, digits = m.groups()
     imm = _disp(sign, digits) if sign else 0
-    return Instruction(oc.find("ld_ind", size=int(bits) // 8).opcode, 0, int(src), 0, imm32(imm))
+    op = oc.find("ld_ind", size=_int(bits) // 8)
+    return Instruction(op.opcode, 0, _int(src), 0, imm32(imm))
 
 
 def _p_end(m):
     _p, dst, kind, bits, _p2, dst2 = m.groups()
     if dst != dst2:
         raise AssemblerError(f"byte swap must name one register twice (r{dst} = {kind} r{dst})")
-    return Instruction(oc.find(kind).opcode, int(dst), imm=int(bits))
+    return Instruction(oc.find(kind).opcode, _int(dst), imm=_int(bits))
 
 
 def _p_lddw(m):
     dst, value = m.groups()
     if value[0].isdigit() or value[0] == "-":
-        return Instruction(oc.LD_IMM64, int(dst), 0, 0, imm64(_num(value)))
-    return Instruction(oc.LD_IMM64, int(dst), abi.PSEUDO_MAP_FD, 0, 0, ref=value)
+        return Instruction(oc.LD_IMM64, _int(dst), 0, 0, imm64(_int(value)))
+    return Instruction(oc.LD_IMM64, _int(dst), abi.PSEUDO_MAP_FD, 0, 0, ref=value)
 
 
 def _p_ld_pseudo(m):
     dst, src, low, high = m.groups()
-    high_bits = (imm32(_num(high)) & 0xFFFFFFFF) << 32 if high else 0
+    high_bits = (imm32(_int(high)) & 0xFFFFFFFF) << 32 if high else 0
     if low[0].isdigit() or low[0] == "-":
-        return Instruction(oc.LD_IMM64, int(dst), int(src), 0,
-                           high_bits | imm32(_num(low)) & 0xFFFFFFFF)
-    return Instruction(oc.LD_IMM64, int(dst), int(src), 0, high_bits, ref=low)
+        return Instruction(oc.LD_IMM64, _int(dst), _int(src), 0,
+                           high_bits | imm32(_int(low)) & 0xFFFFFFFF)
+    return Instruction(oc.LD_IMM64, _int(dst), _int(src), 0, high_bits, ref=low)
 
 
 def _p_neg(m):
@@ -325,21 +338,21 @@ def _p_neg(m):
     _same_prefix(dp, sp)
     if dst != dst2:
         raise AssemblerError(f"negation must name one register twice ({dp}{dst} = -{dp}{dst})")
-    return Instruction(oc.find("neg" + _suffix(dp)).opcode, int(dst))
+    return Instruction(oc.find("neg" + _suffix(dp)).opcode, _int(dst))
 
 
 def _p_movsx(m):
     dp, dst, bits, sp, src = m.groups()
     _same_prefix(dp, sp)
-    op = oc.find("movsx" + _suffix(dp), value=int(bits))
-    return Instruction(op.opcode, int(dst), int(src), op.value)
+    op = oc.find("movsx" + _suffix(dp), value=_int(bits))
+    return Instruction(op.opcode, _int(dst), _int(src), op.value)
 
 
 def _p_addr_space_cast(m):
     dst, src, dst_as, src_as = m.groups()
     op = oc.find("addr_space_cast")
-    return Instruction(op.opcode, int(dst), int(src), op.value,
-                       address_spaces(_num(dst_as), _num(src_as)))
+    return Instruction(op.opcode, _int(dst), _int(src), op.value,
+                       address_spaces(_int(dst_as), _int(src_as)))
 
 
 def _same_prefix(*prefixes):
@@ -359,10 +372,10 @@ _SYNTAX = [
     (rf"may_goto {_T}", lambda m: _p_jump_always(oc.JMP | oc.JCOND, "off", m.group(1))),
     (rf"if {_R} ({_JMP_SYMS}) (?:{_R}|{_N}) goto {_T}", _p_jmp),
     (r"call pc([+-]\d+)", lambda m: Instruction(oc.JMP | oc.CALL, 0, abi.PSEUDO_CALL, 0,
-                                                int(m.group(1)))),
+                                                _int(m.group(1)))),
     (rf"call kfunc {_N}(?:, {_N})?", lambda m: Instruction(oc.JMP | oc.CALL, 0,
-        abi.PSEUDO_KFUNC_CALL, _num(m.group(2) or "0"), imm32(_num(m.group(1))))),
-    (rf"call {_N}", lambda m: Instruction(oc.JMP | oc.CALL, imm=imm32(_num(m.group(1))))),
+        abi.PSEUDO_KFUNC_CALL, _int(m.group(2) or "0"), imm32(_int(m.group(1))))),
+    (rf"call {_N}", lambda m: Instruction(oc.JMP | oc.CALL, imm=imm32(_int(m.group(1))))),
     (rf"call {_NAME}", _p_call_name),
     (r"exit", lambda m: Instruction(oc.JMP | oc.EXIT)),
     (rf"lock \*\(u{_SZ} \*\){_M} ({_ops(_ATOMIC_NAME)})= {_R}", _p_lock),
@@ -374,7 +387,7 @@ _SYNTAX = [
     (rf"\*\(u{_SZ} \*\){_M} = (?:{_R}|{_N})", _p_store),
     (rf"{_R} = \*\(([us]){_SZ} \*\){_M}", _p_load),
     (rf"r0 = \*\(u{_SZ} \*\)skb\[{_N}\]", lambda m: Instruction(
-        oc.find("ld_abs", size=int(m.group(1)) // 8).opcode, imm=imm32(_num(m.group(2))))),
+        oc.find("ld_abs", size=_int(m.group(1)) // 8).opcode, imm=imm32(_int(m.group(2))))),
     (rf"r0 = \*\(u{_SZ} \*\)skb\[r(\d+)(?: ([+-]) (\d+))?\]", _p_ld_ind),
     (rf"{_R} = (le|be|bswap)(\d+) {_R}", _p_end),
     (rf"{_R} = -{_R}", _p_neg),
@@ -398,10 +411,6 @@ def parse_insn(text):
                 insn = build(match)
             except KeyError as exc:
                 raise AssemblerError(f"no such instruction form ({exc})") from None
-            except AssemblerError:  # (a ValueError too)
-                raise
-            except ValueError as exc:  # Python 3.11+ limits int() to 4300 digits
-                raise AssemblerError(f"unreadable number ({exc})") from None
             validate(insn)
             return insn
     raise AssemblerError("not an instruction in llvm-objdump syntax")
@@ -442,7 +451,8 @@ def parse(text):
         try:
             insn = parse_insn(code)
         except AssemblerError as exc:
-            raise AssemblerError(f"line {number}: {exc.message}", len(insns), raw.strip()) from None
+            raise AssemblerError(f"line {number}: {exc.message}", len(insns),
+                                 _quoted(raw.strip())) from None
         insn.labels, insn.comment = tuple(labels), comment
         labels, comment = [], None
         insns.append(insn)
@@ -450,6 +460,11 @@ def parse(text):
         raise AssemblerError(f"label {labels[0]!r} at the end names no instruction; "
                              "add one after it", len(insns))
     return insns
+
+
+def _quoted(line, limit=60):
+    """A source line as an error message quotes it: cut short if it is long."""
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def _split_comment(line):
