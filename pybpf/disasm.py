@@ -22,6 +22,23 @@ shown as the kernel will see it, yet readable:
 
 The listing parses back with :func:`pybpf.asm.parse` (``<label>`` annotations after an
 instruction are skipped, its offset is kept): the result resolves to the same program.
+
+A disassembler is how one inspects what is wrong, so it shows every instruction the bytes
+encode (:func:`pybpf.asm.insn.scan`), as llvm-objdump does, and marks what the kernel would
+refuse: ``r10 += r0 ; invalid: dst is r10, the read-only frame pointer...``. Bytes that
+encode no instruction print as ``<unknown>`` with their hex, 8 at a time, or one at a time
+where fewer than 8 are left (or fewer than 16 at a 64-bit load), and decoding goes on: the
+lines llvm-objdump 14 prints with ``-z`` (without it, it skips runs of zero bytes as
+``...``). Where pybpf shows refused bytes differently from LLVM 14, on purpose:
+
+- registers r12-r15, and fields LLVM's decoder insists are zero (exit's, ld_imm64's off),
+  and byte swap widths other than 16/32/64: LLVM 14 prints ``<unknown>``, pybpf the
+  instruction with what is wrong;
+- an atomic operation whose imm names none (0xdb with imm 0x02): LLVM 14 ignores imm's low
+  bits and prints an add; pybpf prints ``<unknown>``, as the kernel knows no such operation;
+- callx (0x8d, not in Linux) prints as LLVM 14 prints it, the register taken from imm.
+
+The assembler (the DSL, :func:`pybpf.asm.parse`) refuses all of these.
 """
 
 from __future__ import annotations
@@ -29,21 +46,22 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pybpf.asm import opcodes as oc
-from pybpf.asm.insn import decode_all
+from pybpf.asm.insn import SLOT_SIZE, check, scan
 from pybpf.asm.link import bind_label, is_map_load, label_slots
 from pybpf.asm.text import format_insn
 from pybpf.errors import AssemblerError
 from pybpf.helpers import HELPER_NAMES
 
-__all__ = ["disassemble", "format_insn"]
+__all__ = ["UNKNOWN", "disassemble", "format_insn"]
+
+UNKNOWN = "<unknown>"  # the text of bytes that encode no instruction, as llvm-objdump prints
 
 
 def disassemble(insns_or_bytes, annotate=True):
     """The listing of a program given as a list of Instructions or as raw bytes."""
     if isinstance(insns_or_bytes, (bytes, bytearray, memoryview)):
-        insns = decode_all(bytes(insns_or_bytes))
-    else:
-        insns = insns_or_bytes
+        return _bytes_listing(bytes(insns_or_bytes), annotate)
+    insns = insns_or_bytes
     targets = label_slots(insns)
     lines, slot = [], 0
     for index, insn in enumerate(insns):
@@ -53,8 +71,19 @@ def disassemble(insns_or_bytes, annotate=True):
         if insn.comment:
             lines.extend(f"; {line}" for line in insn.comment.splitlines())
         linked, text = _link(insn, index, slot, targets)
-        lines.append(f"{slot:>8}:\t{linked.encode().hex(' ')}\t{text}{_note(insn, annotate)}")
+        raw = linked.encode().hex(" ")
+        lines.append(f"{slot:>8}:\t{raw}\t{text}{_note(insn, check(insn), annotate)}")
         slot += insn.slots
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _bytes_listing(data, annotate):
+    """Every instruction the bytes encode, as :func:`pybpf.asm.insn.scan` walks them."""
+    lines = []
+    for offset, size, insn, problem in scan(data):
+        raw = data[offset:offset + size].hex(" ")
+        text = UNKNOWN if insn is None else format_insn(insn) + _note(insn, problem, annotate)
+        lines.append(f"{offset // SLOT_SIZE:>8}:\t{raw}\t{text}")
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -71,9 +100,12 @@ def _link(insn, index, slot, targets):
     return replace(insn, ref=None), format_insn(insn)
 
 
-def _note(insn, annotate):
-    """``  ; CO-RE task_struct.real_parent`` after an instruction with a CO-RE relocation,
-    `` ; bpf_name`` after a helper call when annotating, else nothing."""
+def _note(insn, problem, annotate):
+    """What follows the text: `` ; invalid: <why>`` for an instruction the kernel would
+    refuse, ``  ; CO-RE task_struct.real_parent`` after an instruction with a CO-RE
+    relocation, `` ; bpf_<name>`` after a helper call when annotating, else nothing."""
+    if problem:
+        return f" ; invalid: {problem}"
     if insn.core is not None:
         return f"  ; CO-RE {insn.core.describe()}"
     if annotate and insn.opcode == oc.JMP | oc.CALL and insn.src == oc.CALL_HELPER:

@@ -30,6 +30,7 @@ BPF meaning is given here. Malformed input raises :class:`pybpf.errors.ElfError`
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -274,13 +275,27 @@ class Container:
 
 @dataclass
 class Function:
-    """One function symbol of an executable section, with its decoded instructions."""
+    """One function symbol of an executable section; its instructions are decoded when first
+    used (a program that never calls it never pays for it, nor fails on it)."""
 
     name: str
     section: Section
     offset: int  # bytes from the start of the section
-    insns: List[Instruction]
-    slots: List[int]  # the section byte offset of each instruction
+    size: int
+
+    @property
+    def insns(self) -> List[Instruction]:
+        """The decoded instructions; ElfError if any is one the kernel would refuse."""
+        return self._decoded[0]
+
+    @property
+    def slots(self) -> List[int]:
+        """The byte offset of each instruction from the function's start."""
+        return self._decoded[1]
+
+    @functools.cached_property
+    def _decoded(self):
+        return _decode_function(self)
 
 
 class ElfObject:
@@ -305,9 +320,15 @@ class ElfObject:
 
     def collection_spec(self) -> CollectionSpec:
         programs = {}
-        for function in self.functions.values():
-            if function.section.name != ".text":
-                programs[function.name] = self._program(function)
+        for section in self.elf.sections:
+            if not section.executable or not section.size:
+                continue
+            entries = [f for f in self.functions.values() if f.section is section]
+            if not entries:
+                raise ElfError("executable section without function symbols", section.name)
+            if section.name != ".text":  # .text holds the functions programs call
+                for function in entries:
+                    programs[function.name] = self._program(function)
         self._check_init_slots(programs)
         raw_btf = self.btf.encode() if self.btf is not None else None
         return CollectionSpec(maps=self.maps, programs=programs, btf=raw_btf,
@@ -492,19 +513,14 @@ class ElfObject:
     # -- programs -------------------------------------------------------------------------
 
     def _functions(self) -> Dict[tuple, Function]:
-        """Every function of every executable section, by (section index, byte offset)."""
+        """Every function symbol of every executable section, by (section index, byte
+        offset); nothing is decoded yet."""
         functions = {}
         for section in self.elf.sections:
-            if not section.executable or not section.size:
-                continue
-            if section.name != ".text":
-                _program_section(section.name)  # unknown names fail early
-            decoded = decode_section(section)
-            symbols = self.elf.symbols_in(section, ("STT_FUNC",))
-            if not symbols:
-                raise ElfError("executable section without function symbols", section.name)
-            for symbol in symbols:
-                functions[(section.index, symbol.value)] = _function(symbol, section, decoded)
+            if section.executable and section.size:
+                for symbol in self.elf.symbols_in(section, ("STT_FUNC",)):
+                    functions[(section.index, symbol.value)] = Function(
+                        symbol.name, section, symbol.value, symbol.size)
         return functions
 
     def _core_relos(self) -> Dict[int, Dict[int, CoreReloRecord]]:
@@ -708,34 +724,27 @@ def _values_spec(btf, name, map_type, types, ints, section, offset):
     return _btf_map(btf, f"{name}.inner", inner, section, offset, inner=True)
 
 
-def decode_section(section):
-    """``{byte offset: Instruction}`` of an executable section."""
-    if section.size % INSN_SIZE:
-        raise ElfError(f"size {section.size} is not a multiple of 8 (one instruction)",
-                       section.name)
-    decoded, offset = {}, 0
-    while offset < section.size:
+def _decode_function(function):
+    """(instructions, byte offsets from the start) of a function, decoded strictly: the
+    kernel would refuse an invalid instruction, so loading refuses it too, saying where."""
+    section, start, size = function.section, function.offset, function.size
+    if start % INSN_SIZE or size <= 0 or start + size > section.size:
+        raise ElfError(f"function {function.name!r} ({size} bytes at {start:#x}) does not "
+                       "cover whole instructions inside the section", section.name, start)
+    insns, slots, offset, end = [], [], start, start + size
+    while offset < end:
         try:
             insn = Instruction.decode(section.data, offset)
         except DecodeError as exc:
-            raise ElfError(f"undecodable instruction: {exc}", section.name, offset) from None
-        decoded[offset] = insn
+            raise ElfError(f"undecodable instruction in {function.name!r}: {exc}",
+                           section.name, offset) from None
+        insns.append(insn)
+        slots.append(offset - start)
         offset += insn.slots * INSN_SIZE
-    return decoded
-
-
-def _function(symbol, section, decoded):
-    start, end = symbol.value, symbol.value + symbol.size
-    if start % INSN_SIZE or symbol.size <= 0 or end > section.size or start not in decoded:
-        raise ElfError(f"function {symbol.name!r} ({symbol.size} bytes at {start:#x}) does "
-                       "not cover whole instructions inside the section", section.name, start)
-    offsets = [o for o in range(start, end, INSN_SIZE) if o in decoded]
-    last = offsets[-1]
-    if last + decoded[last].slots * INSN_SIZE > end:
-        raise ElfError(f"function {symbol.name!r} ends inside a 64-bit load", section.name,
-                       last)
-    return Function(symbol.name, section, start, [decoded[o] for o in offsets],
-                    [o - start for o in offsets])
+    if offset > end:
+        raise ElfError(f"function {function.name!r} ends inside a 64-bit load", section.name,
+                       offset - 2 * INSN_SIZE)
+    return insns, slots
 
 
 class _Linker:

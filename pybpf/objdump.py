@@ -8,8 +8,9 @@ line above the instructions it compiled to.
 
 from . import abi
 from .asm import opcodes as oc
-from .disasm import format_insn
-from .elf import INSN_SIZE, RELOC_NAMES, decode_section, line_comments, open_object
+from .asm.insn import scan
+from .disasm import UNKNOWN, format_insn
+from .elf import INSN_SIZE, RELOC_NAMES, line_comments, open_object
 
 
 # -- disassembly ---------------------------------------------------------------------------
@@ -19,7 +20,9 @@ def disassemble(source, *, source_lines=True) -> str:
 
     Symbols head their instructions, relocations follow the instruction they patch, and (with
     ``source_lines``) the C source lines from ``.BTF.ext`` appear as ``; text`` above theirs.
-    The instruction text is :func:`pybpf.disasm.format_insn`'s, on the unrelocated bytes.
+    The instruction text is :func:`pybpf.disasm.format_insn`'s, on the unrelocated bytes;
+    every instruction the bytes encode is shown, one the kernel would refuse followed by
+    ``; invalid: <why>``, and bytes that encode none as ``<unknown>`` (as llvm-objdump).
     """
     obj = open_object(source)
     title = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else source
@@ -41,13 +44,17 @@ def _disassemble_section(obj, section, source_lines):
         for function in obj.functions.values():
             if function.section is section:
                 comments.update(line_comments(obj, function))
-    for offset, insn in decode_section(section).items():
+    for offset, size, insn, problem in scan(section.data):
         if offset in symbols:
             yield f"\n{offset:016x} <{symbols[offset]}>:\n"
         if offset in comments:
             yield f"; {comments[offset]}\n"
-        text = _objdump_text(insn) + _jump_target(insn, offset, symbols)
-        raw = section.data[offset:offset + insn.slots * INSN_SIZE].hex(" ")
+        if insn is None:
+            text = UNKNOWN
+        else:
+            text = _objdump_text(insn) + _jump_target(insn, offset, symbols)
+            text += f" ; invalid: {problem}" if problem else ""
+        raw = section.data[offset:offset + size].hex(" ")
         yield f"{offset // INSN_SIZE:>8}:\t{raw}\t{text}\n"
         relocation = relocations.get(offset) or relocations.get(offset + 4)
         if relocation is not None:
@@ -72,7 +79,7 @@ def _objdump_text(insn):
 
 def _jump_target(insn, offset, symbols):
     """`` <LBB0_2>`` after a jump whose target has a symbol, as llvm-objdump prints it."""
-    form = insn.op.form
+    form = oc.shown_as(insn.opcode, insn.src, insn.off, insn.imm).form
     if form == "gotol":
         delta = insn.imm
     elif form in oc.OFF_JUMP_FORMS:

@@ -7,6 +7,7 @@ every object into the running kernel; oracle tests compare with llvm-objdump and
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 
@@ -314,6 +315,78 @@ def test_btf_type_id_out_of_range_inside_an_object():
     data[first_type + 8:first_type + 12] = (0x7777).to_bytes(4, "little")  # PTR -> 0x7777
     err = load_error(data, BTFError)
     assert "type id 30583" in str(err) and err.offset == 24
+
+
+# -- what a program uses is decoded; what is there is listed -----------------------------------
+
+def with_code(name, section, offset, code):
+    """Object ``name`` with ``code`` written over section ``section`` at ``offset``."""
+    data = raw(name)
+    _, header = section_header(data, section)
+    start = header["sh_offset"] + offset
+    data[start:start + len(code)] = code
+    return bytes(data)
+
+
+def with_longer_text(name, tail, function=None):
+    """Object ``name`` whose ``.text`` section goes on with ``tail`` (moved to the end of the
+    file); ``function``, if given, is a .text function symbol that grows to cover the tail."""
+    data = raw(name)
+    header, text = section_header(data, ".text")
+    body = bytes(data[text["sh_offset"]:text["sh_offset"] + text["sh_size"]]) + tail
+    data += bytes(-len(data) % 8)
+    data[header + 24:header + 40] = struct.pack("<QQ", len(data), len(body))  # offset, size
+    data += body
+    if function is not None:
+        f = ELFFile(io.BytesIO(bytes(data)))
+        symtab = f.get_section_by_name(".symtab")
+        index = next(i for i, sym in enumerate(symtab.iter_symbols()) if sym.name == function)
+        entry = symtab["sh_offset"] + index * 24
+        size = struct.unpack_from("<Q", data, entry + 16)[0]
+        data[entry + 16:entry + 24] = struct.pack("<Q", size + len(tail))  # st_size
+    return bytes(data)
+
+
+def test_code_no_program_uses_is_not_decoded():
+    # 1000 slots that encode nothing after count_event, in no function: a program that does
+    # not use them neither fails on them nor pays for decoding them (before: ElfError).
+    damaged = elf.load_spec(with_longer_text("execve.o", b"\xff" * 8 * 1000))
+    assert damaged.programs == spec("execve.o").programs
+
+
+# r10 += r0 over xdp_calls' first instruction, a slot that encodes nothing over its second.
+REFUSED = bytes.fromhex("0f0a000000000000" "ff00000000000000")
+
+
+def test_an_instruction_the_kernel_refuses_is_an_elf_error_when_loading():
+    err = load_error(with_code("calls.o", "xdp", 0, REFUSED))
+    assert err.section == "xdp" and err.offset == 0
+    assert "undecodable instruction in 'xdp_calls'" in str(err)
+    assert "read-only frame pointer" in str(err)
+
+
+def test_listing_shows_what_the_kernel_refuses_and_bytes_that_encode_nothing():
+    listing = objdump(with_code("calls.o", "xdp", 0, REFUSED), source_lines=False).splitlines()
+    start = listing.index("0000000000000000 <xdp_calls>:")
+    assert listing[start + 1:start + 3] == [
+        "       0:\t0f 0a 00 00 00 00 00 00\tr10 += r0 ; invalid: dst is r10, the read-only "
+        "frame pointer; it cannot be written",
+        "       1:\tff 00 00 00 00 00 00 00\t<unknown>"]
+
+
+def test_listing_of_a_damaged_object_matches_llvm_objdump(tmp_path):
+    llvm_objdump = require_tool("llvm-objdump")
+    damaged = tmp_path / "damaged.o"
+    damaged.write_bytes(with_longer_text(
+        "calls.o", bytes.fromhex("8d00000001000000" "c701000063000000" "95000000"),
+        function=None))
+    data = with_code("calls.o", "xdp", 0, REFUSED)
+    (tmp_path / "refused.o").write_bytes(data)
+    for target in (damaged, tmp_path / "refused.o"):
+        expected = subprocess.run([llvm_objdump, "-dr", str(target)], check=True,
+                                  capture_output=True, text=True).stdout
+        mine = objdump(str(target), source_lines=False)
+        assert re.sub(r" ; invalid: [^\n]*", "", mine) == expected
 
 
 @st.composite

@@ -77,7 +77,8 @@ def _dsl(method):
             if relo is not None:
                 insn.core = _place_core_operand(insn, relo, param)
         except AssemblerError as exc:
-            text = ", ".join([shown(a) for a in args] + [f"{k}={shown(v)}" for k, v in kwargs.items()])
+            text = ", ".join([shown(a) for a in args]
+                             + [f"{k}={shown(v)}" for k, v in kwargs.items()])
             raise AssemblerError(exc.message, len(self._insns),
                                  f"{method.__name__}({text})") from None
         return self._append(insn)

@@ -10,6 +10,7 @@ instruction that exists as an :class:`Instruction` is a valid one.
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 from pybpf.asm import opcodes as oc
@@ -81,27 +82,62 @@ class Instruction:
 
     @classmethod
     def decode(cls, data, offset=0):
-        """The instruction starting at byte ``offset`` of ``data``; raises DecodeError."""
-        if len(data) - offset < SLOT_SIZE:
-            raise DecodeError(f"{len(data) - offset} bytes left, an instruction needs 8", offset)
-        opcode, regs, off, imm = SLOT.unpack_from(data, offset)
-        if opcode == oc.LD_IMM64:
-            if len(data) - offset < 2 * SLOT_SIZE:
-                raise DecodeError("the 64-bit immediate load needs a second 8-byte slot", offset)
-            zero, zero_regs, zero_off, high = _UNSIGNED_IMM.unpack_from(data, offset + 8)
-            if zero or zero_regs or zero_off:
-                raise DecodeError("second slot of a 64-bit immediate load must have zero "
-                                  "opcode, registers and offset", offset + 8)
-            imm = (high << 32) | (imm & 0xFFFFFFFF)
-        insn = cls(opcode, regs & 0x0F, regs >> 4, off, imm)
-        problem = check(insn)
+        """The instruction starting at byte ``offset`` of ``data``; raises DecodeError unless
+        it is valid (:func:`scan` shows invalid ones too)."""
+        insn, _size, problem = _decode_at(data, offset)
         if problem:
             raise DecodeError(f"{problem} (bytes {data[offset:offset + 8].hex(' ')})", offset)
         return insn
 
 
+def _decode_at(data, offset):
+    """(instruction, size in bytes, problem) of the bytes at ``offset``; the instruction is
+    None where the bytes name no operation (:func:`~pybpf.asm.opcodes.shown_as`) or are too
+    few for one, and then ``size`` is how far llvm-objdump moves on: 8, or 1 when too few."""
+    left = len(data) - offset
+    if left < SLOT_SIZE:
+        return None, 1, f"{left} bytes left, an instruction needs 8"
+    opcode, regs, off, imm = SLOT.unpack_from(data, offset)
+    size, problem = SLOT_SIZE, None
+    if opcode == oc.LD_IMM64:
+        if left < 2 * SLOT_SIZE:
+            return None, 1, "the 64-bit immediate load needs a second 8-byte slot"
+        zero, zero_regs, zero_off, high = _UNSIGNED_IMM.unpack_from(data, offset + 8)
+        if zero or zero_regs or zero_off:
+            problem = ("the second slot of a 64-bit immediate load must have zero opcode, "
+                       "registers and offset")
+        imm, size = (high << 32) | (imm & 0xFFFFFFFF), 2 * SLOT_SIZE
+    insn = Instruction(opcode, regs & 0x0F, regs >> 4, off, imm)
+    problem = problem or check(insn)
+    if problem and oc.shown_as(opcode, insn.src, off, imm) is None:
+        return None, SLOT_SIZE, problem
+    return insn, size, problem
+
+
+Decoded = namedtuple("Decoded", "offset size insn problem")
+Decoded.__doc__ = """One step of :func:`scan`: ``size`` bytes at ``offset``, decoded to ``insn``
+(None: bytes that encode no instruction), and what the kernel would refuse in them (None if
+nothing)."""
+
+
+def scan(data):
+    """Every instruction in ``data``, valid or not, walked as llvm-objdump walks bytes.
+
+    Yields :class:`Decoded` steps. Bytes that name an operation decode to it whatever their
+    other fields hold (a write to r10, a shift by 99), with the problem stated; bytes that
+    name none are 8 unknown bytes; fewer than 8 bytes left (or than 16 for a 64-bit load) are
+    unknown one byte at a time. Decoding always goes on after them.
+    """
+    offset, end = 0, len(data)
+    while offset < end:
+        insn, size, problem = _decode_at(data, offset)
+        yield Decoded(offset, size, insn, problem)
+        offset += size
+
+
 def decode_all(data):
-    """Every instruction in ``data`` (a multiple of 8 bytes), in order."""
+    """Every instruction in ``data`` (a multiple of 8 bytes), in order; raises DecodeError at
+    the first invalid one."""
     if len(data) % SLOT_SIZE:
         raise DecodeError(f"{len(data)} bytes is not a whole number of 8-byte instructions")
     insns, offset, decode = [], 0, Instruction.decode
@@ -149,7 +185,7 @@ def _why_no_op(insn):
     """Explain an opcode (or discriminator) that names no operation."""
     opcode = insn.opcode
     cls = oc.CLASS_NAMES[opcode & 0x07]
-    if opcode == 0x8D:
+    if opcode == oc.CALLX:
         return "callx (opcode 0x8d, call through a register) is not part of Linux eBPF"
     entry = oc.BY_OPCODE.get(opcode)
     if entry is None:

@@ -247,6 +247,23 @@ for _op in OPS:
 del _op
 
 
+# callx, a call through a register: LLVM assembles it (BPF_CALL | BPF_X, LLVM 14 keeping the
+# register number in imm) but Linux has no such instruction. It is in no table above, so
+# nothing builds or parses it; a disassembler names it (see shown_as).
+CALLX = JMP | CALL | X
+CALLX_OP = Op("callx", CALLX, "callx",
+              semantics="call the function whose address is in register imm (not in Linux)")
+
+# Opcode bytes whose variants are told apart by a field older eBPF kept zero: ``off`` for
+# div, mod and mov (sdiv, smod, movsx, addr_space_cast), ``src`` for call and ld_imm64.
+# Bytes naming none of the variants show as the plain one (value 0), as LLVM 14 shows them.
+_PLAIN_VARIANT = {
+    opcode: entry[1][0] for opcode, entry in BY_OPCODE.items()
+    if entry.__class__ is tuple and 0 in entry[1]
+    and (entry[0] == "off" or opcode in (JMP | CALL, LD_IMM64))
+}
+
+
 def field_rules(op):
     """The FIELDS rules of ``op`` for (dst, src, off, imm), its discriminator marked "key"."""
     names = ("dst", "src", "off", "imm")
@@ -260,6 +277,19 @@ def lookup(opcode, src, off, imm):
         return entry
     field, choices = entry
     return choices.get(src if field == "src" else off if field == "off" else imm)
+
+
+def shown_as(opcode, src, off, imm):
+    """The Op whose text a disassembler shows for these fields, valid or not: lookup()'s;
+    else the plain variant of an opcode byte shared by variants (``r1 /= r2`` for 0x3f with
+    an unknown off, ``call 5`` for 0x85 with an unknown src); else callx for 0x8d with a
+    register number (0-15) in imm. None when the bytes name no operation at all."""
+    op = lookup(opcode, src, off, imm)
+    if op is None:
+        op = _PLAIN_VARIANT.get(opcode)
+        if op is None and opcode == CALLX and 0 <= imm <= 15:
+            op = CALLX_OP
+    return op
 
 
 # Jump forms whose target offset is in the 16-bit ``off``; gotol, local calls and ld_func

@@ -40,8 +40,13 @@ _ATOMIC_NAME = {sym: name for name, _imm, sym in oc.ATOMIC_OPS}
 # ---------------------------------------------------------------------------------- format
 
 def format_insn(insn):
-    """The instruction as llvm-objdump -d prints it (see the module docstring)."""
-    op = insn.op
+    """The instruction as llvm-objdump -d prints it (see the module docstring).
+
+    An instruction the kernel would refuse prints too, as its operation shows it (``r10 +=
+    r0``, ``r1 <<= 99``, ``callx r1``; :func:`pybpf.asm.opcodes.shown_as`); AssemblerError
+    only when its fields name no operation at all.
+    """
+    op = oc.shown_as(insn.opcode, insn.src, insn.off, insn.imm)
     if op is None:
         raise AssemblerError(check(insn))
     return _FORMAT[op.form](insn, op)
@@ -78,7 +83,7 @@ def _jmp(insn, op):
 
 
 def _call(insn, op):
-    if insn.src == oc.CALL_HELPER:
+    if insn.src != abi.PSEUDO_CALL:  # a helper (or an unknown src, shown as LLVM 14 does)
         return f"call {insn.imm}"
     return f"call {insn.ref}" if insn.ref is not None else f"call pc{insn.imm:+d}"
 
@@ -146,6 +151,7 @@ _FORMAT = {
     "jmp_x": _jmp,
     "call": _call,
     "call_kfunc": _call_kfunc,
+    "callx": lambda i, op: f"callx r{i.imm}",  # LLVM 14's encoding: the register in imm
     "exit": lambda i, op: "exit",
     "ldx": _ldx,
     "st": lambda i, op: f"*(u{op.size * 8} *){_mem(i.dst, i.off)} = {i.imm}",
