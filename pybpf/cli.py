@@ -27,14 +27,25 @@ from pybpf.asm import parse
 from pybpf.asm.link import resolve
 from pybpf.asm.text import format_insn
 from pybpf.disasm import disassemble
-from pybpf.errors import BPFError, VerifierError
+from pybpf.errors import AssemblerError, BPFError, DecodeError, ElfError, VerifierError
+from pybpf.limits import (
+    MAX_INSN_BYTES, MAX_INSNS, MAX_OBJECT_SIZE, MAX_SOURCE_SIZE, read_file, read_limited,
+)
 
 
 def _read_text(path):
+    """Assembly source from a file or standard input (``-``): UTF-8, at most
+    MAX_SOURCE_SIZE bytes (a bounded read: ``/dev/zero`` cannot exhaust memory)."""
     if path is None or path == "-":
-        return sys.stdin.read()
-    with open(path) as source:
-        return source.read()
+        path = "standard input"
+        data = read_limited(sys.stdin.buffer, MAX_SOURCE_SIZE, path, "assembly source",
+                            AssemblerError)
+    else:
+        data = read_file(path, MAX_SOURCE_SIZE, "assembly source", AssemblerError)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AssemblerError(f"{path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def cmd_asm(args):
@@ -49,14 +60,20 @@ def cmd_asm(args):
 
 
 def cmd_disasm(args):
-    """Disassemble a file of raw instruction bytes, or an ELF object (``.o``)."""
+    """Disassemble a file of raw instruction bytes, or an ELF object (``.o``), read once
+    with a bounded read (the limit depends on which of the two the first bytes say)."""
     with open(args.file, "rb") as source:
-        data = source.read()
-    if data.startswith(b"\x7fELF"):
-        from pybpf.objdump import disassemble as objdump
+        head = source.read(4)
+        if head == b"\x7fELF":
+            from pybpf.objdump import disassemble as objdump
 
-        sys.stdout.write(objdump(args.file))
-        return
+            data = read_limited(source, MAX_OBJECT_SIZE, args.file, "an ELF object", ElfError,
+                                head)
+            sys.stdout.write(objdump(data, name=args.file))
+            return
+        what = (f"the instructions of one program (the kernel takes at most {MAX_INSNS:,}: "
+                "BPF_COMPLEXITY_LIMIT_INSNS)")
+        data = read_limited(source, MAX_INSN_BYTES, args.file, what, DecodeError, head)
     sys.stdout.write(disassemble(data, annotate=not args.no_annotate))
 
 

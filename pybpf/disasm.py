@@ -49,8 +49,9 @@ from pybpf.asm import opcodes as oc
 from pybpf.asm.insn import SLOT_SIZE, check, scan
 from pybpf.asm.link import bind_label, is_map_load, label_slots
 from pybpf.asm.text import format_insn
-from pybpf.errors import AssemblerError
+from pybpf.errors import AssemblerError, DecodeError
 from pybpf.helpers import HELPER_NAMES
+from pybpf.limits import INSNS_LIMIT, MAX_INSN_BYTES
 
 __all__ = ["UNKNOWN", "disassemble", "format_insn"]
 
@@ -79,6 +80,8 @@ def disassemble(insns_or_bytes, annotate=True):
 
 def _bytes_listing(data, annotate):
     """Every instruction the bytes encode, as :func:`pybpf.asm.insn.scan` walks them."""
+    if len(data) > MAX_INSN_BYTES:
+        raise DecodeError(f"{len(data):,} bytes of instructions are more than {INSNS_LIMIT}")
     lines = []
     for offset, size, insn, problem in scan(data):
         raw = data[offset:offset + size].hex(" ")

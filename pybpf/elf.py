@@ -48,6 +48,7 @@ from .asm import Instruction, opcodes as oc
 from .btf import BTF, BTFExt, CoreRelo, CoreReloRecord, Kind
 from .btf.values import construct_for
 from .errors import BTFError, CoreError, DecodeError, ElfError
+from .limits import INSNS_LIMIT, MAX_INSNS, MAX_OBJECT_SIZE, read_file
 from .sections import known_sections, section_prog_flags, section_program_type
 from .spec import CollectionSpec, MapSpec, ProgramSpec, object_name
 from .variables import Variable
@@ -75,15 +76,14 @@ def open_object(source) -> "ElfObject":
 
 
 def _read(source):
-    """The bytes of an object given as a path or as bytes."""
+    """The bytes of an object given as a path or as bytes, at most MAX_OBJECT_SIZE."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    path = os.fspath(source)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ElfError(f"cannot read {path}: {exc.strerror}") from None
+        data = bytes(source)
+        if len(data) > MAX_OBJECT_SIZE:
+            raise ElfError(f"the object is larger than {MAX_OBJECT_SIZE:,} bytes, the most "
+                           "pybpf reads as an ELF object")
+        return data
+    return read_file(os.fspath(source), MAX_OBJECT_SIZE, "an ELF object", ElfError)
 
 
 # -- the ELF container ----------------------------------------------------------------------
@@ -767,6 +767,10 @@ class _Linker:
     def _append(self, function):
         """Append ``function``'s relocated instructions; returns the functions it references."""
         slot = sum(insn.slots for insn in self.insns)
+        if slot + function.size // INSN_SIZE > MAX_INSNS:  # checked before decoding it
+            entry = self.placed[0][0] if self.placed else function
+            raise ElfError(f"program {entry.name!r} with the functions it calls is more than "
+                           f"{INSNS_LIMIT}", entry.section.name, entry.offset)
         self.placed.append((function, slot))
         relocations = self.obj.relocations_of(function)
         lines = line_comments(self.obj, function)

@@ -15,17 +15,18 @@ from .elf import INSN_SIZE, RELOC_NAMES, line_comments, open_object
 
 # -- disassembly ---------------------------------------------------------------------------
 
-def disassemble(source, *, source_lines=True) -> str:
+def disassemble(source, *, source_lines=True, name=None) -> str:
     """An ``llvm-objdump -dr`` style listing of every executable section of an object.
 
     Symbols head their instructions, relocations follow the instruction they patch, and (with
     ``source_lines``) the C source lines from ``.BTF.ext`` appear as ``; text`` above theirs.
+    ``name`` is the file name in the heading (default: the path, or ``<bytes>``).
     The instruction text is :func:`pybpf.disasm.format_insn`'s, on the unrelocated bytes;
     every instruction the bytes encode is shown, one the kernel would refuse followed by
     ``; invalid: <why>``, and bytes that encode none as ``<unknown>`` (as llvm-objdump).
     """
     obj = open_object(source)
-    title = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else source
+    title = name or ("<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else source)
     out = [f"\n{title}:\tfile format elf64-bpf\n"]
     for section in obj.elf.sections:
         if section.executable and section.size:

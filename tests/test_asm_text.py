@@ -334,3 +334,13 @@ def test_map_index_is_not_a_name():
     with pytest.raises(AssemblerError, match="ld_map_idx takes an int, not the name 'm'; "
                                              "load a map by name with ld_map_fd"):
         Builder().ld_map_idx(R1, "m")
+
+
+def test_parse_stops_at_the_kernels_instruction_limit(monkeypatch):
+    from pybpf.asm import text
+
+    monkeypatch.setattr(text, "MAX_INSNS", 4)  # 1,000,000 lines would take long to parse
+    assert len(parse("r1 = 1 ll\nexit\nexit\n")) == 3  # 4 slots: a 64-bit load counts two
+    with pytest.raises(AssemblerError, match=r"^instruction 2: line 3: the program is longer "
+                                             r"than the kernel's limit of 1,000,000"):
+        parse("r1 = 1 ll\nexit\nr2 = 2 ll\n")

@@ -3,6 +3,8 @@
 import io
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -11,6 +13,7 @@ from pybpf import cli
 from pybpf.cli import main
 
 EXECVE_O = os.path.join(os.path.dirname(__file__), "elf", "execve.o")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 SOURCE = "r1 = 5\nloop: r1 -= 1\nif r1 != 0 goto loop\nr0 = r1\nexit\n"
 
@@ -212,3 +215,47 @@ def test_run_explain_verifier(tmp_path, capsys):
     assert main(["run", str(tmp_path / "good.s"), "--verifier-log"]) == 0
     out = capsys.readouterr().out
     assert "2: (61) r0 = *(u32 *)(r6 +0)" in out and "processed 4 insns" in out
+
+
+def _pybpf_limited(argv, **how):
+    """``python -m pybpf argv`` in a child with at most 1 GiB of address space and 60 s."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run([sys.executable, "-m", "pybpf", *argv], capture_output=True,
+                          timeout=60, preexec_fn=limit, cwd=ROOT, **how)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["disasm", "/dev/zero"], "/dev/zero is larger than 8,000,000 bytes, the most pybpf reads "
+     "as the instructions of one program (the kernel takes at most 1,000,000: "
+     "BPF_COMPLEXITY_LIMIT_INSNS)"),
+    (["load", "/dev/zero"], "/dev/zero is larger than 67,108,864 bytes, the most pybpf reads "
+     "as an ELF object"),
+    (["asm", "/dev/zero"], "/dev/zero is larger than 67,108,864 bytes, the most pybpf reads "
+     "as assembly source"),
+    (["asm", "-"], "standard input is larger than 67,108,864 bytes, the most pybpf reads as "
+     "assembly source"),
+], ids=["disasm", "load", "asm", "asm-stdin"])
+def test_endless_input_is_read_with_a_bounded_read(argv, message):
+    # Before: each read until memory ran out (a MemoryError traceback under this limit).
+    with open("/dev/zero", "rb") as zeros:
+        result = _pybpf_limited(argv, stdin=zeros, text=True)
+    assert (result.returncode, result.stderr) == (1, f"pybpf: {message}\n")
+
+
+def test_disasm_reads_an_object_through_a_pipe():
+    # One open, one bounded read: the first bytes decide between an object and raw bytes.
+    with open(EXECVE_O, "rb") as source:
+        result = _pybpf_limited(["disasm", "/dev/stdin"], input=source.read())
+    out = result.stdout.decode()
+    assert result.returncode == 0 and "<sys_enter_execve>:" in out
+    assert out.startswith("\n/dev/stdin:\tfile format elf64-bpf\n")
+
+
+def test_asm_source_must_be_utf8(tmp_path, capsys):
+    (tmp_path / "a.s").write_bytes(b"r0 = 0\n\xff\n")
+    assert main(["asm", str(tmp_path / "a.s")]) == 1
+    assert capsys.readouterr().err == f"pybpf: {tmp_path / 'a.s'} is not UTF-8 text (byte 7)\n"

@@ -396,3 +396,10 @@ def test_every_opcode_decodes_as_llvm_objdump_shows_it(tmp_path):
     assert not unexplained, "\n".join(unexplained[:30])
     assert differences < len(chunks) // 4
 
+
+def test_more_bytes_than_one_program_can_hold_are_refused_before_decoding():
+    message = ("8,000,008 bytes of instructions are more than the kernel's limit of 1,000,000 "
+               "instructions per program (BPF_COMPLEXITY_LIMIT_INSNS)")
+    for decode in (disassemble, decode_all):
+        with pytest.raises(DecodeError, match=re.escape(message)):
+            decode(bytes(8_000_008))

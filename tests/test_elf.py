@@ -354,6 +354,26 @@ def test_code_no_program_uses_is_not_decoded():
     assert damaged.programs == spec("execve.o").programs
 
 
+@pytest.mark.parametrize("slots", [1_000_000, 1_000_000 - 11 - 30])  # count_event: 11
+def test_a_program_longer_than_the_kernel_accepts_is_refused_before_decoding(slots):
+    # sys_enter_execve (42 slots) calls count_event, which grows by ``slots`` exits: alone
+    # more than the limit, or more only with its caller.
+    tail = bytes.fromhex("9500000000000000") * slots
+    err = load_error(with_longer_text("execve.o", tail, function="count_event"))
+    assert str(err) == ("section tracepoint/syscalls/sys_enter_execve+0x0: program "
+                        "'sys_enter_execve' with the functions it calls is more than the "
+                        "kernel's limit of 1,000,000 instructions per program "
+                        "(BPF_COMPLEXITY_LIMIT_INSNS)")
+
+
+def test_objects_larger_than_pybpf_reads_are_refused_with_a_bounded_read():
+    with pytest.raises(ElfError, match=r"^/dev/zero is larger than 67,108,864 bytes, the most "
+                                       "pybpf reads as an ELF object$"):
+        elf.load_spec("/dev/zero")
+    with pytest.raises(ElfError, match="larger than 67,108,864 bytes"):
+        elf.load_spec(bytes(64 << 20 | 1))
+
+
 # r10 += r0 over xdp_calls' first instruction, a slot that encodes nothing over its second.
 REFUSED = bytes.fromhex("0f0a000000000000" "ff00000000000000")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from pybpf.asm import opcodes as oc
 from pybpf.errors import AssemblerError, DecodeError
+from pybpf.limits import INSNS_LIMIT, MAX_INSN_BYTES
 
 SLOT = struct.Struct("<BBhi")  # opcode, src<<4 | dst, off, imm
 SLOT_SIZE = SLOT.size
@@ -140,6 +141,8 @@ def decode_all(data):
     the first invalid one."""
     if len(data) % SLOT_SIZE:
         raise DecodeError(f"{len(data)} bytes is not a whole number of 8-byte instructions")
+    if len(data) > MAX_INSN_BYTES:
+        raise DecodeError(f"{len(data):,} bytes of instructions are more than {INSNS_LIMIT}")
     insns, offset, decode = [], 0, Instruction.decode
     while offset < len(data):
         insn = decode(data, offset)

@@ -31,6 +31,7 @@ from pybpf.asm import opcodes as oc
 from pybpf.asm.insn import Instruction, check, validate
 from pybpf.asm.operands import address_spaces, helper_id, imm32, imm64
 from pybpf.errors import AssemblerError
+from pybpf.limits import INSNS_LIMIT, MAX_INSNS
 
 _ALU_NAME = {sym: name for name, _code, sym, _off, _sem in oc.ALU_OPS}
 _JMP_NAME = {sym: name for name, _code, sym, _sem in oc.JMP_OPS}
@@ -435,7 +436,7 @@ def parse(text):
     llvm-objdump style listing are accepted too: ``   3:\\tb7 01 ...\\tr1 = 0``, labels as
     ``<name>:`` or ``0000000000000048 <name>:``, and ``goto +4 <name>`` (the offset counts).
     """
-    insns, labels, comment, seen = [], [], None, set()
+    insns, labels, comment, seen, slots = [], [], None, set(), 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = _LISTING.sub("", raw, count=1) if _LISTING.match(raw) else raw
         code, _, note = _split_comment(line)
@@ -462,6 +463,10 @@ def parse(text):
         insn.labels, insn.comment = tuple(labels), comment
         labels, comment = [], None
         insns.append(insn)
+        slots += insn.slots
+        if slots > MAX_INSNS:
+            raise AssemblerError(f"line {number}: the program is longer than {INSNS_LIMIT}",
+                                 len(insns) - 1)
     if labels:
         raise AssemblerError(f"label {labels[0]!r} at the end names no instruction; "
                              "add one after it", len(insns))
