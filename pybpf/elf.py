@@ -323,6 +323,9 @@ class ElfObject:
         for section in self.elf.sections:
             if not section.executable or not section.size:
                 continue
+            if section.size % INSN_SIZE:
+                raise ElfError(f"size {section.size} is not a multiple of 8 (one instruction)",
+                               section.name)
             entries = [f for f in self.functions.values() if f.section is section]
             if not entries:
                 raise ElfError("executable section without function symbols", section.name)
@@ -724,14 +727,20 @@ def _values_spec(btf, name, map_type, types, ints, section, offset):
     return _btf_map(btf, f"{name}.inner", inner, section, offset, inner=True)
 
 
-def _decode_function(function):
-    """(instructions, byte offsets from the start) of a function, decoded strictly: the
-    kernel would refuse an invalid instruction, so loading refuses it too, saying where."""
+def _check_bounds(function):
+    """ElfError unless the function's symbol covers whole instructions inside its section."""
     section, start, size = function.section, function.offset, function.size
     if start % INSN_SIZE or size <= 0 or start + size > section.size:
         raise ElfError(f"function {function.name!r} ({size} bytes at {start:#x}) does not "
                        "cover whole instructions inside the section", section.name, start)
-    insns, slots, offset, end = [], [], start, start + size
+
+
+def _decode_function(function):
+    """(instructions, byte offsets from the start) of a function, decoded strictly: the
+    kernel would refuse an invalid instruction, so loading refuses it too, saying where."""
+    _check_bounds(function)
+    section, start = function.section, function.offset
+    insns, slots, offset, end = [], [], start, start + function.size
     while offset < end:
         try:
             insn = Instruction.decode(section.data, offset)
@@ -767,6 +776,7 @@ class _Linker:
     def _append(self, function):
         """Append ``function``'s relocated instructions; returns the functions it references."""
         slot = sum(insn.slots for insn in self.insns)
+        _check_bounds(function)
         if slot + function.size // INSN_SIZE > MAX_INSNS:  # checked before decoding it
             entry = self.placed[0][0] if self.placed else function
             raise ElfError(f"program {entry.name!r} with the functions it calls is more than "

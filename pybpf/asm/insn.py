@@ -4,7 +4,8 @@ An instruction is five numbers (opcode, dst, src, off, imm) plus metadata that d
 part in equality: the labels defined at it, the label or map name it refers to (``ref``) and a
 comment shown above it in listings. ``validate`` checks the numbers against the opcode tables
 of :mod:`pybpf.asm.opcodes`; the builder, the text parser and the decoder all call it, so an
-instruction that exists as an :class:`Instruction` is a valid one.
+instruction they make is a valid one. The one exception is :func:`scan`, the disassembler's
+walk over bytes, which decodes what the kernel would refuse too and says what is wrong.
 """
 
 from __future__ import annotations
