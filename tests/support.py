@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pybpf.asm import opcodes as oc
 from pybpf.asm.insn import Instruction
+from pybpf.asm.text import format_insn
 
 ROOT = Path(__file__).resolve().parent.parent
 ELF_DIR = ROOT / "tests" / "elf"
@@ -182,6 +183,24 @@ def instructions(draw):
     fields = [st.just(op.value) if rule == "key" else field_values(rule, op.opcode)
               for rule in oc.field_rules(op)]
     return Instruction(op.opcode, *(draw(f) for f in fields))
+
+
+LONG = "1" * 5000  # more digits than Python 3.11+ converts (4300); 3.9 converts any
+
+# Words that are almost, or not at all, part of the syntax.
+WORDS = ["r11", "w2", "=", "s>>=", "-", "0x", "0xzz", "0xq", "12ab", "010", "-0", "0x1f",
+         "99999999999999999999", "ll", "ld_pseudo", ",", "kfunc", "pc+1", "bpf_", "bpf_nope",
+         "goto", "+3", "*(u32", "(r1", ")", "x:", "<y>:", "<z>", ";", "\n", "skb[r1", "(s8)",
+         "bswap16", "addr_space_cast(r1,", "\u0661", "\x00", "ü", LONG, "0x" + "f" * 4400,
+         "r" + LONG, "+" + LONG]
+
+
+@st.composite
+def almost_instructions(draw):
+    """A valid instruction's text with one word replaced, or arbitrary text."""
+    words = format_insn(draw(instructions())).split(" ")
+    words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(WORDS) | st.text())
+    return " ".join(words)
 
 
 # --- text in LLVM's syntax, for the llvm-mc and llvm-objdump oracles ------------------------

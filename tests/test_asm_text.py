@@ -13,7 +13,7 @@ from pybpf.asm import (
 )
 from pybpf.asm.text import format_insn
 from pybpf.errors import AssemblerError, DecodeError
-from support import instructions, random_llvm_line, require_tool
+from support import LONG, almost_instructions, instructions, random_llvm_line, require_tool
 
 
 @settings(max_examples=2000, deadline=None)
@@ -206,15 +206,12 @@ def test_parse_errors(text, message):
         parse(text)
 
 
-_LONG = "1" * 5000  # more digits than Python 3.11+ converts (4300); 3.9 converts any
-
-
 @pytest.mark.parametrize("text", [
     "call kfunc 1, 0x" + "f" * 4000,  # issue #7 item 14: hex has no digit limit in int()
-    "call kfunc " + _LONG, "r1 = 1" + "0" * 5000, "r1 = 0x" + "f" * 5000 + " ll",
-    f"r{_LONG} = 1", f"goto +{_LONG}", f"call pc+{_LONG}", f"r1 = *(u32 *)(r2 + {_LONG})",
-    f"r1 = be{_LONG} r1", f"ld_pseudo r1, {_LONG}, 0", f"ld_pseudo r1, 1, 0, {_LONG}",
-    f"r0 = *(u8 *)skb[r1 + {_LONG}]", f"r1 = addr_space_cast(r2, {_LONG}, 0)",
+    "call kfunc " + LONG, "r1 = 1" + "0" * 5000, "r1 = 0x" + "f" * 5000 + " ll",
+    f"r{LONG} = 1", f"goto +{LONG}", f"call pc+{LONG}", f"r1 = *(u32 *)(r2 + {LONG})",
+    f"r1 = be{LONG} r1", f"ld_pseudo r1, {LONG}, 0", f"ld_pseudo r1, 1, 0, {LONG}",
+    f"r0 = *(u8 *)skb[r1 + {LONG}]", f"r1 = addr_space_cast(r2, {LONG}, 0)",
 ], ids=lambda text: text[:16])
 def test_every_number_the_parser_reads_is_bounded(text):
     with pytest.raises(AssemblerError, match=r"line 1: the number \S+\.\.\. has \d+ digits; "
@@ -245,24 +242,8 @@ def test_huge_fields_of_an_instruction_are_assembler_errors():
             validate(insn)
 
 
-# Words that are almost, or not at all, part of the syntax.
-_WORDS = ["r11", "w2", "=", "s>>=", "-", "0x", "0xzz", "0xq", "12ab", "010", "-0", "0x1f",
-          "99999999999999999999", "ll", "ld_pseudo", ",", "kfunc", "pc+1", "bpf_", "bpf_nope",
-          "goto", "+3", "*(u32", "(r1", ")", "x:", "<y>:", "<z>", ";", "\n", "skb[r1", "(s8)",
-          "bswap16", "addr_space_cast(r1,", "\u0661", "\x00", "ü", _LONG, "0x" + "f" * 4400,
-          "r" + _LONG, "+" + _LONG]
-
-
-@st.composite
-def _almost_instructions(draw):
-    """A valid instruction's text with one word replaced, or arbitrary text."""
-    words = format_insn(draw(instructions())).split(" ")
-    words[draw(st.integers(0, len(words) - 1))] = draw(st.sampled_from(_WORDS) | st.text())
-    return " ".join(words)
-
-
 @settings(max_examples=3000, deadline=None)
-@given(_almost_instructions() | st.text())
+@given(almost_instructions() | st.text())
 @example("r1 = 0xzz ll")
 @example("r1 = 12ab ll")
 @example("ld_pseudo r1, 1, 0xq")

@@ -16,33 +16,12 @@ import pytest
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from pybpf.asm import R0, R1, Builder, decode_all, opcodes as oc, parse, resolve
-from pybpf.asm.insn import scan
+from llvm14 import compare_chunks, llvm14_decodes, objdump_lines
+from pybpf.asm import R0, R1, Builder, decode_all, parse, resolve
 from pybpf.asm.text import format_insn
 from pybpf.disasm import disassemble
 from pybpf.errors import AssemblerError, DecodeError
 from support import ROOT, all_samples, random_llvm_line, require_tool
-
-# Instructions LLVM 14 does not decode, or decodes losing information (pybpf then uses newer
-# LLVM syntax or its documented extension, see pybpf/asm/text.py).
-_NOT_IN_LLVM14 = {"st", "load_acquire", "movsx", "gotol", "may_goto", "call_kfunc",
-                  "addr_space_cast"}
-_NOT_IN_LLVM14_OPS = {"sdiv", "sdiv32", "smod", "smod32", "ldxsx", "bswap", "store_release",
-                      "call_local", "mod", "mod32", "jset", "jset32"}  # LLVM 14: <unknown>
-
-
-def llvm14_decodes(insn):
-    op = insn.op
-    if op.form in ("atomic", "atomic_fetch") and op.size == 4 and op.name != "atomic_add":
-        return False  # decoded only with --mattr=+alu32
-    if op.form == "ld_ind" and insn.imm:
-        return False
-    if op.form == "lddw" and insn.src and insn.imm >> 32:
-        return False
-    if op.form == "lddw" and insn.src == 2 and insn.dst == 0:  # LLVM 14 bug: "lea r0, r0 + 1"
-        return False
-    return op.form not in _NOT_IN_LLVM14 and op.name not in _NOT_IN_LLVM14_OPS
-
 
 def test_text_matches_llvm_objdump(tmp_path):
     llvm_mc = require_tool("llvm-mc")
@@ -250,20 +229,8 @@ def test_format_examples():
 
 # -- what is there: instructions the kernel refuses, bytes that encode none -------------------
 
-def _llvm_objdump_lines(data, tmp_path):
-    """(slot column, hex bytes, text) of every line ``llvm-objdump -d -z`` prints for raw
-    bytes (-z: runs of zero bytes are disassembled, not skipped as ``...``)."""
-    llvm_mc, objdump = require_tool("llvm-mc"), require_tool("llvm-objdump")
-    source = ".text\n" + "".join(
-        ".byte " + ",".join(str(b) for b in data[k:k + 64]) + "\n"
-        for k in range(0, len(data), 64))
-    (tmp_path / "bytes.s").write_text(source)
-    subprocess.run([llvm_mc, "-triple", "bpfel", "-filetype=obj", "-o",
-                    str(tmp_path / "bytes.o"), str(tmp_path / "bytes.s")], check=True)
-    out = subprocess.run([objdump, "-d", "-z", str(tmp_path / "bytes.o")],
-                         capture_output=True, text=True, check=True).stdout
-    return [re.match(r"\s+(\d+):\t([0-9a-f ]+)\t(.*)", line).groups()
-            for line in out.splitlines() if re.match(r"\s+\d+:\t", line)]
+def _llvm_tools():
+    return require_tool("llvm-mc"), require_tool("llvm-objdump")
 
 
 def _pybpf_lines(data):
@@ -277,25 +244,23 @@ def test_instructions_the_kernel_refuses_are_shown_and_marked():
     data = bytes.fromhex("0f0a000000000000" "c701000063000000" "6401000020000000"
                          "8d00000001000000" "3f21020000000000" "8531000007000000"
                          "1801000005000000" "9500000000000000" "b70b000001000000")
-    assert disassemble(data).splitlines() == [
-        "       0:\t0f 0a 00 00 00 00 00 00\tr10 += r0 ; invalid: dst is r10, the read-only "
-        "frame pointer; it cannot be written",
-        "       1:\tc7 01 00 00 63 00 00 00\tr1 s>>= 99 ; invalid: imm shift count 99 is out "
-        "of range 0..63",
-        "       2:\t64 01 00 00 20 00 00 00\tw1 <<= 32 ; invalid: imm shift count 32 is out "
-        "of range 0..31",
-        "       3:\t8d 00 00 00 01 00 00 00\tcallx r1 ; invalid: callx (opcode 0x8d, call "
-        "through a register) is not part of Linux eBPF",
-        "       4:\t3f 21 02 00 00 00 00 00\tr1 /= r2 ; invalid: opcode 0x3f needs off in "
-        "{0, 1}, not 2",
-        "       5:\t85 31 00 00 07 00 00 00\tcall 7 ; invalid: opcode 0x85 needs src in "
-        "{0, 1, 2}, not 3",
-        "       6:\t18 01 00 00 05 00 00 00 95 00 00 00 00 00 00 00\tr1 = 5 ll ; invalid: "
-        "the second slot of a 64-bit immediate load must have zero opcode, registers and "
-        "offset",
-        "       8:\tb7 0b 00 00 01 00 00 00\tr11 = 1 ; invalid: dst must be a register r0-r9, "
-        "not 11",
+    texts = [
+        "r10 += r0 ; invalid: dst is r10, the read-only frame pointer; it cannot be written",
+        "r1 s>>= 99 ; invalid: imm shift count 99 is out of range 0..63",
+        "w1 <<= 32 ; invalid: imm shift count 32 is out of range 0..31",
+        ("callx r1 ; invalid: callx (opcode 0x8d, call through a register) is not part of "
+         "Linux eBPF"),
+        "r1 /= r2 ; invalid: opcode 0x3f needs off in {0, 1}, not 2",
+        "call 7 ; invalid: opcode 0x85 needs src in {0, 1, 2}, not 3",
+        ("r1 = 5 ll ; invalid: the second slot of a 64-bit immediate load must have zero "
+         "opcode, registers and offset"),
+        "r11 = 1 ; invalid: dst must be a register r0-r9, not 11",
     ]
+    slots = [0, 1, 2, 3, 4, 5, 6, 8]
+    raws = [data[8 * s:8 * s + 8].hex(" ") for s in slots]
+    raws[6] = data[48:64].hex(" ")
+    assert disassemble(data).splitlines() == [
+        f"{slot:>8}:\t{raw}\t{text}" for slot, raw, text in zip(slots, raws, texts)]
 
 
 def test_bytes_that_encode_nothing_are_unknown_and_decoding_goes_on():
@@ -329,30 +294,13 @@ def test_listing_of_a_stream_matches_llvm_objdump(tmp_path):
     refused = ["0f0a000000000000", "c701000063000000", "6401000020000000", "8d00000001000000",
                "8d0000000b000000", "3f21020000000000", "bf21020000000000", "8531000007000000",
                "b70b000001000000", "0721000005000000", "0501000003000000",
-               "1801000005000000" "9500000000000000", "18b1000005000000" "0000000000000000"]
+               "1801000005000000" + "9500000000000000", "18b1000005000000" + "0000000000000000"]
     unknown = ["ff00000000000000", "0001000000000000", "0e21000001000000", "8e00000000000000"]
     data = b"".join(i.encode() for i in valid) + bytes.fromhex("".join(refused + unknown))
     data += bytes.fromhex("9500000000000000" "1801000000000000" "0000")
     expected = [(slot, raw, re.sub(r" <[^<>]*>$", "", text))
-                for slot, raw, text in _llvm_objdump_lines(data, tmp_path)]
+                for slot, raw, text in objdump_lines(data, tmp_path, *_llvm_tools())]
     assert _pybpf_lines(data) == expected
-
-
-def _documented_difference(chunk, step, llvm_text, pybpf_text):
-    """True where pybpf shows ``chunk`` differently from LLVM 14 on purpose (pybpf/asm/text.py
-    and pybpf/asm/opcodes.py say why)."""
-    insn, problem = step.insn, step.problem
-    if pybpf_text == "<unknown>":  # an atomic whose imm names no operation: LLVM 14 ignores
-        return chunk[0] in (0xC3, 0xDB)  # the low bits and calls most of them an add
-    op = oc.shown_as(insn.opcode, insn.src, insn.off, insn.imm)
-    newer = (problem is None and not llvm14_decodes(insn)) or op.form in _NOT_IN_LLVM14 or (
-        op.name in _NOT_IN_LLVM14_OPS | {"load_acquire", "atomic_fetch_add"})
-    if llvm_text == "<unknown>":  # r12-r15, reserved fields LLVM checks, bad widths, newer ISA
-        return problem is not None or newer
-    extension = (op.form == "ld_ind" and insn.imm != 0) or (  # pybpf's text keeps the field
-        op.form == "lddw" and insn.src != 0 and insn.imm >> 32 != 0)
-    llvm_bug = op.form == "lddw" and insn.src == 2 and insn.dst == 0  # "lea r11, r0 + 0"
-    return newer or extension or llvm_bug
 
 
 def _oracle_chunks():
@@ -373,26 +321,9 @@ def _oracle_chunks():
 
 
 def test_every_opcode_decodes_as_llvm_objdump_shows_it(tmp_path):
-    """Each chunk starts a new instruction (an exit follows it, so that a misdecode does not
-    run on); pybpf's first step on it must be LLVM 14's first line, or differ on purpose."""
-    chunks, separator = _oracle_chunks(), bytes.fromhex("9500000000000000")
-    data, starts = b"", []
-    for chunk in chunks:
-        starts.append(len(data))
-        data += chunk + separator
-    llvm, offset = {}, 0
-    for _slot, raw, text in _llvm_objdump_lines(data, tmp_path):
-        llvm[offset] = (len(raw.split()), re.sub(r" <[^<>]*>$", "", text))
-        offset += len(raw.split())
-    unexplained, differences = [], 0
-    for chunk, start in zip(chunks, starts):
-        step = next(scan(chunk + separator))
-        mine = "<unknown>" if step.insn is None else format_insn(step.insn)
-        if (step.size, mine) == llvm[start]:
-            continue
-        differences += 1
-        if not _documented_difference(chunk, step, llvm[start][1], mine):
-            unexplained.append(f"{chunk.hex()}: llvm {llvm[start]!r}, pybpf {(step.size, mine)!r}")
+    """pybpf's first step on each chunk is LLVM 14's first line, or differs on purpose."""
+    chunks = _oracle_chunks()
+    differences, unexplained = compare_chunks(chunks, tmp_path, *_llvm_tools())
     assert not unexplained, "\n".join(unexplained[:30])
     assert differences < len(chunks) // 4
 
