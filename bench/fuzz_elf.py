@@ -1,57 +1,68 @@
-"""Fuzz the ELF loader: mutate bytes of the committed test objects, load each with load_spec,
-apply each program's CO-RE relocations against the running kernel's BTF, and resolve its
-externs as a load would (the .kconfig values against a fixed kernel config; kfuncs and ksyms
-against the running kernel's BTF and kallsyms), without loading anything into the kernel.
+"""Fuzz the ELF loader with mutated objects, and (--kernel) the kernel with what it loads.
 
-Every case must either load or raise ElfError/BTFError/CoreError/ExternError (the documented
-errors); any other exception is a bug and is printed with the input that caused it.
-Hypothesis generates the mutations, a quarter each:
+The committed test objects (tests/elf, tests/core, tests/objects) are mutated five ways, a
+fifth of the cases each: a few bytes overwritten anywhere, or the file cut short; a few bytes
+overwritten inside one section's contents, headers intact (these mostly load, and so reach
+the kernel); the CO-RE relocation records of tests/core/*.o damaged (a field of a
+``bpf_core_relo`` record set to an interesting or random value, or bytes of the core_relo
+block or of the access strings overwritten); the externs of the corpus (tests/objects): a
+word of the ``.kconfig``/``.ksyms`` DATASEC records or of their VAR/FUNC records (types,
+linkage, offsets, sizes, counts), or a field of an undefined symbol (binding, type, section,
+value); the map definitions of the corpus: a word of the ``.maps`` DATASEC or of a map's
+struct record (the ``__array(values, ...)`` members of maps of maps), or a field of a
+``.rel.maps`` relocation (the ``.values`` initialisers: offset, symbol, type).
 
-- any object (tests/elf, tests/core, tests/objects): a few overwritten bytes, or a truncation;
-- the CO-RE relocation records of tests/core/*.o (a field of a ``bpf_core_relo`` record set
-  to an interesting or random value, or bytes of the block or of the access strings);
-- the externs of the corpus (tests/objects): a word of the ``.kconfig``/``.ksyms`` DATASEC
-  records or of their VAR/FUNC records (types, linkage, offsets, sizes, counts), or a field of
-  an undefined symbol (binding, type, section, value);
-- the map definitions of the corpus: a word of the ``.maps`` DATASEC or of a map's struct
-  record (the ``__array(values, ...)`` members of maps of maps), or a field of a ``.rel.maps``
-  relocation (the ``.values`` initialisers: offset, symbol, type).
+Each case must load with ``elf.load_spec``; every program's CO-RE relocations are applied
+against the running kernel's BTF, its externs resolved as a load would (the .kconfig values
+against a fixed kernel config; kfuncs and ksyms against the running kernel's BTF and
+kallsyms), and its labels and map names must link; or the case raises ElfError/BTFError/
+CoreError/ExternError, the documented errors ("relocated": CO-RE relocations applied,
+"resolved": externs resolved).
 
-Prints one row of a Markdown table (run, outcomes, crashes, total); ``run_all.py`` prints
-its header.
+With ``--kernel`` (as root), every spec that loads is then created in the running kernel
+with ``pybpf.collection.Collection`` (BTF, maps, programs relocated against the running
+kernel; nothing attached, nothing pinned: pinning is cleared) and closed. Any BPFError is a
+documented outcome (the kernel refusing what the mutation broke, reported as pybpf's
+errors); anything else is a crash, and a file descriptor left open after the collection is
+closed is a failure. A guard keeps the kernel safe: a mutated ARRAY max_entries once made
+the kernel zero gigabytes and log a 22 s soft lockup, so a spec whose maps would take more
+than --max-map-bytes (default 16 MiB) each is skipped and counted.
 
-    python bench/fuzz_elf.py [--cases 5000] [--seed 0]
+    python bench/fuzz_elf.py [--cases 20000] [--seed S] [--kernel] [--max-map-bytes N]
 """
 
-import argparse
-import collections
 import glob
 import io
 import os
 import struct
 import sys
-import time
-import traceback
 
-import elftools
 from elftools.elf.elffile import ELFFile
-from hypothesis import HealthCheck, Phase, given, seed, settings, strategies as st
+from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
 
+from fuzzing import Failure, run  # noqa: E402
 from pybpf import elf, externs, ksyms  # noqa: E402
+from pybpf.abi import MapType  # noqa: E402
+from pybpf.asm import resolve  # noqa: E402
 from pybpf.btf import BTF, Kind, core  # noqa: E402
 from pybpf.btf.kernel import running_kernel  # noqa: E402
-from pybpf.errors import CoreError, ElfError, ExternError  # noqa: E402
+from pybpf.errors import BPFError, CoreError, ElfError, ExternError  # noqa: E402
 
-TESTS = os.path.join(os.path.dirname(__file__), "..", "tests")
-OBJECTS = {os.path.relpath(p, TESTS): open(p, "rb").read()
-           for p in sorted(glob.glob(os.path.join(TESTS, "elf", "*.o"))
-                           + glob.glob(os.path.join(TESTS, "core", "*.o"))
-                           + glob.glob(os.path.join(TESTS, "objects", "*.o")))}
+TESTS = os.path.join(HERE, "..", "tests")
+OBJECTS = {}
+for _path in sorted(glob.glob(os.path.join(TESTS, "elf", "*.o"))
+                    + glob.glob(os.path.join(TESTS, "core", "*.o"))
+                    + glob.glob(os.path.join(TESTS, "objects", "*.o"))):
+    with open(_path, "rb") as _file:
+        OBJECTS[os.path.relpath(_path, TESTS)] = _file.read()
 KCONFIG = "CONFIG_HZ=250\nCONFIG_BPF_SYSCALL=y\n# CONFIG_KPROBES is not set\nCONFIG_BLK_DEV=m\n" \
     'CONFIG_DEFAULT_HOSTNAME="(none)"\n'
 RELEASE = "6.18.44"
+
+
 INTERESTING = [0, 1, 2, 7, 8, 12, 13, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]
 
 
@@ -73,8 +84,15 @@ def core_regions(data):
             (strings, strings + str_len))
 
 
+def section_ranges(data):
+    """(offset, size) of every section with contents in the file."""
+    return [(s["sh_offset"], s["sh_size"]) for s in ELFFile(io.BytesIO(data)).iter_sections()
+            if s["sh_type"] != "SHT_NOBITS" and s["sh_size"]]
+
+
 CORE = {name: core_regions(data) for name, data in OBJECTS.items()
         if name.startswith("core")}  # the objects with CO-RE relocations
+SECTIONS = {name: section_ranges(data) for name, data in OBJECTS.items()}
 
 
 def btf_records(data, datasec_names):
@@ -186,6 +204,19 @@ def mutated_objects(draw):
 
 
 @st.composite
+def mutated_sections(draw):
+    """A fixture object with a few bytes overwritten inside one section's contents (code,
+    maps, BTF, data, relocations, symbols): headers intact, so that most of these load and
+    reach the kernel."""
+    name = draw(st.sampled_from(sorted(OBJECTS)))
+    data = bytearray(OBJECTS[name])
+    start, size = draw(st.sampled_from(SECTIONS[name]))
+    for _ in range(draw(st.integers(1, 8))):
+        data[start + draw(st.integers(0, size - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@st.composite
 def mutated_core_relos(draw):
     """A CO-RE object with its relocation records (or their access strings) damaged."""
     name = draw(st.sampled_from(sorted(CORE)))
@@ -206,9 +237,24 @@ def mutated_core_relos(draw):
     return bytes(data)
 
 
-def load_and_relocate(data, kernel, resolver):
-    """load_spec, then each program's CO-RE relocations and externs; returns how far it got."""
-    spec = elf.load_spec(data)
+def map_bytes(spec):
+    """About how much kernel memory creating the map ``spec`` takes (and zeroes)."""
+    if spec.type in (MapType.RINGBUF, MapType.USER_RINGBUF):
+        return spec.max_entries
+    if spec.type == MapType.ARENA:
+        return spec.max_entries * 4096
+    copies = os.cpu_count() if "PERCPU" in spec.type.name else 1
+    size = spec.max_entries * (spec.key_size + spec.value_size * copies)
+    return size + (map_bytes(spec.inner_map) if spec.inner_map is not None else 0)
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def relocate_and_resolve(spec, kernel, resolver):
+    """Each program of ``spec`` with its CO-RE relocations applied, its externs resolved and
+    its labels and maps linked, as a load would; returns how far it got."""
     relocated = resolved = 0
     if externs.kconfig_size(spec.externs):
         externs.kconfig_data(spec.externs, KCONFIG, RELEASE,
@@ -220,48 +266,44 @@ def load_and_relocate(data, kernel, resolver):
             insns = core.relocate(insns, kernel, name)
             relocated += 1
         if program.externs:
-            resolver.bind(insns, program.externs, name)
+            insns = resolver.bind(insns, program.externs, name)
             resolved += 1
+        resolve(insns, dict.fromkeys(spec.maps, 0))  # its labels and maps link
     return "resolved" if resolved else "relocated" if relocated else "loaded"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    kernel = running_kernel()
-    outcomes, crashes = collections.Counter(), []
+def check(data, args):
+    spec = elf.load_spec(data)
+    if not args.kernel:
+        with ksyms.Resolver(running_kernel()) as resolver:  # each case's own externs
+            return relocate_and_resolve(spec, running_kernel(), resolver)
+    if any(map_bytes(m) > args.max_map_bytes for m in spec.maps.values()):
+        return "loaded; not created: a map larger than --max-map-bytes"
+    spec.maps = {name: m.copy(pinning=None) for name, m in spec.maps.items()}
+    from pybpf.collection import Collection
 
-    @seed(args.seed)
-    @settings(max_examples=args.cases, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(st.one_of(mutated_objects(), mutated_core_relos(), mutated_externs(),
-                     mutated_map_definitions()))
-    def run(data):
-        try:
-            with ksyms.Resolver(kernel) as resolver:  # each case's own (damaged) externs
-                outcomes[load_and_relocate(data, kernel, resolver)] += 1
-        except (ElfError, CoreError, ExternError) as exc:
-            outcomes[type(exc).__name__] += 1
-        except Exception as exc:  # the bug this benchmark hunts
-            outcomes["CRASH " + type(exc).__name__] += 1
-            crashes.append((exc, data))
+    before = open_fds()
+    try:
+        with Collection(spec, kernel_btf=running_kernel()):
+            pass
+    finally:
+        if open_fds() != before:
+            raise Failure(f"{open_fds() - before} file descriptors left open")
+    return "loaded into the kernel"
 
-    start = time.perf_counter()
-    run()
-    elapsed = time.perf_counter() - start
-    total = sum(outcomes.values())
-    crashed = sum(v for k, v in outcomes.items() if k.startswith("CRASH"))
-    counts = ", ".join(f"{k} {v:,}" for k, v in outcomes.most_common() if not k.startswith("CRASH"))
-    print(f"| Python {sys.version.split()[0]}, pyelftools {elftools.__version__}, "
-          f"`--cases {args.cases} --seed {args.seed}` | {counts} | {crashed:,} | "
-          f"{total:,} in {elapsed:.1f} s |")
-    for exc, _data in crashes[:5]:
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        print(f"\ncrash: {exc!r} at {where.filename}:{where.lineno}")
-    return 1 if crashes else 0
+
+def arguments(parser):
+    parser.add_argument("--kernel", action="store_true",
+                        help="create each loaded spec in the kernel (needs root)")
+    parser.add_argument("--max-map-bytes", type=int, default=16 << 20, metavar="N",
+                        help="skip specs with a map larger than N bytes (default 16 MiB)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    kernel = "--kernel" in sys.argv
+    title = ("ELF objects into the kernel (load_spec, then Collection)" if kernel else
+             "ELF loader (elf.load_spec, CO-RE relocation, externs)")
+    sys.exit(run(title, st.one_of(mutated_objects(), mutated_sections(), mutated_core_relos(),
+                           mutated_externs(), mutated_map_definitions()),
+                 check, BPFError if kernel else (ElfError, CoreError, ExternError),
+                 arguments=arguments))

@@ -67,28 +67,50 @@ def documented_difference(chunk, step, llvm_text, pybpf_text):
 
 
 def compare_chunks(chunks, directory, llvm_mc="llvm-mc", llvm_objdump="llvm-objdump"):
-    """(differences, unexplained ones) between pybpf's first step on each chunk of bytes and
-    the line llvm-objdump 14 prints there. Each chunk is 8 or 16 bytes and is followed by an
-    exit, so that every chunk starts an instruction for both (whatever the bytes before it
-    were); llvm-objdump's ``<.text+0x..>`` after a jump (a symbolisation, not instruction
-    text) is dropped."""
+    """(differences, unexplained ones, chunks llvm-objdump crashes on) between pybpf's first
+    step on each chunk of bytes and the line llvm-objdump 14 prints there.
+
+    Each chunk is 8 or 16 bytes and is followed by an exit, so that every chunk starts an
+    instruction for both (whatever the bytes before it were); llvm-objdump's
+    ``<.text+0x..>`` after a jump (a symbolisation, not instruction text) is dropped. Where
+    llvm-objdump dies of a signal (LLVM 14 has such bugs), the chunks are halved until the
+    ones it dies on are found; they are left out of the comparison and returned.
+    """
     assert all(len(chunk) in (8, 16) for chunk in chunks)
-    separator = bytes.fromhex("9500000000000000")
+    try:
+        llvm = _first_lines(chunks, directory, llvm_mc, llvm_objdump)
+    except subprocess.CalledProcessError as exc:
+        if exc.returncode >= 0 or len(chunks) == 1:
+            if exc.returncode >= 0:
+                raise
+            return 0, [], list(chunks)
+        half = len(chunks) // 2
+        first, second = (compare_chunks(part, directory, llvm_mc, llvm_objdump)
+                         for part in (chunks[:half], chunks[half:]))
+        return tuple(a + b for a, b in zip(first, second))
+    differences, unexplained = 0, []
+    for chunk, (size, text) in zip(chunks, llvm):
+        step = next(scan(chunk + SEPARATOR))
+        mine = (step.size, "<unknown>" if step.insn is None else format_insn(step.insn))
+        if mine == (size, text):
+            continue
+        differences += 1
+        if not documented_difference(chunk, step, text, mine[1]):
+            unexplained.append(f"{chunk.hex()}: llvm {(size, text)!r}, pybpf {mine!r}")
+    return differences, unexplained, []
+
+
+SEPARATOR = bytes.fromhex("9500000000000000")  # exit, after every chunk
+
+
+def _first_lines(chunks, directory, llvm_mc, llvm_objdump):
+    """(bytes, text) of the line llvm-objdump prints at the start of each chunk."""
     data, starts = b"", []
     for chunk in chunks:
         starts.append(len(data))
-        data += chunk + separator
-    llvm, offset = {}, 0
+        data += chunk + SEPARATOR
+    lines, offset = {}, 0
     for _slot, raw, text in objdump_lines(data, directory, llvm_mc, llvm_objdump):
-        llvm[offset] = (len(raw.split()), re.sub(r" <[^<>]*>$", "", text))
+        lines[offset] = (len(raw.split()), re.sub(r" <[^<>]*>$", "", text))
         offset += len(raw.split())
-    differences, unexplained = 0, []
-    for chunk, start in zip(chunks, starts):
-        step = next(scan(chunk + separator))
-        mine = (step.size, "<unknown>" if step.insn is None else format_insn(step.insn))
-        if mine == llvm[start]:
-            continue
-        differences += 1
-        if not documented_difference(chunk, step, llvm[start][1], mine[1]):
-            unexplained.append(f"{chunk.hex()}: llvm {llvm[start]!r}, pybpf {mine!r}")
-    return differences, unexplained
+    return [lines[start] for start in starts]
