@@ -10,6 +10,7 @@ walk over bytes, which decodes what the kernel would refuse too and says what is
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -161,11 +162,17 @@ def check(insn):
     op = insn.op
     if op is None:
         return _why_no_op(insn)
-    for name, rule, value in zip(("dst", "src", "off", "imm"), oc.field_rules(op), values):
-        problem = _RULES[rule](value, op, insn)
+    for name, rule, value in zip(("dst", "src", "off", "imm"), _rules_of(op), values):
+        problem = rule(value, op, insn)
         if problem:
             return f"{name} {problem}"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _rules_of(op):
+    """The check functions of ``op``'s four fields (computed once per operation)."""
+    return tuple(_RULES[rule] for rule in oc.field_rules(op))
 
 
 def shown(value):
