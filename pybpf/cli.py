@@ -27,7 +27,9 @@ from pybpf.asm import parse
 from pybpf.asm.link import resolve
 from pybpf.asm.text import format_insn
 from pybpf.disasm import disassemble
-from pybpf.errors import AssemblerError, BPFError, DecodeError, ElfError, VerifierError
+from pybpf.errors import (
+    AssemblerError, BPFError, DecodeError, ElfError, UsageError, VerifierError,
+)
 from pybpf.limits import (
     MAX_INSN_BYTES, MAX_INSNS, MAX_OBJECT_SIZE, MAX_SOURCE_SIZE, read_file, read_limited,
 )
@@ -125,8 +127,7 @@ def _explain_file(path):
     NUL bytes, text does not), or assembly text (a listing, the tracker's ``--dump``)."""
     from pybpf import explain
 
-    with open(path, "rb") as source:
-        data = source.read()
+    data = read_file(path, MAX_OBJECT_SIZE, "a file to explain", UsageError)
     if data.startswith(b"\x7fELF"):
         from pybpf.elf import load_spec
 

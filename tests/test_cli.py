@@ -197,7 +197,7 @@ def test_explain_errors_are_one_line(capsys):
     assert "undefined label 'nowhere'" in capsys.readouterr().err
     assert main(["explain", "missing/prog.s"]) == 1
     assert capsys.readouterr().err == (
-        "pybpf: [Errno 2] No such file or directory: 'missing/prog.s'\n")
+        "pybpf: cannot read missing/prog.s: No such file or directory\n")
 
 
 @pytest.mark.kernel
@@ -238,7 +238,9 @@ def _pybpf_limited(argv, **how):
      "as assembly source"),
     (["asm", "-"], "standard input is larger than 67,108,864 bytes, the most pybpf reads as "
      "assembly source"),
-], ids=["disasm", "load", "asm", "asm-stdin"])
+    (["explain", "/dev/zero"], "/dev/zero is larger than 67,108,864 bytes, the most pybpf "
+     "reads as a file to explain"),
+], ids=["disasm", "load", "asm", "asm-stdin", "explain"])
 def test_endless_input_is_read_with_a_bounded_read(argv, message):
     # Before: each read until memory ran out (a MemoryError traceback under this limit).
     with open("/dev/zero", "rb") as zeros:
