@@ -366,6 +366,24 @@ def test_a_program_longer_than_the_kernel_accepts_is_refused_before_decoding(slo
                         "(BPF_COMPLEXITY_LIMIT_INSNS)")
 
 
+def test_a_function_symbol_past_its_section_is_reported_as_such():
+    # A st_size of 2**40 is more than the instruction limit too; the bounds are checked first.
+    data = bytearray(raw("execve.o"))
+    f = ELFFile(io.BytesIO(bytes(data)))
+    symtab = f.get_section_by_name(".symtab")
+    index = next(i for i, sym in enumerate(symtab.iter_symbols()) if sym.name == "count_event")
+    entry = symtab["sh_offset"] + index * 24
+    data[entry + 16:entry + 24] = struct.pack("<Q", 1 << 40)
+    assert str(load_error(data)) == (
+        "section .text+0x0: function 'count_event' (1099511627776 bytes at 0x0) does not "
+        "cover whole instructions inside the section")
+
+
+def test_a_code_section_of_partial_instructions_is_refused():
+    err = load_error(with_longer_text("execve.o", b"\x95\x00\x00\x00"))  # 4 more bytes
+    assert str(err) == "section .text: size 92 is not a multiple of 8 (one instruction)"
+
+
 def test_objects_larger_than_pybpf_reads_are_refused_with_a_bounded_read():
     with pytest.raises(ElfError, match=r"^/dev/zero is larger than 67,108,864 bytes, the most "
                                        "pybpf reads as an ELF object$"):
