@@ -781,6 +781,12 @@ class _Linker:
             entry = self.placed[0][0] if self.placed else function
             raise ElfError(f"program {entry.name!r} with the functions it calls is more than "
                            f"{INSNS_LIMIT}", entry.section.name, entry.offset)
+        twin = next((placed for placed, _ in self.placed if placed.name == function.name), None)
+        if twin is not None:  # the labels that link calls would be ambiguous
+            raise ElfError(f"program {self.entry.name!r} uses two functions named "
+                           f"{function.name!r} ({twin.section.name}+{twin.offset:#x} and "
+                           f"{function.section.name}+{function.offset:#x}); pybpf links "
+                           "functions by name", function.section.name, function.offset)
         self.placed.append((function, slot))
         relocations = self.obj.relocations_of(function)
         lines = line_comments(self.obj, function)

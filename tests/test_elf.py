@@ -384,6 +384,20 @@ def test_a_code_section_of_partial_instructions_is_refused():
     assert str(err) == "section .text: size 92 is not a multiple of 8 (one instruction)"
 
 
+def test_two_functions_of_one_program_with_one_name_are_an_elf_error():
+    # Found by bench/fuzz_elf.py --kernel: square's symbol renamed add_square loaded, and only
+    # linking in the kernel layer failed, with an AssemblerError about a duplicate label.
+    data = bytearray(raw("calls.o"))
+    symtab = ELFFile(io.BytesIO(bytes(data))).get_section_by_name(".symtab")
+    entries = {sym.name: (symtab["sh_offset"] + i * 24, sym["st_name"])
+               for i, sym in enumerate(symtab.iter_symbols())}
+    square, _ = entries["square"]
+    data[square:square + 4] = struct.pack("<I", entries["add_square"][1])  # st_name
+    assert str(load_error(data)) == (
+        "section .text+0x28: program 'xdp_calls' uses two functions named 'add_square' "
+        "(.text+0x0 and .text+0x28); pybpf links functions by name")
+
+
 def test_objects_larger_than_pybpf_reads_are_refused_with_a_bounded_read():
     with pytest.raises(ElfError, match=r"^/dev/zero is larger than 67,108,864 bytes, the most "
                                        "pybpf reads as an ELF object$"):
