@@ -20,6 +20,7 @@ from pybpf.asm import (
     B, DW, H, R0, R1, R2, R3, R4, R10, W, Builder, Instruction, assemble, decode_all,
     format_insn, opcodes as oc, parse, resolve, slot_to_index,
 )
+from pybpf.errors import AssemblerError
 from support import all_samples, instructions, require_tool, skip_or_fail
 
 # Forms and operations LLVM 14's assembler does not accept.
@@ -271,6 +272,61 @@ def test_enum_immediates_are_plain_ints():
     b.lddw(R4, UpdateFlags.NOEXIST)
     assert [type(insn.imm) for insn in b.instructions] == [int, int]
     assert [format_insn(insn) for insn in b.instructions] == ["r4 = 1", "r4 = 1 ll"]
+
+
+class _Index:
+    """An int-like that is no int: it converts only through ``__index__`` (as numpy's
+    integers, or a ctypes-free wrapper, do)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"_Index({self.value})"
+
+
+def test_int_like_operands_are_converted_before_their_checks():
+    """Every number operand of the DSL goes through operator.index before its range check,
+    so an int-like value (``__index__``, an IntEnum member) encodes as the int it stands for;
+    the bytes are hand-encoded from the eBPF instruction set (RFC 9669 section 3)."""
+    from pybpf.abi import UpdateFlags
+
+    b = Builder()
+    b.mov(R4, _Index(7))
+    b.lddw(R4, _Index(2**64 - 1))
+    b.ldx(_Index(4), R1, R2, _Index(-4))
+    b.st(W, R10, UpdateFlags.NOEXIST, _Index(-1))
+    b.jeq(R1, _Index(3), _Index(1))
+    b.call(_Index(1))
+    b.exit()
+    assert all(type(getattr(insn, field)) is int for insn in b.instructions
+               for field in ("dst", "src", "off", "imm"))
+    assert b"".join(insn.encode() for insn in b.instructions).hex(" ") == (
+        "b7 04 00 00 07 00 00 00 "  # mov r4, 7
+        "18 04 00 00 ff ff ff ff 00 00 00 00 ff ff ff ff "  # lddw r4, 2**64-1
+        "61 21 fc ff 00 00 00 00 "  # r1 = *(u32 *)(r2 - 4)
+        "62 0a 01 00 ff ff ff ff "  # *(u32 *)(r10 + 1) = -1
+        "15 01 01 00 03 00 00 00 "  # if r1 == 3 goto +1
+        "85 00 00 00 01 00 00 00 "  # call 1
+        "95 00 00 00 00 00 00 00")  # exit
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda b: b.mov(R0, _Index(2**32)), "immediate 4294967296 does not fit in 32 bits"),
+    (lambda b: b.lddw(R0, _Index(-2**63 - 1)), "does not fit in 64 bits"),
+    (lambda b: b.mov(R0, True), "expected an integer immediate, got True"),
+    (lambda b: b.mov(R0, 1.0), "expected an integer immediate, got 1.0"),
+    (lambda b: b.ldx(4, R0, R1, "8"), "expected an int offset, got '8'"),
+    (lambda b: b.ja(2.5), "expected a jump target: a label name or an int offset, got 2.5"),
+    (lambda b: b.call(_Index(-1)), "helper id -1 is out of range 0..2\\*\\*31-1"),
+    (lambda b: b.mov(_Index(11), 0), "expected a register R0-R10, got _Index\\(11\\)"),
+])
+def test_int_like_operands_are_range_checked_as_ints(call, message):
+    with pytest.raises(AssemblerError, match=message):
+        call(Builder())
 
 
 def test_comments_and_labels_play_no_part_in_equality():

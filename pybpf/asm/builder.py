@@ -15,7 +15,7 @@ import inspect
 from pybpf import abi
 from pybpf.asm import opcodes as oc
 from pybpf.asm.insn import Instruction, Register, shown, validate
-from pybpf.asm.operands import address_spaces, helper_id, imm32, imm64, register
+from pybpf.asm.operands import address_spaces, helper_id, imm32, imm64, integer, offset, register
 from pybpf.errors import AssemblerError
 
 
@@ -90,18 +90,14 @@ def _target(target):
     """(off, ref) for a jump target: a label name or an int slot offset."""
     if isinstance(target, str):
         return 0, target
-    if isinstance(target, int) and not isinstance(target, bool):
-        return target, None
-    raise AssemblerError(f"jump target must be a label name or an int offset, got {shown(target)}")
+    return integer(target, "a jump target: a label name or an int offset"), None
 
 
 def _op(name, **selectors):
     """The Op of ``name`` matching ``selectors``, or AssemblerError listing what exists."""
-    for what in ("size", "value"):  # an access size, a movsx width
-        value = selectors.get(what, 0)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise AssemblerError(f"{name} {'width' if what == 'value' else what} must be an "
-                                 f"int, not {shown(value)}")
+    for what, meaning in (("size", "size"), ("value", "width")):  # access size, movsx width
+        if what in selectors:
+            selectors[what] = integer(selectors[what], f"an int {name} {meaning}")
     try:
         return oc.find(name, **selectors)
     except KeyError:
@@ -141,7 +137,7 @@ def _jump(name, semantics):
 def _atomic(name, semantics):
     def method(self, size, dst, off, src):
         op = _op(name, size=size)
-        return Instruction(op.opcode, register(dst), register(src), off, op.value)
+        return Instruction(op.opcode, register(dst), register(src), offset(off), op.value)
     method.__name__ = name
     method.__doc__ = semantics + "; size W or DW."
     return _dsl(method)
@@ -272,7 +268,8 @@ class Builder:
     @_dsl
     def call_kfunc(self, btf_id, fd_index=0):
         """Call the kernel function with ``btf_id`` (``fd_index``: module BTF in fd_array)."""
-        return Instruction(_op("call_kfunc").opcode, src=abi.PSEUDO_KFUNC_CALL, off=fd_index,
+        return Instruction(_op("call_kfunc").opcode, src=abi.PSEUDO_KFUNC_CALL,
+                           off=integer(fd_index, "an int fd_array index"),
                            imm=imm32(btf_id))
 
     @_dsl
@@ -283,22 +280,23 @@ class Builder:
     @_dsl
     def ldx(self, size, dst, src, off=0):
         """dst = *(size *)(src + off), zero-extended."""
-        return Instruction(_op("ldx", size=size).opcode, register(dst), register(src), off)
+        return Instruction(_op("ldx", size=size).opcode, register(dst), register(src), offset(off))
 
     @_dsl
     def ldxsx(self, size, dst, src, off=0):
         """dst = *(size *)(src + off), sign-extended (size B, H or W)."""
-        return Instruction(_op("ldxsx", size=size).opcode, register(dst), register(src), off)
+        op = _op("ldxsx", size=size)
+        return Instruction(op.opcode, register(dst), register(src), offset(off))
 
     @_dsl
     def st(self, size, dst, off, imm):
         """*(size *)(dst + off) = imm."""
-        return Instruction(_op("st", size=size).opcode, register(dst), 0, off, imm32(imm))
+        return Instruction(_op("st", size=size).opcode, register(dst), 0, offset(off), imm32(imm))
 
     @_dsl
     def stx(self, size, dst, off, src):
         """*(size *)(dst + off) = src."""
-        return Instruction(_op("stx", size=size).opcode, register(dst), register(src), off)
+        return Instruction(_op("stx", size=size).opcode, register(dst), register(src), offset(off))
 
     @_dsl
     def ld_abs(self, size, imm):
@@ -314,13 +312,13 @@ class Builder:
     def load_acquire(self, size, dst, src, off=0):
         """dst = *(size *)(src + off) with acquire ordering."""
         op = _op("load_acquire", size=size)
-        return Instruction(op.opcode, register(dst), register(src), off, op.value)
+        return Instruction(op.opcode, register(dst), register(src), offset(off), op.value)
 
     @_dsl
     def store_release(self, size, dst, off, src):
         """*(size *)(dst + off) = src with release ordering."""
         op = _op("store_release", size=size)
-        return Instruction(op.opcode, register(dst), register(src), off, op.value)
+        return Instruction(op.opcode, register(dst), register(src), offset(off), op.value)
 
     @_dsl
     def lddw(self, dst, value):

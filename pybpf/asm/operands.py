@@ -9,55 +9,79 @@ operand means the same in both.
 
 from __future__ import annotations
 
+import operator
+
 from pybpf import helpers
 from pybpf.asm.insn import Register, shown
 from pybpf.errors import AssemblerError
 
 
+def integer(value, expected):
+    """``value`` as a plain int: an int, or any int-like object (an IntEnum member, anything
+    with ``__index__``), converted before any range check so that the checks and the encoder
+    only ever see a plain int. A bool is refused (``True`` as an operand is a slip, not 1),
+    as is what is not an integer at all (a float, a string): AssemblerError saying
+    ``expected`` and what was given."""
+    if not isinstance(value, bool):
+        try:
+            return int(operator.index(value))  # int(): Python 3.9 returns int subclasses
+        except TypeError:
+            pass
+    raise AssemblerError(f"expected {expected}, got {shown(value)}")
+
+
 def imm32(value):
     """``value`` as a signed 32-bit immediate; accepts -2**31..2**32-1 (unsigned wraps)."""
-    if isinstance(value, Register) or not isinstance(value, int) or isinstance(value, bool):
+    if isinstance(value, Register):
         raise AssemblerError(f"expected an integer immediate, got {shown(value)}")
+    value = integer(value, "an integer immediate")
     if not -(1 << 31) <= value < 1 << 32:
         raise AssemblerError(f"immediate {shown(value)} does not fit in 32 bits "
                              "(-2147483648..4294967295); load 64-bit constants with lddw")
-    value = int(value)  # a plain int: an IntEnum would print as its name on Python < 3.11
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def imm64(value):
     """``value`` as the unsigned 64-bit immediate of lddw; accepts -2**63..2**64-1."""
-    if isinstance(value, Register) or not isinstance(value, int) or isinstance(value, bool):
+    if isinstance(value, Register):
         raise AssemblerError(f"expected an integer immediate, got {shown(value)}")
+    value = integer(value, "an integer immediate")
     if not -(1 << 63) <= value < 1 << 64:
         raise AssemblerError(f"immediate {shown(value)} does not fit in 64 bits "
                              "(-2**63..2**64-1)")
-    return int(value) & 0xFFFFFFFFFFFFFFFF
+    return value & 0xFFFFFFFFFFFFFFFF
 
 
 def address_spaces(dst_as, src_as):
     """The imm of addr_space_cast: ``dst_as << 16 | src_as``, each an int 0..65535."""
-    for value in (dst_as, src_as):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+    spaces = [integer(value, "an address space, an int 0..65535") for value in (dst_as, src_as)]
+    for value in spaces:
+        if not 0 <= value <= 0xFFFF:
             raise AssemblerError(f"an address space is an int 0..65535, not {shown(value)}")
-    return imm32(dst_as << 16 | src_as)
+    return imm32(spaces[0] << 16 | spaces[1])
+
+
+def offset(value):
+    """``value`` as the offset of a load or store, a plain int (its range is the
+    instruction's to check: 16 signed bits)."""
+    return integer(value, "an int offset")
 
 
 def register(value):
     """``value`` as a register number; Register or int 0..10."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+    number = integer(value, "a register R0-R10")
+    if not 0 <= number <= 10:
         raise AssemblerError(f"expected a register R0-R10, got {shown(value)}")
-    return int(value)
+    return number
 
 
 def helper_id(helper):
     """The id of a helper given by name (``map_lookup_elem`` or ``bpf_...``) or number."""
-    if isinstance(helper, int) and not isinstance(helper, bool):
-        if not 0 <= helper < 1 << 31:
-            raise AssemblerError(f"helper id {shown(helper)} is out of range 0..2**31-1")
-        return helper
     if not isinstance(helper, str):
-        raise AssemblerError(f"a helper is a name or an int id, not {shown(helper)}")
+        number = integer(helper, "a helper name or an int id")
+        if not 0 <= number < 1 << 31:
+            raise AssemblerError(f"helper id {shown(number)} is out of range 0..2**31-1")
+        return number
     name = helper
     if name.startswith("bpf_"):
         name = name[4:]
