@@ -30,26 +30,26 @@ def integer(value, expected):
     raise AssemblerError(f"expected {expected}, got {shown(value)}")
 
 
-def imm32(value):
-    """``value`` as a signed 32-bit immediate; accepts -2**31..2**32-1 (unsigned wraps)."""
+def _immediate(value, bits, accepted):
+    """``value`` as an int in -2**(bits-1)..2**bits-1 (signed or unsigned): AssemblerError
+    for a register, a non-integer, or a number out of range (``accepted`` says the range)."""
     if isinstance(value, Register):
         raise AssemblerError(f"expected an integer immediate, got {shown(value)}")
     value = integer(value, "an integer immediate")
-    if not -(1 << 31) <= value < 1 << 32:
-        raise AssemblerError(f"immediate {shown(value)} does not fit in 32 bits "
-                             "(-2147483648..4294967295); load 64-bit constants with lddw")
+    if not -(1 << (bits - 1)) <= value < 1 << bits:
+        raise AssemblerError(f"immediate {shown(value)} does not fit in {bits} bits {accepted}")
+    return value
+
+
+def imm32(value):
+    """``value`` as a signed 32-bit immediate; accepts -2**31..2**32-1 (unsigned wraps)."""
+    value = _immediate(value, 32, "(-2147483648..4294967295); load 64-bit constants with lddw")
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def imm64(value):
     """``value`` as the unsigned 64-bit immediate of lddw; accepts -2**63..2**64-1."""
-    if isinstance(value, Register):
-        raise AssemblerError(f"expected an integer immediate, got {shown(value)}")
-    value = integer(value, "an integer immediate")
-    if not -(1 << 63) <= value < 1 << 64:
-        raise AssemblerError(f"immediate {shown(value)} does not fit in 64 bits "
-                             "(-2**63..2**64-1)")
-    return value & 0xFFFFFFFFFFFFFFFF
+    return _immediate(value, 64, "(-2**63..2**64-1)") & 0xFFFFFFFFFFFFFFFF
 
 
 def address_spaces(dst_as, src_as):
