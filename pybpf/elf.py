@@ -730,7 +730,7 @@ def _values_spec(btf, name, map_type, types, ints, section, offset):
 def _check_bounds(function):
     """ElfError unless the function's symbol covers whole instructions inside its section."""
     section, start, size = function.section, function.offset, function.size
-    if start % INSN_SIZE or size <= 0 or start + size > section.size:
+    if start % INSN_SIZE or size % INSN_SIZE or not size or start + size > section.size:
         raise ElfError(f"function {function.name!r} ({size} bytes at {start:#x}) does not "
                        "cover whole instructions inside the section", section.name, start)
 

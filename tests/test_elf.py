@@ -208,6 +208,12 @@ def section_header(data, name):
     return f["e_shoff"] + index * f["e_shentsize"], f.get_section(index)
 
 
+def _symbol_entry(data, index):
+    """The file offset of symbol ``index`` of .symtab (24 bytes each)."""
+    _, symtab = section_header(data, ".symtab")
+    return symtab["sh_offset"] + index * 24
+
+
 def load_error(data, error=ElfError):
     with pytest.raises(error) as info:
         elf.load_spec(bytes(data))
@@ -217,7 +223,28 @@ def load_error(data, error=ElfError):
 @pytest.mark.parametrize("size", [0, 10, 63, 64, 1000, 4000])
 def test_truncated_files(size):
     err = load_error(raw("execve.o")[:size])
-    assert "truncated" in str(err) or "past the end" in str(err)
+    if size < 64:  # not even the 64-byte ELF header
+        assert str(err) == f"section ELF header: truncated file: {size} bytes, an ELF header " \
+            "needs 64"
+    else:  # the section headers are at the end of the file (e_shoff 0x1db0, 32 of them)
+        assert str(err) == "section ELF header+0x28: section header table (32 entries of 64 " \
+            f"bytes at 0x1db0) does not fit in the file ({size} bytes): truncated?"
+
+
+def test_section_data_past_the_end_of_the_file():
+    data = raw("globals.o")
+    offset, _ = section_header(data, ".data")  # 24 bytes
+    data[offset + 24:offset + 32] = (len(data) - 8).to_bytes(8, "little")  # sh_offset
+    err = load_error(data)
+    assert str(err) == "section .data: section data (24 bytes at 0x1b20) runs past the end " \
+        "of the file (6952 bytes): truncated?"
+
+
+def test_nobits_sections_have_no_data_in_the_file():
+    data = raw("globals.o")
+    offset, _ = section_header(data, ".bss")  # SHT_NOBITS: its sh_offset is never read
+    data[offset + 24:offset + 32] = (10 ** 6).to_bytes(8, "little")
+    assert elf.load_spec(bytes(data)).maps[".bss"].value_size == 12
 
 
 def test_wrong_machine():
@@ -252,12 +279,23 @@ def test_symbol_names_not_in_a_string_table(target):
     assert "not a string table" in str(err) or "expected SHT_STRTAB" in str(err)
 
 
-def test_section_linking_past_the_section_table():
+@pytest.mark.parametrize("link", [29, 700])  # globals.o has 29 sections: 29 is one too far
+def test_section_linking_past_the_section_table(link):
     data = raw("globals.o")
-    offset, _ = section_header(data, ".symtab")
-    data[offset + 40:offset + 44] = (700).to_bytes(4, "little")  # sh_link
+    offset, _ = section_header(data, ".symtab")  # section 28
+    data[offset + 40:offset + 44] = link.to_bytes(4, "little")  # sh_link
     err = load_error(data)  # pyelftools 0.29 would fail inside with a TypeError
-    assert "links to section 700" in str(err) and err.section == "section headers"
+    assert str(err) == f"section section headers+0x728: section 28 links to section {link}, " \
+        "but there are only 29 sections"
+    assert err.offset == 28 * 64 + 40
+
+
+def test_relocations_for_a_section_past_the_section_table():
+    data = raw("globals.o")
+    offset, _ = section_header(data, ".relxdp")
+    data[offset + 44:offset + 48] = (29).to_bytes(4, "little")  # sh_info: one past the last
+    assert str(load_error(data)) == "section .relxdp: relocations for section index 29, " \
+        "which does not exist"
 
 
 def test_relocation_past_the_end_of_its_section():
@@ -282,6 +320,62 @@ def test_relocation_that_points_at_no_load():
     data[rel["sh_offset"]:rel["sh_offset"] + 8] = (16).to_bytes(8, "little")  # a ldxw
     err = load_error(data)
     assert err.section == "xdp" and err.offset == 16 and "unsupported relocation" in str(err)
+
+
+def test_relocation_against_a_symbol_of_no_section():
+    for shndx in (0, 0xFFF1):  # SHN_UNDEF (and not an extern), SHN_ABS
+        data = raw("calls.o")
+        at = _symbol_entry(data, 2)  # the section symbol of .text, used by a 64-bit load
+        data[at + 6:at + 8] = shndx.to_bytes(2, "little")
+        err = load_error(data)
+        assert str(err) == "section xdp+0x28: reference to 'an absolute symbol', which is not " \
+            "defined in this object nor an extern (__kconfig, __ksym)"
+
+
+@pytest.mark.parametrize("change, message", [
+    ("type 0", "unsupported relocation R_BPF_NONE (0) on instruction opcode 0x85"),
+    ("type 1", "unsupported relocation R_BPF_64_64 (1) on instruction opcode 0x85"),
+    ("helper call", "unsupported relocation R_BPF_64_32 (10) on instruction opcode 0x85"),
+])
+def test_call_relocations_other_than_a_bpf_to_bpf_call(change, message):
+    data = raw("calls.o")
+    if change == "helper call":  # src 0: a helper call cannot have a relocation
+        _, tc = section_header(data, "tc")
+        data[tc["sh_offset"] + 9] = 0  # tc_calls' call of add_square (dst 0, src 1)
+    else:
+        _, rel = section_header(data, ".reltc")
+        data[rel["sh_offset"] + 8:rel["sh_offset"] + 12] = int(change[5:]).to_bytes(4, "little")
+    err = load_error(data)
+    assert str(err) == f"section tc+0x8: {message} against ''"
+
+
+@pytest.mark.parametrize("size", [0, 1, 12, 72])  # 72: past the end of .text
+def test_function_symbols_of_a_bad_size(size):
+    data = raw("calls.o")
+    at = _symbol_entry(data, 3)  # square: 24 bytes at .text+0x28, in a 104-byte .text
+    data[at + 16:at + 24] = size.to_bytes(8, "little")
+    assert str(load_error(data)) == f"section .text+0x28: function 'square' ({size} bytes at " \
+        "0x28) does not cover whole instructions inside the section"
+
+
+def test_function_symbol_ending_inside_a_64_bit_load():
+    data = raw("globals.o")
+    at = _symbol_entry(data, 14)  # use_globals, 336 bytes; a 64-bit load at 144-160
+    data[at + 16:at + 24] = (152).to_bytes(8, "little")
+    assert str(load_error(data)) == "section xdp+0x90: function 'use_globals' ends inside a " \
+        "64-bit load"
+
+
+def test_objects_without_license_or_version_sections():
+    for name, license, version in [("license", "", 396288), ("version", "GPL", 0)]:
+        data = raw("legacy.o")  # its section and its BTF DATASEC renamed alike
+        for table in (".strtab", ".BTF"):
+            _, section = section_header(data, table)
+            start, end = section["sh_offset"], section["sh_offset"] + section["sh_size"]
+            data[start:end] = data[start:end].replace(name.encode() + b"\0", b"zzzzzzz\0")
+        result = elf.load_spec(bytes(data))
+        assert [(p.license, p.kern_version) for p in result.programs.values()] == \
+            [(license, version)] * 2
 
 
 def test_unsupported_legacy_map_type():
