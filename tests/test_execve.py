@@ -98,6 +98,44 @@ def test_dump_shows_c_lines_and_instructions_without_root():
     assert re.search(r"call 16\b.*get_current_comm", out)
 
 
+# Each C line of bpf/program.c the DSL implements, and the instruction it starts with (read
+# from the C by hand: "return 0;" is r0 = 0, a lookup's key pointer is built first...).
+COUNT_EXECVE_LINES = [
+    ("__u32 pid = bpf_get_current_pid_tgid() >> 32;", "call 14"),
+    ("__u64 *count = bpf_map_lookup_elem(&exec_count, &pid);", "r2 = r10"),
+    ("if (count) {", "if r0 == 0 goto new_process"),
+    ("__sync_fetch_and_add(count, 1);", "r1 = 1"),
+    ("return 0;", "r0 = 0"),
+    ("__u64 one = 1;", "*(u64 *)(r10 - 16) = 1"),
+    ("long err = bpf_map_update_elem(&exec_count, &pid, &one, BPF_NOEXIST);", "r2 = r10"),
+    ("if (err == 0) record the name below", "if r0 == 0 goto record_name"),
+    ("if (err == -EEXIST) {", "if r0 != -17 goto map_full"),
+    ("count = bpf_map_lookup_elem(&exec_count, &pid);", "r2 = r10"),
+    ("if (count) __sync_fetch_and_add(count, 1); return 0;", "if r0 == 0 goto out"),
+    ("char comm[TASK_COMM_LEN]; bpf_get_current_comm(comm, sizeof(comm));", "r6 = r10"),
+    ("bpf_map_update_elem(&process_names, &pid, comm, BPF_ANY);", "r2 = r10"),
+    ("__u32 zero = 0;", "*(u32 *)(r10 - 32) = 0"),
+    ("__u64 *dropped = bpf_map_lookup_elem(&dropped_execs, &zero);", "r2 = r10"),
+    ("if (dropped) *dropped += 1;", "if r0 == 0 goto out"),
+]
+NAME_PROCESS_LINES = [
+    ("__u32 pid = bpf_get_current_pid_tgid() >> 32;", "call 14"),
+    ("char *name = bpf_map_lookup_elem(&process_names, &pid);", "r2 = r10"),
+    ("if (name) bpf_get_current_comm(name, TASK_COMM_LEN);", "if r0 == 0 goto out"),
+    ("return 0;", "r0 = 0"),
+]
+
+
+@pytest.mark.parametrize("program, expected", [
+    (execve_bpf.count_execve, COUNT_EXECVE_LINES), (execve_bpf.name_process, NAME_PROCESS_LINES)])
+def test_every_c_line_heads_the_instructions_that_implement_it(program, expected):
+    from pybpf.disasm import format_insn
+
+    insns = program()
+    assert [(i.comment, format_insn(i)) for i in insns if i.comment] == expected
+    assert [format_insn(i) for i in insns].count("exit") == 1  # one way out, after r0 = 0
+
+
 # --- kernel: the whole tracker ------------------------------------------------------------
 
 
