@@ -2,13 +2,18 @@
 of programs.events_bpf), exec ids and parents, cgroup paths, the human line; and
 pybpf.asm.functions' BTF, read back by bpftool."""
 
+import io
+import json
 import struct
 import subprocess
+import sys
+import time
 
 import pytest
 
 from programs import events_bpf as eb
-from programs.events import CgroupPaths, Clock, Lineage, decode, human_line, to_json
+from programs.events import (CgroupPaths, Clock, EventStream, Lineage, decode, human_line,
+                             to_json)
 from pybpf.asm import parse
 from pybpf.asm.functions import CALLBACK, function_btf
 from pybpf.errors import AssemblerError
@@ -99,6 +104,68 @@ def test_json_and_human_forms_of_one_event():
     line = human_line(event, clock, time_format="elapsed")
     assert line.startswith("0.000") and "EACCES" in line
     assert line.endswith("ls -l $'\\x1b[31m' [file /usr/bin/ls]")
+
+
+def test_the_wall_clock_time_of_a_kernel_timestamp():
+    clock = Clock()
+    now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    assert abs(clock.wall_ns(now) - time.time_ns()) < 1_000_000_000
+
+
+def test_a_failed_exec_notes_its_file_only_when_argv_0_is_not_that_file():
+    clock = Clock()
+    failed = dict(ret=-2, filename=b"/bin/nope\0", ktime=clock.start)
+    line = human_line(decode(record(argv=b"/bin/nope\0-x\0", **failed)), clock, "elapsed")
+    assert line.endswith(" ENOENT true             /bin/nope -x")
+    line = human_line(decode(record(argv=b"nope\0-x\0", **failed)), clock, "elapsed")
+    assert line.endswith(" ENOENT true             nope -x [file /bin/nope]")
+
+
+class _Stats:
+    """The stats map as EventStream reads it: (index, a value per CPU) for each counter."""
+
+    def __init__(self, lost, no_start):
+        self.values = [(0, [lost, 0]), (1, [0, no_start])]  # events_lost, no_start
+
+    def lookup_batch(self):
+        return self.values
+
+
+class _Buffered(io.TextIOWrapper):
+    """A text stream that keeps what is written until flush() (as a pipe's stdout does)."""
+
+    def __init__(self):
+        super().__init__(io.BufferedWriter(io.BytesIO(), 1 << 16), write_through=False)
+
+    def flushed(self):
+        return self.buffer.raw.getvalue().decode()
+
+
+def test_the_event_stream_cuts_arguments_counts_and_flushes(capsys):
+    out = _Buffered()
+    stream = EventStream(_Stats(0, 0), max_args=2, out=out)
+    stream.handle(record(argv=b"a\0b\0"))  # exactly max_args: nothing cut
+    stream.handle(record(argv=b"a\0b\0c\0"))
+    assert out.flushed() == ""
+    stream.flush()
+    lines = out.flushed().splitlines()
+    assert [line.split("true             ")[1] for line in lines] == [
+        "a b", "a b [truncated: 6 bytes of arguments in all]"]
+    stream.as_json = True
+    stream.report(7)
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["events"], stats["events_lost"], stats["untracked_execs"],
+            stats["starts_not_seen"]) == (2, 0, 7, 0)
+
+
+def test_lost_events_are_warned_about_once_and_flushed(monkeypatch):
+    stderr = _Buffered()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    stream = EventStream(_Stats(5, 3), out=_Buffered())
+    stream.report(0)
+    stream.report(0)  # nothing new lost: no second warning
+    assert stderr.flushed() == "WARNING: 5 events lost since the last report (5 since start): " \
+        "the ring buffer was full; raise --buffer-size (the counts stay exact)\n"
 
 
 def test_function_btf_is_read_back_by_bpftool(tmp_path):
