@@ -324,6 +324,9 @@ def local_bitfield():
     # 4 bits at bit 30 cross the u32's end: read 8 bytes from byte 0; 64-(30+4)=30, 64-4=60
     (30, 4, {K.FIELD_BYTE_OFFSET: 0, K.FIELD_BYTE_SIZE: 8, K.FIELD_LSHIFT_U64: 30,
              K.FIELD_RSHIFT_U64: 60, K.FIELD_SIGNED: 0}),
+    # 4 bits at bit 28 end exactly where the u32 ends: it stays a u32; 64-(28+4)=32, 64-4=60
+    (28, 4, {K.FIELD_BYTE_OFFSET: 0, K.FIELD_BYTE_SIZE: 4, K.FIELD_LSHIFT_U64: 32,
+             K.FIELD_RSHIFT_U64: 60, K.FIELD_SIGNED: 0}),
 ])
 def test_bitfields_give_the_load_and_shifts_that_extract_them(bit_offset, size, expected):
     local, bits = local_bitfield()
@@ -334,6 +337,13 @@ def test_bitfields_give_the_load_and_shifts_that_extract_them(bit_offset, size, 
     for kind, value in expected.items():
         assert apply(mov(local_values[kind]), kind, local, bits, "0:0", target) == \
             [fields(mov(value))], kind
+
+
+def test_a_bitfield_no_64_bit_load_holds_is_an_error():
+    local, bits = local_bitfield()
+    target = bitfield_types(60, 8)  # bits 60..67; a u64 from byte 0 ends at bit 64 (E2BIG)
+    with pytest.raises(CoreError, match="bitfield f cannot be read with one 64-bit load"):
+        apply(mov(4), K.FIELD_BYTE_SIZE, local, bits, "0:0", target)
 
 
 def test_a_load_widens_for_an_unsigned_field_and_is_poisoned_for_a_signed_one():

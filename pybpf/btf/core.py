@@ -417,7 +417,7 @@ def match_spec(local: Spec, btf: BTF, type_id: int) -> Optional[Spec]:
         type_id = _skip(btf, type_id)
         t = btf.type(type_id)
         if accessor.name:
-            type_id = _match_member(local.btf, accessor, btf, type_id, target, 0)
+            type_id = _match_member(local.btf, accessor, btf, type_id, target)
             if type_id is None:
                 return None
             continue
@@ -435,7 +435,7 @@ def match_spec(local: Spec, btf: BTF, type_id: int) -> Optional[Spec]:
     return target
 
 
-def _match_member(local_btf, accessor, btf, type_id, target, depth):
+def _match_member(local_btf, accessor, btf, type_id, target):
     """Find the member named like the local accessor's in ``type_id``, looking into
     anonymous members; record it in ``target``; the member's type id, or None."""
     t = btf.type(_skip(btf, type_id))
@@ -448,7 +448,7 @@ def _match_member(local_btf, accessor, btf, type_id, target, depth):
         target.bit_offset += member.bit_offset
         target.raw.append(index)
         if not member.name:
-            found = _match_member(local_btf, accessor, btf, member.type, target, depth + 1)
+            found = _match_member(local_btf, accessor, btf, member.type, target)
             if found is not None:
                 return found
         elif member.name == local_member.name:
