@@ -55,8 +55,6 @@ from .perf import perf_event_open
 _PAGE = layouts.perf_event_mmap_page.offsets
 _HEAD = _PAGE["data_head"] // 8  # u64 index of data_head in the control page
 _TAIL = _PAGE["data_tail"] // 8
-_DATA_OFFSET = _PAGE["data_offset"] // 8
-_DATA_SIZE = _PAGE["data_size"] // 8
 _U32 = struct.Struct("<I")
 _LOST = struct.Struct("<8xQ")  # PERF_RECORD_LOST after its header: id, lost
 
@@ -77,9 +75,9 @@ class _CpuRing:
         whole = memoryview(mapping)
         control = whole[:PAGE_SIZE].cast("Q")
         self.size = data_pages * PAGE_SIZE
-        # kernels >= 4.1 say where the data is; it is the page after the control page
-        offset = control[_DATA_OFFSET] or PAGE_SIZE
-        self.data = whole[offset:offset + self.size]
+        # the data area is the page after the control page (the kernel's data_offset is
+        # always PAGE_SIZE: perf_event_init_userpage)
+        self.data = whole[PAGE_SIZE:PAGE_SIZE + self.size]
         self.words = self.data.cast("I")
         self.control = control
         self.views = [self.words, self.data, control, whole]

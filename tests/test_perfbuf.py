@@ -13,6 +13,7 @@ import pytest
 from pybpf import host
 from pybpf.abi import PERF_ATTR_DISABLED, PERF_ATTR_WATERMARK, MapType
 from pybpf.errors import UsageError
+from pybpf.events import Poller
 from pybpf.maps import PAGE_SIZE, Map
 from pybpf.perfbuf import PerfBuffer
 
@@ -122,6 +123,18 @@ def test_the_wakeup_watermark_is_the_kernels(perf_map):
             ep.run(prog, 1, cpu=0)  # 2080 bytes
             assert select.select(pb.filenos(), [], [], 0)[0] == [pb.filenos()[0]]
             assert len(collect(pb, 64)) == 26
+
+
+def test_a_poller_reads_samples_that_woke_nobody(perf_map):
+    with producer(perf_map, 64) as prog, Poller() as poller, \
+            PerfBuffer(perf_map, page_count=4, wakeup_watermark=2000) as pb:
+        got = []
+        poller.add(pb, got.append)
+        assert not pb.ready() and poller.poll(timeout=0) == 0
+        ep.run(prog, 3, cpu=0)  # 240 bytes: under the mark, nothing wakes a waiter
+        assert select.select(pb.filenos(), [], [], 0)[0] == []
+        assert pb.ready() and poller.poll(timeout=0) == 3 and len(got) == 3
+        assert not pb.ready()
 
 
 def test_perf_attr_flag_bits_are_the_kernels():
