@@ -159,11 +159,20 @@ def test_config_values_are_stored_as_libbpf_stores_them():
     ("CONFIG_X=40000", kcfg("CONFIG_X", "int", 0, 2, signed=True), "does not fit in 2 bytes"),
     ("CONFIG_X=12ab", kcfg("CONFIG_X", "int", 0, 4), "'12ab' is not a number"),
     ('CONFIG_X="open', kcfg("CONFIG_X", "char_array", 0, 8), "is not quoted"),
+    ("CONFIG_X=-129", kcfg("CONFIG_X", "int", 0, 1, signed=True), "does not fit in 1 bytes"),
+    ("CONFIG_X=128", kcfg("CONFIG_X", "int", 0, 1, signed=True), "does not fit in 1 bytes"),
     ("CONFIG_X", kcfg("CONFIG_X", "int", 0, 4), "has no '=' and value"),
+    ("CONFIG_X=", kcfg("CONFIG_X", "int", 0, 4), "has no '=' and value"),  # libbpf: no value
 ])
 def test_config_values_that_do_not_fit_the_extern_are_refused(line, ext, message):
     with pytest.raises(ExternError, match=re.escape(message)):
         values(line, ext)
+
+
+def test_signed_values_fill_their_whole_range():
+    low, high = kcfg("CONFIG_LOW", "int", 0, 1, signed=True), \
+        kcfg("CONFIG_HIGH", "int", 1, 1, signed=True)
+    assert values("CONFIG_LOW=-128\nCONFIG_HIGH=127", low, high) == b"\x80\x7f"
 
 
 def test_unset_and_absent_values_are_zero_when_weak_and_an_error_when_strong():
@@ -200,7 +209,12 @@ def test_a_release_without_three_numbers_is_an_error():
 def test_virtual_values_and_unknown_linux_externs():
     cookie = kcfg("LINUX_HAS_BPF_COOKIE", "bool", 0, 1, weak=True)
     assert values("", cookie, virtual={"LINUX_HAS_BPF_COOKIE": True}) == b"\x01"
+    assert values("", cookie, virtual={"LINUX_HAS_BPF_COOKIE": False}) == b"\x00"
     assert values("", kcfg("LINUX_UNKNOWN", "int", 0, 4, weak=True)) == bytes(4)
+    # an unknown weak one stays 0 and the externs after it still get their values
+    assert values("", kcfg("LINUX_UNKNOWN", "int", 0, 4, weak=True),
+                  kcfg("LINUX_KERNEL_VERSION", "int", 4, 4), release="6.18.44") == \
+        bytes(4) + ((6 << 16) + (18 << 8) + 44).to_bytes(4, "little")
     with pytest.raises(ExternError, match="'LINUX_UNKNOWN': not a value libbpf or pybpf knows"):
         values("", kcfg("LINUX_UNKNOWN", "int", 0, 4))
     with pytest.raises(ExternError, match="'OTHER': not a value"):
