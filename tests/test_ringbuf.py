@@ -366,6 +366,9 @@ def test_kernel_read_iterates_until_the_timeout(maps):
         start = time.monotonic()
         assert [seq for seq, _ in rb.read(timeout=0.2)] == [1, 2, 3]
         assert 0.2 <= time.monotonic() - start < 5
+        start = time.monotonic()
+        assert list(rb.read(timeout=0.2)) == []  # nothing came: it waited the whole timeout
+        assert 0.2 <= time.monotonic() - start < 5
 
 
 @kernel
