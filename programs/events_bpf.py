@@ -23,6 +23,14 @@ too, after the filters, exactly as in the table mode. Each event is assembled in
 ``scratch`` area (larger than the 512-byte stack) and copied into the ``events`` ring
 buffer with its real length; a copy that does not fit is counted in ``stats`` (per CPU) and
 reported, never lost silently.
+
+With ``--metrics`` (``Options.metrics``) the outcome programs also count, after the filters,
+every exec by the process's name (``comm_execs``, keyed by the 16 bytes of the comm: the new
+program's after a success, the caller's after a failure) and every failure by its errno
+(``exec_errnos``, indexed by the errno). These counts are exact and only grow: they are kept
+in the kernel, not taken from the event stream (which can drop), and never forgotten with the
+processes that exited. A name the full ``comm_execs`` cannot hold is counted in ``stats``
+(``names_full``). Without ``--metrics`` these maps and their instructions are left out.
 """
 
 from dataclasses import dataclass
@@ -30,7 +38,7 @@ from typing import Optional
 
 from pybpf.abi import (
     BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TASK_COMM_LEN, MapType,
-    ProgType,
+    ProgType, UpdateFlags,
 )
 from pybpf.asm import DW, H, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Builder, core
 from pybpf.asm.functions import CALLBACK, function_btf
@@ -61,8 +69,11 @@ READ_PERIOD = 0.1  # seconds: the reader looks at least this often (records wake
 W_ARGV, WORK_SIZE = 0, 8  # the work area: the failed exec's argv pointer
 
 # stats: per-CPU counters, by index
-EVENTS_LOST, NO_START_SEEN = 0, 1
-STATS = ("events_lost", "no_start")
+EVENTS_LOST, NO_START_SEEN, NAMES_FULL = 0, 1, 2
+STATS = ("events_lost", "no_start", "names_full")
+
+COMM_ENTRIES = 10240  # distinct process names comm_execs counts on its own
+MAX_ERRNO = 4095  # the largest errno a system call returns (include/linux/err.h)
 
 # inflight value: what the start of an exec leaves for its outcome
 IF_FILENAME, IF_ARGV, IF_SYSCALL, IF_COMM, INFLIGHT_SIZE = 0, 8, 16, 24, 40
@@ -112,6 +123,7 @@ class Options:
     buffer_size: int = DEFAULT_BUFFER_SIZE
     max_pids: int = execve_bpf.DEFAULT_MAX_PIDS
     emit: bool = True  # build events (else only count, after the filters)
+    metrics: bool = False  # count execs by name and failures by errno (comm_execs...)
 
     @property
     def scratch_size(self):
@@ -139,6 +151,11 @@ def map_specs(options, cpus):
                                INFLIGHT_ENTRIES, key_type="<I")
     maps["stats"] = MapSpec("stats", MapType.PERCPU_ARRAY, 4, 8, len(STATS), key_type="<I",
                             value_type="<Q")
+    if options.metrics:
+        maps["comm_execs"] = MapSpec("comm_execs", MapType.HASH, TASK_COMM_LEN, 8,
+                                     COMM_ENTRIES, value_type="<Q")
+        maps["exec_errnos"] = MapSpec("exec_errnos", MapType.ARRAY, 4, 8, MAX_ERRNO + 1,
+                                      key_type="<I", value_type="<Q")
     if options.emit:
         maps["scratch"] = MapSpec("scratch", MapType.ARRAY, 4, options.scratch_size, cpus,
                                   key_type="<I")
@@ -262,6 +279,56 @@ def _count(b, success):
     b.ld_map_fd(R1, "process_names")
     b.mov(R4, 0 if success else 1)
     b.call("map_update_elem")
+
+
+def _count_metrics(b, failed):
+    """The metrics' counts of this exec: ``comm_execs[comm] += 1`` (a name the full map cannot
+    hold counts in stats[NAMES_FULL]) and, after a failure, ``exec_errnos[-ret] += 1``."""
+    b.comment("bpf_get_current_comm(comm, 16); __u64 *n = bpf_map_lookup_elem(&comm_execs, comm);")
+    b.mov(R1, R10)
+    b.add(R1, COMM_SLOT)
+    b.mov(R2, TASK_COMM_LEN)
+    b.call("get_current_comm")
+    _lookup(b, "comm_execs", COMM_SLOT)
+    add, full, named = _unique(b, "add"), _unique(b, "full"), _unique(b, "named")
+    b.jne(R0, 0, add)
+    b.comment("__u64 one = 1; long err = bpf_map_update_elem(&comm_execs, comm, &one, "
+              "BPF_NOEXIST);")
+    b.st(DW, R10, ONE_SLOT, 1)
+    b.mov(R2, R10)
+    b.add(R2, COMM_SLOT)
+    b.mov(R3, R10)
+    b.add(R3, ONE_SLOT)
+    b.ld_map_fd(R1, "comm_execs")
+    b.mov(R4, UpdateFlags.NOEXIST)
+    b.call("map_update_elem")
+    b.jeq(R0, 0, named)
+    b.comment("if (err == -EEXIST) { n = bpf_map_lookup_elem(&comm_execs, comm); "
+              "if (n) goto add; }  /* another CPU added it */")
+    b.jne(R0, -execve_bpf.EEXIST, full)
+    _lookup(b, "comm_execs", COMM_SLOT)
+    b.jne(R0, 0, add)
+    b.label(full)
+    _count_stat(b, NAMES_FULL)
+    b.ja(named)
+    b.label(add)
+    b.comment("__sync_fetch_and_add(n, 1);")
+    b.mov(R1, 1)
+    b.atomic_add(DW, R0, 0, R1)
+    b.label(named)
+    if failed:
+        counted = _unique(b, "errno")
+        b.comment(f"__u32 e = -ret; if (e <= {MAX_ERRNO}) {{ n = bpf_map_lookup_elem("
+                  f"&exec_errnos, &e); if (n) __sync_fetch_and_add(n, 1); }}")
+        b.ldx(DW, R1, R10, SAVED)
+        b.neg(R1)
+        b.jgt(R1, MAX_ERRNO, counted)
+        b.stx(W, R10, KEY, R1)
+        _lookup(b, "exec_errnos", KEY)
+        b.jeq(R0, 0, counted)
+        b.mov(R1, 1)
+        b.atomic_add(DW, R0, 0, R1)
+        b.label(counted)
 
 
 def _header(b, ret_source):
@@ -473,6 +540,8 @@ def success(options):
     b.stx(DW, R10, SAVED, R1)
     _ids(b)
     _filters(b, options)
+    if options.metrics:
+        _count_metrics(b, failed=False)
     _count(b, success=True)
     if options.emit:
         _header(b, lambda b: b.mov(R1, 0))
@@ -549,6 +618,8 @@ def failure(options, syscall):
     b.stx(DW, R10, SAVED, R2)
     _ids(b)
     _filters(b, options)
+    if options.metrics:
+        _count_metrics(b, failed=True)
     _count(b, success=False)
     if options.emit:
         _header(b, lambda b: b.ldx(DW, R1, R10, SAVED))

@@ -9,8 +9,11 @@ the program each process runs (map ``process_names``) and prints both every inte
 
 With ``--events`` it prints one line (or, with ``--json``, one JSON object) per exec instead,
 as it happens: who ran what, with which arguments, from which parent, with what result
-(:mod:`programs.events`). Filters (``--pid``, ``--uid``, ``--comm``...) apply in the kernel,
-to the counts and the events alike.
+(:mod:`programs.events`); ``--top`` shows a live full-screen view (:mod:`programs.top`) and
+``--tree`` the processes that exec'd under their parents (:mod:`programs.tree`). Filters
+(``--pid``, ``--uid``, ``--comm``...) apply in the kernel, to the counts and the events alike.
+``--metrics [ADDR:]PORT`` serves Prometheus metrics beside any of these
+(:mod:`programs.metrics`).
 
 The eBPF programs are in :mod:`programs.execve_bpf` (reference C: bpf/program.c) and, for
 the event stream and filters, :mod:`programs.events_bpf`; those are built and loaded only
@@ -26,6 +29,7 @@ if __name__ == "__main__":  # before the imports below, which take most of the s
     quiet_interrupts()
 
 import argparse  # noqa: E402 - after the handler, so an early Ctrl+C is quiet too
+import contextlib  # noqa: E402
 import time  # noqa: E402
 
 from pybpf import BPFError, UsageError, VerifierError  # noqa: E402
@@ -201,10 +205,21 @@ def parse_args(argv):
         "instruction, on each path it followed, and exit",
     )
     output = parser.add_argument_group("events and output")
-    output.add_argument(
+    mode = output.add_mutually_exclusive_group()
+    mode.add_argument(
         "--events", action="store_true",
         help="print one line per exec as it happens (time, UID, PID, PPID, return, name, "
         "command line) instead of the periodic table",
+    )
+    mode.add_argument(
+        "--top", action="store_true",
+        help="a live full-screen view: execs/s, the busiest programs and processes, recent "
+        "failures (keys: q quit, s sort, p pause, / filter by name)",
+    )
+    mode.add_argument(
+        "--tree", action="store_true",
+        help="every interval, the processes that exec'd drawn as a tree under their parents, "
+        "with their exec counts and last command line",
     )
     output.add_argument(
         "--json", action="store_true",
@@ -232,6 +247,17 @@ def parse_args(argv):
         help="events: the ring buffer's size, a power of 2 times the page size (default "
         "%(default)s; K and M suffixes work)",
     )
+    metrics = parser.add_argument_group("Prometheus metrics (beside any output mode)")
+    metrics.add_argument(
+        "--metrics", type=metrics_address, metavar="[ADDR:]PORT",
+        help="serve /metrics on this port (127.0.0.1 unless ADDR is given; 0.0.0.0 for "
+        "all); needs prometheus_client (pip install pybpf[metrics])",
+    )
+    metrics.add_argument(
+        "--metrics-top", type=lambda text: bounded_int(text, 1, 1000), default=20,
+        metavar="N", help="process names with a series of their own in execs_total; the "
+        "others count under comm=\"other\" (default %(default)s)",
+    )
     filters = parser.add_argument_group(
         "filters (applied in the kernel, to the counts and the events alike)")
     filters.add_argument("--pid", type=positive_int, help="only this process")
@@ -245,10 +271,20 @@ def parse_args(argv):
     outcome.add_argument("--failed-only", action="store_true", help="only execs that failed")
     outcome.add_argument("--success-only", action="store_true",
                          help="only execs that succeeded")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.json and (args.top or args.tree):
+        parser.error("--json goes with the table and --events, not with --top or --tree")
+    return args
 
 
 FILTERS = ("pid", "ppid", "uid", "comm", "cgroup", "failed_only", "success_only")
+
+
+def metrics_address(text):
+    """``--metrics``'s [ADDR:]PORT (parsed by programs.metrics, imported only then)."""
+    from .metrics import listen_address
+
+    return listen_address(text)
 
 
 def ring_size(text):
@@ -309,7 +345,9 @@ def explain_verifier(args):
 def build_spec(args):
     """The programs to load: the table's own (no filters, no events: the quickest start), or
     the event mode's, which filter in the kernel and can build events."""
-    if not args.events and not any(getattr(args, name) for name in FILTERS):
+    streams = args.events or args.top or args.tree
+    if not streams and args.metrics is None and not any(getattr(args, name)
+                                                        for name in FILTERS):
         return execve_bpf.collection_spec(args.max_pids)
     from pybpf.host import possible_cpus
 
@@ -327,13 +365,16 @@ def build_spec(args):
         pid=args.pid, ppid=args.ppid, uid=args.uid, comm=args.comm, cgroup_id=cgroup_id,
         failed_only=args.failed_only, success_only=args.success_only,
         max_args=args.max_args, max_args_size=args.max_args_size,
-        buffer_size=args.buffer_size, max_pids=args.max_pids, emit=args.events)
+        buffer_size=args.buffer_size, max_pids=args.max_pids, emit=streams,
+        metrics=args.metrics is not None or args.top)
     return events_bpf.collection_spec(options, possible_cpus())
 
 
 def status(args, lines):
     """Start-up lines: log lines on stdout with the table, on stderr when stdout carries
-    events or JSON."""
+    events or JSON; none under --top, which has the whole screen."""
+    if args.top:
+        return
     if args.events or args.json:
         sys.stderr.write("".join(line + "\n" for line in lines))
     else:
@@ -342,24 +383,51 @@ def status(args, lines):
 
 def run(args):
     """Load, attach, report every interval until stopped, report once more, detach."""
+    if args.metrics is not None:
+        from .metrics import require_client
+
+        require_client()  # before anything is loaded
     with StopSignal() as stop:
         spec = build_spec(args)
         with Tracker(args.max_pids, log_level=2 if args.verifier_log else 0,
-                     spec=spec) as tracker:
+                     spec=spec) as tracker, serve_metrics(args, tracker) as server:
             if args.verifier_log:
                 for name, log in tracker.verifier_logs().items():
                     sys.stderr.write(f"--- verifier log of {name} ---\n{log}\n")
             status(args, ["Starting process execution tracker...", "Press Ctrl+C to exit"])
+            if server is not None:
+                status(args, [f"Serving metrics on {server.url}"])
             if not tracker.sees_host_pids:
                 status(args, ["WARNING: running in a PID namespace: PIDs are the host's, and "
                               "entries of exited processes are kept (run in the host's PID "
                               "namespace)"])
             if args.events:
                 return run_events(args, stop, tracker)
+            if args.top:
+                from .top import run_top
+
+                return run_top(args, stop, tracker)
+            if args.tree:
+                from .tree import run_tree
+
+                return run_tree(args, stop, tracker)
             for _ in every(args.interval, stop):
                 tracker.report(args.json)
             tracker.report(args.json)
     return 0
+
+
+@contextlib.contextmanager
+def serve_metrics(args, tracker):
+    """The metrics server for ``--metrics`` while the tracker runs (None without it); it
+    stops before the tracker's maps close."""
+    if args.metrics is None:
+        yield None
+        return
+    from .metrics import MetricsServer, TrackerCollector
+
+    with MetricsServer(TrackerCollector(tracker, args.metrics_top), args.metrics) as server:
+        yield server
 
 
 def every(interval, stop):

@@ -200,3 +200,8 @@ class CoreError(BPFError):
 def errno_name(err):
     """``ENOENT`` for 2: the symbolic name of an errno value, for messages."""
     return _errno.errorcode.get(err, f"errno {err}")
+
+
+class DependencyError(BPFError, ImportError):
+    """An optional package a feature needs is not installed (``prometheus_client`` for the
+    tracker's ``--metrics``); the message says how to install it."""
