@@ -240,10 +240,18 @@ def columns(time_format) -> str:
 
 def human_line(event: ExecEvent, clock: Clock, time_format="log", quote_all=False) -> str:
     """One event as a terminal-safe line: the time, UID, PID, PPID, return (0 or the errno
-    name), the program's name, and the command line with each argument quoted where needed
-    (so that the line reads back unambiguously, as a shell would split it). Notes follow in
-    brackets, which an argument never shows unquoted: the file a failed exec tried, when it
-    is not the first argument, and how much was cut."""
+    name), the program's name, and its :func:`command_line`."""
+    ret = "0" if event.ret >= 0 else event.errno
+    return (f"{_stamp(event.ktime, clock, time_format)} {event.uid:>6} {event.pid:>7} "
+            f"{event.ppid:>7} {ret:>7} {safe_text(event.comm):<16} "
+            f"{command_line(event, quote_all)}")
+
+
+def command_line(event: ExecEvent, quote_all=False) -> str:
+    """The command line of an exec, terminal-safe, each argument quoted where needed (so
+    that it reads back unambiguously, as a shell would split it). Notes follow in brackets,
+    which an argument never shows unquoted: the file a failed exec tried, when it is not the
+    first argument, and how much was cut."""
     if event.argv:
         args = " ".join(shell_quote(arg, always=quote_all) for arg in event.argv)
     else:
@@ -253,9 +261,7 @@ def human_line(event: ExecEvent, clock: Clock, time_format="log", quote_all=Fals
     if event.argv_truncated:
         total = "an unknown number of" if event.argv_bytes is None else event.argv_bytes
         args += f" [truncated: {total} bytes of arguments in all]"
-    ret = "0" if event.ret >= 0 else event.errno
-    return (f"{_stamp(event.ktime, clock, time_format)} {event.uid:>6} {event.pid:>7} "
-            f"{event.ppid:>7} {ret:>7} {safe_text(event.comm):<16} {args}")
+    return args
 
 
 def _stamp(ktime, clock, time_format):

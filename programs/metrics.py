@@ -38,7 +38,8 @@ EXECS_HELP = (
     "series only grows and together they sum to all executions: a name that enters the top "
     "starts at 0 (its earlier executions stay in \"other\"); a name that leaves it stops "
     "being exported and resumes from its value if it comes back.")
-RUN_HELP_OFF = " Counted only while kernel.bpf_stats_enabled=1 (see execve_tracker_bpf_stats_enabled)."
+RUN_HELP_OFF = (" Counted only while kernel.bpf_stats_enabled=1 (see "
+                "execve_tracker_bpf_stats_enabled).")
 
 
 def listen_address(text) -> Tuple[str, int]:
