@@ -34,12 +34,13 @@ EXECS_HELP = (
     "Executions (execve and execveat, successful or not) by process name: the new program's "
     "after a success, the caller's after a failure. Only the --metrics-top busiest names (by "
     "executions since start) have a series; each execution is added to its name's series if "
-    "the name is among them when a scrape first sees it, else to comm=\"other\". Every "
+    "the name is among them when a scrape first sees it, else to the series of comm other. Every "
     "series only grows and together they sum to all executions: a name that enters the top "
-    "starts at 0 (its earlier executions stay in \"other\"); a name that leaves it stops "
+    "starts at 0 (its earlier executions stay in other); a name that leaves it stops "
     "being exported and resumes from its value if it comes back.")
-RUN_HELP_OFF = (" Counted only while kernel.bpf_stats_enabled=1 (see "
-                "execve_tracker_bpf_stats_enabled).")
+RUN_HELP_OFF = (" Counted only while the kernel's BPF statistics are on: sysctl "
+                "kernel.bpf_stats_enabled=1 (execve_tracker_bpf_stats_enabled), or while a "
+                "process holds a BPF_ENABLE_STATS fd (bpftool prog profile...).")
 
 
 def listen_address(text) -> Tuple[str, int]:
@@ -113,8 +114,9 @@ def errno_name(number):
 
 
 def bpf_stats_enabled() -> Optional[bool]:
-    """Whether the kernel counts BPF programs' run time (``kernel.bpf_stats_enabled``); None
-    when it cannot be read. The tracker never turns it on itself."""
+    """Whether sysctl ``kernel.bpf_stats_enabled`` is on (None when it cannot be read). The
+    tracker never turns it on itself. (A process holding a BPF_ENABLE_STATS fd turns the
+    counting on too, which the sysctl does not show.)"""
     try:
         with open(BPF_STATS_SYSCTL) as f:
             return f.read().strip() != "0"
@@ -185,9 +187,11 @@ class TrackerCollector:
         yield seconds
         yield runs
         if enabled is not None:
-            yield self.gauge(PREFIX + "bpf_stats_enabled", "1 when the kernel counts BPF "
-                             "programs' run time (sysctl kernel.bpf_stats_enabled; the tracker "
-                             "never turns it on), else 0.", value=int(enabled))
+            yield self.gauge(PREFIX + "bpf_stats_enabled", "1 when sysctl "
+                             "kernel.bpf_stats_enabled is on: the kernel counts BPF programs' "
+                             "runs and run time (at some cost per run; the tracker never turns "
+                             "it on). A process holding BPF_ENABLE_STATS turns the counting on "
+                             "too without changing this.", value=int(enabled))
 
     def _build_info(self):
         info = self.gauge(PREFIX + "build_info", "Always 1: the tracker's version, Python and "
