@@ -15,7 +15,7 @@ as pstree does:
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from . import events_bpf
@@ -38,7 +38,6 @@ class Node:
     execs: int = 0
     command: str = ""
     errno: Optional[str] = None
-    children: List[int] = field(default_factory=list)
 
     def label(self) -> str:
         if not self.execs:
@@ -84,14 +83,13 @@ class ExecTree:
         exec_nodes = [node for node in self.nodes.values() if node.execs]
         for node in exec_nodes:
             self._add_ancestors(node)
-        roots = []
+        roots, children = [], {pid: [] for pid in self.nodes}
         for pid in sorted(self.nodes):
             node = self.nodes[pid]
-            parent = self.nodes.get(node.ppid)
-            if parent is None or parent is node:
-                roots.append(node)
+            if node.ppid in self.nodes and node.ppid != pid:
+                children[node.ppid].append(pid)
             else:
-                parent.children.append(pid)
+                roots.append(node)
         branch, last, down, space = UNICODE_BRANCHES if unicode else ASCII_BRANCHES
         lines = []
         stack = [(root, "", None) for root in reversed(roots)]
@@ -100,9 +98,10 @@ class ExecTree:
             mark = "" if is_last is None else (last if is_last else branch)
             lines.append(indent + mark + node.label())
             below = indent if is_last is None else indent + (space if is_last else down)
-            children = sorted(node.children)
-            for index in reversed(range(len(children))):
-                stack.append((self.nodes[children[index]], below, index == len(children) - 1))
+            below_node = children[node.pid]
+            for index in reversed(range(len(below_node))):
+                stack.append((self.nodes[below_node[index]], below,
+                              index == len(below_node) - 1))
         return lines
 
     def _add_ancestors(self, node):
