@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import dashboard
 from conftest import _skip_or_fail, require_tool
 from programs.execve import parse_args
 from programs.metrics import OTHER, NameSeries, listen_address
@@ -328,6 +329,10 @@ def test_a_real_prometheus_scrapes_the_series_with_their_values():
             "execve_tracker_exec_failures_total",
             lambda result: {r["metric"]["errno"]: r["value"][1] for r in result}
             == {"ENOENT": "2", "EACCES": "1"})
+        # every query of the Grafana dashboard parses and finds its series
+        board = dashboard.load()
+        for query in dashboard.panel_queries(board) + dashboard.variable_queries(board):
+            server.query_until(dashboard.substituted(query), bool)
         tracker.stop()
     assert all(r["metric"]["job"] == "execve-tracker" for r in execs + failures)
 

@@ -1,0 +1,218 @@
+"""The tracker as a service: what a scrape costs, and the tracker's memory and CPU.
+
+**A scrape at 10,000 tracked processes.** The tracker's programs are loaded with the metrics
+maps (``--metrics``); 10,000 processes are written into its per-process maps (``exec_count``,
+``process_names``: what 10,000 distinct processes that exec'd leave there) and 1,000 names
+into ``comm_execs``. Then ``/metrics`` is asked for over HTTP, as Prometheus does (wall time
+of the whole request, and the tracker's CPU time for it: the collector reads every map with
+batch lookups, ``tracked_processes`` counts the 10,000 entries), beside the peer
+``bpftool map dump`` of the same ``exec_count`` map (a process of its own: its wall time).
+
+**Memory and CPU.** The tracker runs in a memory cgroup of its own (so that the kernel
+memory of its maps and ring buffer, charged to the cgroup, is counted) in three modes, then
+bpftrace counting execs by name in a map (the peer), each while the same workload of
+``--execs`` execs runs (``/bin/true`` in a shell loop): peak RSS (VmHWM), the cgroup's peak
+memory (process and kernel: BPF maps, ring buffer), and CPU seconds (user + system) spent
+during the workload (the start excluded).
+
+Run as root: ``python bench/bench_service.py [--execs N]``.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a source checkout
+
+from programs import events_bpf  # noqa: E402
+from programs.execve import Tracker  # noqa: E402
+from programs.metrics import MetricsServer, TrackerCollector  # noqa: E402
+from pybpf.host import possible_cpus  # noqa: E402
+
+TRACKED = 10_000
+NAMES = 1_000
+RUNS = 15
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def scrape_table():
+    options = events_bpf.Options(emit=False, metrics=True, max_pids=2 * TRACKED)
+    spec = events_bpf.collection_spec(options, possible_cpus())
+    with Tracker(options.max_pids, spec=spec) as tracker:
+        maps = tracker.collection.maps
+        pids = range(4_000_000, 4_000_000 + TRACKED)  # above pid_max: no live process
+        maps["exec_count"].update_batch([(pid, 3) for pid in pids])
+        maps["process_names"].update_batch([(pid, (b"name%05d" % (pid % NAMES)).ljust(16, b"\0")) for pid in pids])
+        maps["comm_execs"].update_batch([((b"name%05d" % i).ljust(16, b"\0"), 30) for i in range(NAMES)])
+        with MetricsServer(TrackerCollector(tracker), ("127.0.0.1", 0)) as server:
+            body = _get(server.url)
+            assert f"execve_tracker_tracked_processes {float(TRACKED)}" in body, body[:2000]
+            walls, cpus = [], []
+            for _ in range(RUNS):
+                cpu = time.process_time()  # this process is the tracker: its CPU for a scrape
+                start = time.perf_counter()
+                _get(server.url)
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.process_time() - cpu)
+        bpftool = shutil.which("bpftool")
+        peer = []
+        if bpftool:
+            map_id = str(maps["exec_count"].id)
+            for _ in range(RUNS):
+                start = time.perf_counter()
+                subprocess.run([bpftool, "map", "dump", "id", map_id], check=True,
+                               stdout=subprocess.DEVNULL)
+                peer.append(time.perf_counter() - start)
+    scrape = statistics.median(walls)
+    print(f"A scrape of /metrics with {TRACKED:,} tracked processes and {NAMES:,} names "
+          f"(medians of {RUNS}):\n")
+    print("| what | wall ms | CPU ms | x scrape (wall) |")
+    print("|------|--------:|-------:|----------------:|")
+    print(f"| GET /metrics (the tracker's collector, over HTTP) | {scrape * 1e3:.1f} | "
+          f"{statistics.median(cpus) * 1e3:.1f} | 1.0 |")
+    if peer:
+        print(f"| bpftool map dump of exec_count (peer) | {statistics.median(peer) * 1e3:.1f} "
+              f"| | {statistics.median(peer) / scrape:.1f} |")
+    else:
+        print("| bpftool map dump (peer) | not installed | | |")
+    print(f"\nResponse: {len(body):,} bytes.\n")
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
+class MemoryCgroup:
+    """A memory cgroup of our own (v2, else the v1 memory controller): its peak usage."""
+
+    def __init__(self, name):
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        if v2.exists() and "memory" in v2.read_text().split():
+            self.path, self.peak_file = Path("/sys/fs/cgroup") / name, "memory.peak"
+        else:
+            self.path = Path("/sys/fs/cgroup/memory") / name
+            self.peak_file = "memory.max_usage_in_bytes"
+        self.path.mkdir()
+
+    def add(self, pid):
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def peak(self):
+        file = self.path / self.peak_file
+        return int(file.read_text()) if file.exists() else None
+
+    def remove(self):
+        for _ in range(100):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+
+def _cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def _hwm_kib(pid):
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(),
+                         re.M).group(1))
+
+
+def measure(name, command, ready, execs, scrape=None):
+    """(peak RSS KiB, cgroup peak bytes, CPU s during the workload) of ``command``."""
+    cgroup = MemoryCgroup(f"pybpf-bench-{os.getpid()}-{len(name)}-{time.monotonic_ns()}")
+    out = tempfile.TemporaryFile()
+    # started inside the cgroup: a shell that moves itself there, then execs the command
+    proc = subprocess.Popen(["sh", "-c", f'echo $$ > {cgroup.path}/cgroup.procs && exec "$@"',
+                             "sh", *command], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready(out):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out.seek(0)
+                raise SystemExit(f"{name} did not start: {out.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        cpu = _cpu_seconds(proc.pid)
+        subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {execs} ]; do /bin/true; "
+                        f"i=$((i+1)); done"], check=True)
+        time.sleep(1.0)  # the last events and reports
+        if scrape:
+            scrape(out)
+        used = _cpu_seconds(proc.pid) - cpu
+        hwm = _hwm_kib(proc.pid)
+        peak = cgroup.peak()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+        cgroup.remove()
+    return hwm, peak, used
+
+
+def _printed(text):
+    def ready(out):
+        out.seek(0)
+        return text.encode() in out.read()
+    return ready
+
+
+def _scrape_once(out):
+    out.seek(0)
+    url = re.search(rb"Serving metrics on (http://\S+)", out.read()).group(1).decode()
+    _get(url)
+
+
+def memory_table(execs):
+    tracker = [sys.executable, "-m", "programs.execve", "-interval", "2"]
+    rows = [
+        ("tracker (table)", tracker, _printed("Press Ctrl+C"), None),
+        ("tracker --metrics", tracker + ["--metrics", "127.0.0.1:0"], _printed("Serving"),
+         _scrape_once),
+        ("tracker --events --json --metrics (the service's)",
+         tracker + ["--events", "--json", "--metrics", "127.0.0.1:0"], _printed("Serving"),
+         _scrape_once),
+    ]
+    bpftrace = shutil.which("bpftrace")
+    if bpftrace:
+        rows.append(("bpftrace: @[comm] = count() at sched_process_exec (peer)",
+                     [bpftrace, "-e", 'BEGIN { printf("ready\\n"); } '
+                      "tracepoint:sched:sched_process_exec { @[comm] = count(); }"],
+                     _printed("ready"), None))
+    print(f"Memory and CPU while {execs:,} execs run (/bin/true in a shell loop):\n")
+    print("| what | peak RSS MiB | cgroup peak MiB (with BPF maps) | CPU s during the execs |")
+    print("|------|------------:|---------------------------------:|-----------------------:|")
+    for name, command, ready, scrape in rows:
+        hwm, peak, cpu = measure(name, command, ready, execs, scrape)
+        shown_peak = f"{peak / 2**20:.1f}" if peak is not None else "n/a"
+        print(f"| {name} | {hwm / 1024:.1f} | {shown_peak} | {cpu:.2f} |")
+    print()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--execs", type=int, default=5000)
+    args = parser.parse_args()
+    print(f"Load average at the start: {os.getloadavg()[0]:.2f}\n")
+    scrape_table()
+    memory_table(args.execs)
+
+
+if __name__ == "__main__":
+    main()
