@@ -214,7 +214,9 @@ def test_the_content_type_follows_what_the_scraper_asks_for():
         open_type, openmetrics = tracker.scrape(OPENMETRICS)
         tracker.stop()
     assert text_type == TEXT
-    assert open_type.startswith("application/openmetrics-text; version=1.0.0")
+    # (prometheus_client before 0.20 names its OpenMetrics version 0.0.1, later ones 1.0.0)
+    assert re.match(r"application/openmetrics-text; version=(1\.0\.0|0\.0\.1); charset=utf-8",
+                    open_type), open_type
     assert openmetrics.endswith("# EOF\n") and "# EOF" not in text
     assert 'execve_tracker_execs_total{comm="mtrue"} 1.0' in text
     assert "# TYPE execve_tracker_execs counter" in openmetrics

