@@ -64,6 +64,7 @@ def main():
     sections.append("### Event streams: ring and perf buffers (`bench/bench_events.py`)\n\n"
                     + run([python, "bench/bench_events.py"]))
     sections.append(run([python, "bench/bench_exec_events.py"]))
+    sections.append(run([python, "bench/bench_service.py"]))
     for fuzzer in (["bench/fuzz_asm.py"], ["bench/fuzz_disasm.py"], ["bench/fuzz_elf.py"],
                    ["bench/fuzz_elf.py", "--kernel"]):  # each with a fresh seed, printed
         sections.append(run([python, *fuzzer, "--cases", "20000"]))
