@@ -178,6 +178,17 @@ def _lookup(b, map_name, key_slot):
     b.call("map_lookup_elem")
 
 
+def _update(b, map_name, key_slot, value_slot, flags):
+    """``r0 = bpf_map_update_elem(&map_name, r10 + key_slot, r10 + value_slot, flags)``."""
+    b.mov(R2, R10)
+    b.add(R2, key_slot)
+    b.mov(R3, R10)
+    b.add(R3, value_slot)
+    b.ld_map_fd(R1, map_name)
+    b.mov(R4, flags)
+    b.call("map_update_elem")
+
+
 def _count_stat(b, index):
     """``stats[index] += 1`` (this CPU's slot); clobbers r0-r5."""
     b.comment(f"__u32 key = {STATS[index].upper()}; __u64 *n = bpf_map_lookup_elem(&stats, &key);")
@@ -250,13 +261,7 @@ def _count(b, success):
     b.comment("__u64 one = 1; if (bpf_map_update_elem(&exec_count, &pid, &one, BPF_ANY)) "
               "dropped_execs += 1;")
     b.st(DW, R10, ONE_SLOT, 1)
-    b.mov(R2, R10)
-    b.add(R2, PID_SLOT)
-    b.mov(R3, R10)
-    b.add(R3, ONE_SLOT)
-    b.ld_map_fd(R1, "exec_count")
-    b.mov(R4, 0)
-    b.call("map_update_elem")
+    _update(b, "exec_count", PID_SLOT, ONE_SLOT, UpdateFlags.ANY)
     b.jeq(R0, 0, done)
     b.st(W, R10, KEY, 0)
     _lookup(b, "dropped_execs", KEY)
@@ -272,13 +277,8 @@ def _count(b, success):
     b.add(R1, COMM_SLOT)
     b.mov(R2, TASK_COMM_LEN)
     b.call("get_current_comm")
-    b.mov(R2, R10)
-    b.add(R2, PID_SLOT)
-    b.mov(R3, R10)
-    b.add(R3, COMM_SLOT)
-    b.ld_map_fd(R1, "process_names")
-    b.mov(R4, 0 if success else 1)
-    b.call("map_update_elem")
+    _update(b, "process_names", PID_SLOT, COMM_SLOT,
+            UpdateFlags.ANY if success else UpdateFlags.NOEXIST)
 
 
 def _count_metrics(b, failed):
@@ -295,13 +295,7 @@ def _count_metrics(b, failed):
     b.comment("__u64 one = 1; long err = bpf_map_update_elem(&comm_execs, comm, &one, "
               "BPF_NOEXIST);")
     b.st(DW, R10, ONE_SLOT, 1)
-    b.mov(R2, R10)
-    b.add(R2, COMM_SLOT)
-    b.mov(R3, R10)
-    b.add(R3, ONE_SLOT)
-    b.ld_map_fd(R1, "comm_execs")
-    b.mov(R4, UpdateFlags.NOEXIST)
-    b.call("map_update_elem")
+    _update(b, "comm_execs", COMM_SLOT, ONE_SLOT, UpdateFlags.NOEXIST)
     b.jeq(R0, 0, named)
     b.comment("if (err == -EEXIST) { n = bpf_map_lookup_elem(&comm_execs, comm); "
               "if (n) goto add; }  /* another CPU added it */")
@@ -517,13 +511,7 @@ def enter(syscall):
               "bpf_map_update_elem(&inflight, &tid, &start, BPF_ANY);")
     b.call("get_current_pid_tgid")
     b.stx(W, R10, TID_SLOT, R0)
-    b.mov(R2, R10)
-    b.add(R2, TID_SLOT)
-    b.mov(R3, R10)
-    b.add(R3, INFLIGHT_SLOT)
-    b.ld_map_fd(R1, "inflight")
-    b.mov(R4, 0)
-    b.call("map_update_elem")
+    _update(b, "inflight", TID_SLOT, INFLIGHT_SLOT, UpdateFlags.ANY)
     b.mov(R0, 0)
     b.exit()
     return b.instructions
