@@ -52,8 +52,8 @@ def scrape_table():
         maps = tracker.collection.maps
         pids = range(4_000_000, 4_000_000 + TRACKED)  # above pid_max: no live process
         maps["exec_count"].update_batch([(pid, 3) for pid in pids])
-        maps["process_names"].update_batch([(pid, (b"name%05d" % (pid % NAMES)).ljust(16, b"\0")) for pid in pids])
-        maps["comm_execs"].update_batch([((b"name%05d" % i).ljust(16, b"\0"), 30) for i in range(NAMES)])
+        maps["process_names"].update_batch([(pid, _comm(pid % NAMES)) for pid in pids])
+        maps["comm_execs"].update_batch([(_comm(i), 30) for i in range(NAMES)])
         with MetricsServer(TrackerCollector(tracker), ("127.0.0.1", 0)) as server:
             body = _get(server.url)
             assert f"execve_tracker_tracked_processes {float(TRACKED)}" in body, body[:2000]
@@ -86,6 +86,11 @@ def scrape_table():
     else:
         print("| bpftool map dump (peer) | not installed | | |")
     print(f"\nResponse: {len(body):,} bytes.\n")
+
+
+def _comm(number):
+    """A process name as the kernel keeps it: 16 bytes, NUL-padded."""
+    return (b"name%05d" % number).ljust(16, b"\0")
 
 
 def _get(url):
