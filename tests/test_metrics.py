@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 import dashboard
-from conftest import _skip_or_fail, require_tool
+from support import ROOT, require_tool, skip_or_fail
 from programs.execve import parse_args
 from programs.metrics import OTHER, NameSeries, listen_address
 from pybpf import syscalls
-from workload import (ROOT, WORKLOAD_UID, Programs, free_port, shell_as_workload_user,
+from workload import (WORKLOAD_UID, Programs, free_port, shell_as_workload_user,
                       tracker_command, wait_for)
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,7 +104,7 @@ def _client():
     try:
         import prometheus_client
     except ImportError:
-        _skip_or_fail("prometheus_client is not installed (pip install prometheus-client)")
+        skip_or_fail("prometheus_client is not installed (pip install prometheus-client)")
     return prometheus_client
 
 
@@ -263,9 +263,12 @@ def test_program_run_counts_lie_between_two_readings_of_bpftool():
     bpftool = require_tool("bpftool")
     _client()
     with Programs("mtrue") as programs, MetricsTracker() as tracker:
+        sysctl = Path("/proc/sys/kernel/bpf_stats_enabled")
+        around = [sysctl.read_text().strip()]  # (another program may turn it on meanwhile)
         before = tracker.samples()
-        assert before[("execve_tracker_bpf_stats_enabled", ())] == int(
-            Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() != "0")
+        around.append(sysctl.read_text().strip())
+        assert before[("execve_tracker_bpf_stats_enabled", ())] in {
+            int(value != "0") for value in around}
         stats = syscalls.enable_stats()
         try:
             _workload(programs)
@@ -367,15 +370,18 @@ class Prometheus:
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
-    def query_until(self, expression, condition, timeout=60):
+    def query_until(self, expression, condition, timeout=30):
+        """The result of ``expression`` once ``condition(result)`` holds."""
+        last = []
+
         def ready():
             assert self.proc.poll() is None, self._log()
-            result = self.query(expression)
-            return result if result is not None and condition(result) else None
+            last[:] = [self.query(expression)]
+            return last[0] if last[0] is not None and condition(last[0]) else None
         try:
-            return wait_for(ready, timeout, f"Prometheus query {expression!r}")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; last result {self.query(expression)}") from None
+            return wait_for(ready, timeout, f"Prometheus query {expression!r} to hold")
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}; its last result: {last}", pytrace=False)
 
     def _log(self):
         self.log.seek(0)

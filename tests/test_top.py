@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from support import ROOT, require_tool
 from programs.top import TopState, render, sparkline
 from programs.tree import ExecTree
-from workload import ROOT, WORKLOAD_UID, Programs, shell_as_workload_user, tracker_command, wait_for
+from workload import WORKLOAD_UID, Programs, shell_as_workload_user, tracker_command, wait_for
 
 # --- pure ----------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ else uses (``--uid``) and run their processes as that user, from programs named 
 (copies of /bin/true), so that every count they see is one they caused.
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import Deadline
+
 WORKLOAD_UID = 54321  # no account uses it here; the tracker is filtered on it
 
 
@@ -61,15 +61,13 @@ def tracker_command(*args):
 
 
 def wait_for(condition, timeout, what):
-    """Call ``condition()`` until it returns something true (returned), for ``timeout`` s at
-    most; AssertionError naming ``what`` after that."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Call ``condition()`` until it returns something true, and return that; the test fails
+    (naming ``what``) after ``timeout`` seconds."""
+    deadline = Deadline(timeout)
+    while deadline.wait(what):
         result = condition()
         if result:
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not seen within {timeout} s (last: {result!r})")
         time.sleep(0.1)
 
 
@@ -80,10 +78,3 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def environment(**extra):
-    """This process's environment with ``extra`` variables."""
-    env = dict(os.environ)
-    env.update(extra)
-    return env
