@@ -74,8 +74,14 @@ def scrape_table():
                                stdout=subprocess.DEVNULL)
                 peer.append(time.perf_counter() - start)
     scrape = statistics.median(walls)
-    print(f"A scrape of /metrics with {TRACKED:,} tracked processes and {NAMES:,} names "
-          f"(medians of {RUNS}):\n")
+    print(f"**A scrape at {TRACKED:,} tracked processes.** The tracker's programs loaded with "
+          f"the metrics maps; {TRACKED:,} processes written into its per-process maps "
+          f"(`exec_count`, `process_names`: what {TRACKED:,} distinct processes that exec'd "
+          f"leave there) and {NAMES:,} names into `comm_execs`. `GET /metrics` over HTTP as "
+          f"Prometheus asks for it (the collector reads every map with batch lookups and counts "
+          f"the {TRACKED:,} entries): its wall time and the tracker's CPU time for it, beside "
+          f"the peer `bpftool map dump` of the same `exec_count` map (a process of its own: "
+          f"its wall time). Medians of {RUNS} runs.\n")
     print("| what | wall ms | CPU ms | x scrape (wall) |")
     print("|------|--------:|-------:|----------------:|")
     print(f"| GET /metrics (the tracker's collector, over HTTP) | {scrape * 1e3:.1f} | "
@@ -85,7 +91,7 @@ def scrape_table():
               f"| | {statistics.median(peer) / scrape:.1f} |")
     else:
         print("| bpftool map dump (peer) | not installed | | |")
-    print(f"\nResponse: {len(body):,} bytes.\n")
+    print(f"\nThe response: {len(body):,} bytes.\n")
 
 
 def _comm(number):
@@ -200,7 +206,12 @@ def memory_table(execs):
                      [bpftrace, "-e", 'BEGIN { printf("ready\\n"); } '
                       "tracepoint:sched:sched_process_exec { @[comm] = count(); }"],
                      _printed("ready"), None))
-    print(f"Memory and CPU while {execs:,} execs run (/bin/true in a shell loop):\n")
+    print(f"**Memory and CPU.** Each in a memory cgroup of its own (so that the kernel memory of "
+          f"its BPF maps and ring buffer, charged to the cgroup, counts; the shared pages of "
+          f"Python's files were charged where they were first read), while the same "
+          f"{execs:,} execs run (`/bin/true` in a shell loop): peak RSS (VmHWM), the cgroup's "
+          f"peak memory, and the CPU time (user + system) spent during the execs (the start "
+          f"left out). One run each; the peer is bpftrace counting execs by name in a map.\n")
     print("| what | peak RSS MiB | cgroup peak MiB (with BPF maps) | CPU s during the execs |")
     print("|------|------------:|---------------------------------:|-----------------------:|")
     for name, command, ready, scrape in rows:
@@ -214,7 +225,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--execs", type=int, default=5000)
     args = parser.parse_args()
-    print(f"Load average at the start: {os.getloadavg()[0]:.2f}\n")
+    print("### The tracker as a service (`bench/bench_service.py`)\n")
+    print(f"Load average at the start: {os.getloadavg()[0]:.2f}.\n")
     scrape_table()
     memory_table(args.execs)
 

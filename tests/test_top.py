@@ -213,12 +213,17 @@ def test_top_restores_the_terminal_after_an_exception(tmp_path):
 
 # The workload: P waits for a go, then forks A and B, which exec ttrue a / ttrue b, and M,
 # which forks G (exec ttrue c), waits for it and execs ttrue d. P prints the PIDs and waits
-# until its standard input closes, so that it is alive when the tree is drawn.
+# until its standard input closes, so that it is alive when the tree is drawn. Each exec is
+# made as the workload user (P itself stays root: its interpreter may be where that user
+# cannot read, as a venv in a 0700 temporary directory).
 _TREE = """
 import os, sys
-prog = sys.argv[1]
+prog, uid = sys.argv[1], int(sys.argv[2])
 os.read(0, 1)
 def run(*argv):
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
     os.execv(prog, [prog, *argv])
 pids = []
 for arg in ("a", "b"):
@@ -248,8 +253,7 @@ os.read(0, 1)
 def test_tree_draws_a_process_tree_the_test_built():
     with Programs("ttrue") as programs:
         parent = subprocess.Popen(
-            ["setpriv", f"--reuid={WORKLOAD_UID}", f"--regid={WORKLOAD_UID}", "--clear-groups",
-             sys.executable, "-c", _TREE, str(programs / "ttrue")],
+            [sys.executable, "-c", _TREE, str(programs / "ttrue"), str(WORKLOAD_UID)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         tracker = subprocess.Popen(
             tracker_command("--tree", "-interval", "60", "--uid", str(WORKLOAD_UID)), cwd=ROOT,
@@ -259,6 +263,7 @@ def test_tree_draws_a_process_tree_the_test_built():
             parent.stdin.write("x")
             parent.stdin.flush()
             a, b, middle, grandchild = map(int, parent.stdout.readline().split())
+            name = Path(f"/proc/{parent.pid}/comm").read_text().strip()  # P's, from /proc
             time.sleep(0.5)  # the last exec's event reaches the ring
             tracker.send_signal(signal.SIGINT)
             out, err = tracker.communicate(timeout=30)
@@ -270,8 +275,8 @@ def test_tree_draws_a_process_tree_the_test_built():
     assert tracker.returncode == 0, err
     lines = [line[20:] for line in out.splitlines()]  # without the log time stamp
     assert lines[0] == "Exec tree: 4 execs in 4 processes"
-    top = [i for i, line in enumerate(lines) if line.endswith(f" python3({parent.pid})")][0]
-    below = " " * lines[top].index("python3")  # P is the only child of each of its ancestors
+    top = [i for i, line in enumerate(lines) if line.endswith(f" {name}({parent.pid})")][0]
+    below = " " * lines[top].index(name)  # P is the only child of each of its ancestors
     prog = programs / "ttrue"
     assert lines[top + 1:top + 6] == [
         f"{below}\u251c\u2500 ttrue({a}) 1 exec: {prog} a",
