@@ -8,6 +8,9 @@ of the whole request, and the tracker's CPU time for it: the collector reads eve
 batch lookups, ``tracked_processes`` counts the 10,000 entries), beside the peer
 ``bpftool map dump`` of the same ``exec_count`` map (a process of its own: its wall time).
 
+**In-kernel cost.** The ns per exec of the programs of the table's default, of the outcome
+counting (what a filter loads) and of that with the metrics' counts (``--metrics``).
+
 **Memory and CPU.** The tracker runs in a memory cgroup of its own (so that the kernel
 memory of its maps and ring buffer, charged to the cgroup, is counted) in three modes, then
 bpftrace counting execs by name in a map (the peer), each while the same workload of
@@ -34,9 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a source checkout
 
-from programs import events_bpf  # noqa: E402
+from programs import events_bpf, execve_bpf  # noqa: E402
 from programs.execve import Tracker  # noqa: E402
 from programs.metrics import MetricsServer, TrackerCollector  # noqa: E402
+from pybpf import syscalls  # noqa: E402
 from pybpf.host import possible_cpus  # noqa: E402
 
 TRACKED = 10_000
@@ -223,6 +227,50 @@ def memory_table(execs):
     print()
 
 
+KERNEL_RUNS = 3
+
+
+def kernel_cost_table(execs):
+    """ns per exec in the kernel of each set of programs: the table's default, the outcome
+    counting that filters use, and that with the metrics' counts by name and errno."""
+    designs = {
+        "table, no option (count_execve, name_process)":
+            lambda: execve_bpf.collection_spec(),
+        "outcome counts (what a filter loads)":
+            lambda: events_bpf.collection_spec(events_bpf.Options(emit=False), possible_cpus()),
+        "outcome counts + comm_execs, exec_errnos (--metrics)":
+            lambda: events_bpf.collection_spec(events_bpf.Options(emit=False, metrics=True),
+                                               possible_cpus()),
+    }
+    results = {name: [] for name in designs}
+    stats = syscalls.enable_stats()
+    try:
+        for _ in range(KERNEL_RUNS):
+            for name, spec in designs.items():  # alternating, so that noise spreads evenly
+                with Tracker(spec=spec()) as tracker:
+                    subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {execs} ]; do /bin/true;"
+                                    f" i=$((i+1)); done"], check=True)
+                    infos = {n: p.info() for n, p in tracker.collection.programs.items()}
+                total = sum(info["run_time_ns"] for info in infos.values())
+                at_exec = next(info["run_cnt"] for n, info in infos.items()
+                               if n in ("name_process", "exec_success"))
+                results[name].append(total / at_exec)
+    finally:
+        os.close(stats)
+    base = statistics.median(results[next(iter(designs))])
+    print(f"**In-kernel cost per exec.** `run_time_ns` of all the programs of each set "
+          f"(BPF_ENABLE_STATS, on only for this table), divided by the successful execs "
+          f"(`run_cnt` of its sched_process_exec program), while {execs:,} execs run; "
+          f"medians of {KERNEL_RUNS} alternating runs. The metrics' counts are loaded only "
+          f"with --metrics: the table's default stays as it was.\n")
+    print("| programs | ns per exec | x table |")
+    print("|----------|------------:|--------:|")
+    for name, values in results.items():
+        print(f"| {name} | {statistics.median(values):.0f} | "
+              f"{statistics.median(values) / base:.2f} |")
+    print()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--execs", type=int, default=5000)
@@ -230,6 +278,7 @@ def main():
     print("### The tracker as a service (`bench/bench_service.py`)\n")
     print(f"Load average at the start: {os.getloadavg()[0]:.2f}.\n")
     scrape_table()
+    kernel_cost_table(args.execs)
     memory_table(args.execs)
 
 

@@ -4,7 +4,8 @@ Where an exec is seen, and what is read there:
 
 - ``enter_execve`` / ``enter_execveat`` (``syscalls/sys_enter_exec*``): the call starts. The
   caller's name, the file name and argument pointers as passed, and which system call it is
-  are kept in ``inflight``, by thread id, for the outcome.
+  are kept in ``inflight``, by thread id, for the outcome's event (only loaded to build
+  events: counting alone needs no start).
 - ``exec_success`` (``sched/sched_process_exec``): the exec succeeded; the task already runs
   the new program. Its new name, the file name the kernel opened, and the arguments the new
   program really got (``mm->arg_start .. arg_end``, what ``/proc/PID/cmdline`` shows) are read
@@ -147,8 +148,9 @@ class Options:
 def map_specs(options, cpus):
     """The count maps of the table mode, and the event mode's own."""
     maps = execve_bpf.map_specs(options.max_pids)
-    maps["inflight"] = MapSpec("inflight", MapType.LRU_HASH, 4, INFLIGHT_SIZE,
-                               INFLIGHT_ENTRIES, key_type="<I")
+    if options.emit:  # what the start of an exec leaves for its event
+        maps["inflight"] = MapSpec("inflight", MapType.LRU_HASH, 4, INFLIGHT_SIZE,
+                                   INFLIGHT_ENTRIES, key_type="<I")
     maps["stats"] = MapSpec("stats", MapType.PERCPU_ARRAY, 4, 8, len(STATS), key_type="<I",
                             value_type="<Q")
     if options.metrics:
@@ -774,6 +776,8 @@ def collection_spec(options, cpus):
                                       failure(options, SYSCALL_EXECVEAT),
                                       section="tracepoint/syscalls/sys_exit_execveat"),
     }
+    if not options.emit:  # the starts are kept only for the events
+        del programs["enter_execve"], programs["enter_execveat"]
     if options.failed_only:  # successes are neither counted nor shown
         del programs["exec_success"]
     if options.success_only:
