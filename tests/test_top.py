@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, require_tool
+from programs.execve import parse_args
 from programs.top import TopState, render, sparkline
 from programs.tree import ExecTree
 from workload import WORKLOAD_UID, Programs, shell_as_workload_user, tracker_command, wait_for
@@ -78,6 +79,16 @@ def test_the_tree_draws_children_under_parents_and_exited_parents_as_a_question_
     ]
     assert tree.lines(unicode=False)[2:4] == ["   |- make(20) 1 exec: make -j2",
                                               "   |  `- cc(30) 2 execs: /missing [ENOENT]"]
+
+
+@pytest.mark.parametrize("args", [["--top", "--json"], ["--tree", "--json"],
+                                  ["--top", "--events"], ["--tree", "--top"]])
+def test_views_that_do_not_go_together_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(args)
+    assert exc.value.code == 2
+    assert re.search(r"--json goes with the table and --events|not allowed with argument",
+                     capsys.readouterr().err)
 
 
 # --- kernel: --top in tmux -----------------------------------------------------------------
