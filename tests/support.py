@@ -81,6 +81,22 @@ def import_tool(name):
     return __import__(name)
 
 
+class Background:
+    """Base of a test's context manager around a process it started in the background
+    (``self.proc``, a Popen): leaving the block kills the process if it still runs, so no
+    test leaves one behind, whatever failed."""
+
+    proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class Deadline:
     """A time limit for a waiting loop in a test: ``while deadline.wait(what): ...``.
 

@@ -22,7 +22,7 @@ import pytest
 
 from programs.events import cgroup2_mount
 from programs.output import json_text
-from support import require_tool, skip_or_fail
+from support import Background, require_tool, skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads(re.search(r"```json\n(.*?)```", (ROOT / "docs" / "events.md").read_text(),
@@ -38,7 +38,7 @@ def _validator():
     return jsonschema.Draft202012Validator(SCHEMA)
 
 
-class EventTracker:
+class EventTracker(Background):
     """``python -m programs.execve --events --json`` in the background; its JSON lines
     collected (and each exec event checked against the schema)."""
 
@@ -104,14 +104,6 @@ class EventTracker:
         for raw in iter(lambda: self.lines.get(timeout=10), None):
             lines.append(raw)
         return lines
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def mine(events, pid):

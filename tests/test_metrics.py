@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import dashboard
-from support import ROOT, require_tool, skip_or_fail
+from support import ROOT, Background, require_tool, skip_or_fail
 from programs.execve import parse_args
 from programs.metrics import OTHER, NameSeries, listen_address
 from pybpf import syscalls
@@ -108,7 +108,7 @@ def _client():
     return prometheus_client
 
 
-class MetricsTracker:
+class MetricsTracker(Background):
     """The tracker with ``--metrics 127.0.0.1:0`` and ``--uid WORKLOAD_UID`` in the
     background; :attr:`url` is where it serves."""
 
@@ -153,14 +153,6 @@ class MetricsTracker:
         assert self.proc.returncode == 0, err
         assert "Traceback" not in err
         return out, err
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _workload(programs, runs=3):
