@@ -286,8 +286,11 @@ def _bpftool_runs(bpftool, pid):
     fds' /proc fdinfo), from bpftool."""
     ids = set()
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        found = re.search(r"^prog_id:\s+(\d+)$", Path(f"/proc/{pid}/fdinfo/{fd}").read_text(),
-                          re.M)
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except FileNotFoundError:  # closed since the listing (a scrape's socket): no program
+            continue
+        found = re.search(r"^prog_id:\s+(\d+)$", info, re.M)
         if found:
             ids.add(found.group(1))
     runs = {}
