@@ -30,7 +30,7 @@ generate:
 	$(PYTHON) tools/gen_helpers.py > pybpf/helpers.py.tmp && mv pybpf/helpers.py.tmp pybpf/helpers.py
 
 lint: setup-test
-	$(PYTHON) -m ruff check .
+	if $(PYTHON) -m ruff --version >/dev/null 2>&1; then $(PYTHON) -m ruff check .; else ruff check .; fi
 
 # mutation testing of the core modules, a time budget per module (ARGS="--budget 300 pybpf/maps.py")
 mutate: setup-test

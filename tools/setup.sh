@@ -49,7 +49,9 @@ if [ "${1:-}" = "--test" ]; then
     # its headers for the benchmarks' C reader
     { ls /usr/lib/*/libbpf.so.1 && [ -f /usr/include/bpf/bpf.h ]; } >/dev/null 2>&1 || \
         missing="$missing libbpf-dev"
-    "$PYTHON" -m ruff --version >/dev/null 2>&1 || "$PYTHON" -m pip install -q ruff 2>/dev/null || true
+    # ruff for make lint: a module of $PYTHON where pip may install, else a command (pipx)
+    "$PYTHON" -m ruff --version >/dev/null 2>&1 || "$PYTHON" -m pip install -q ruff 2>/dev/null || \
+        pypi_command ruff ruff
     [ -z "$missing" ] || apt_install $missing
 fi
 # tracepoints are found through tracefs; mount it if this host has not
