@@ -84,6 +84,49 @@ def test_every_kind_parses_from_hand_made_btf():
     assert btf.find_all("a") == [4, 6, 13, 15, 16, 17, 18, 19]
 
 
+# -- finding types by name ----------------------------------------------------------------
+
+def test_names_are_found_across_a_large_table():
+    """3,000 structs named s0..s2999 (a 17 KB string table, many chunks of the string index),
+    and 3,000 typedefs of the same names: each name finds its struct and its typedef."""
+    types, strings, offsets = [INT32], bytearray(b"\0int\0"), []
+    for i in range(3000):
+        offsets.append(len(strings))
+        strings += b"s%d\0" % i
+    types += [(offset, Kind.STRUCT, 0, 0, None) for offset in offsets]
+    types += [(offset, Kind.TYPEDEF, 0, 1, None) for offset in offsets]
+    btf = BTF.parse(make_btf(types, strings=bytes(strings)))
+    for i in (0, 1, 99, 1000, 1234, 2999):
+        assert btf.find_all(f"s{i}") == [2 + i, 3002 + i]
+        assert btf.find(f"s{i}", Kind.TYPEDEF) == 3002 + i
+    assert btf.find_all("s3000") == [] and btf.find_all("s") == [] and btf.find_all("") == []
+
+
+def test_a_table_that_repeats_a_string_finds_the_types_of_every_copy():
+    btf = BTF.parse(make_btf([INT32, (5, Kind.STRUCT, 0, 0, None), (9, Kind.UNION, 0, 0, None)],
+                             strings=b"\0int\0a\0b\0a\0"))
+    assert btf.find_all("a") == [2, 3] and btf.find("a", Kind.UNION) == 3
+
+
+def test_a_name_that_starts_inside_a_string_is_found():
+    """No compiler writes it, but a name offset may point into a string ("nt" of "int"):
+    lookups then search the table for every string the name ends, and still find "int"."""
+    types = [INT32, (2, Kind.STRUCT, 0, 0, None), (5, Kind.TYPEDEF, 0, 2, None)]
+    btf = BTF.parse(make_btf(types))
+    assert (btf.find_all("nt"), btf.find_all("int"), btf.find_all("a")) == ([2], [1], [3])
+    assert btf.find_all("t") == [] and btf.name(2) == "nt"
+
+
+def test_a_name_past_the_table_is_no_other_name():
+    """The kernel's BTF is checked lazily: a type whose name offset is past the string table
+    (by 2**24, where the search keeps 3 bytes of each offset) is found by no lookup."""
+    types = [INT32, (5 + (1 << 24), Kind.STRUCT, 0, 0, None), (5, Kind.STRUCT, 0, 0, None)]
+    btf = BTF.parse(make_btf(types), check=False)
+    assert btf.find_all("a") == [3] and btf.find_all("int") == [1]
+    with pytest.raises(BTFError, match="past the string table"):
+        btf.name(2)
+
+
 def test_signed_enums_and_bitfield_members():
     types = [INT32, (5, Kind.ENUM, 2, 4, [5, -2, 7, 3]),
              (5, Kind.STRUCT, 2, 4, [5, 1, 3 << 24 | 5, 7, 1, 1 << 24 | 8])]

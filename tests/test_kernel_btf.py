@@ -36,6 +36,17 @@ def test_every_type_id_and_kind_matches_bpftool():
         [(types[i][0], "" if types[i][1] == "(anon)" else types[i][1]) for i in sample]
 
 
+def test_every_type_of_3000_names_is_found_as_bpftool_lists_them():
+    types = kernel_dump()
+    btf = KernelBTF.load().vmlinux  # a fresh one: its name lookups start from nothing
+    ids = {}
+    for type_id, (_, name, _, _) in types.items():
+        if name != "(anon)":
+            ids.setdefault(name, []).append(type_id)
+    names = random.Random(5).sample(sorted(ids), 3000) + ["task_struct", "file", "int"]
+    assert {name: btf.find_all(name) for name in names} == {name: ids[name] for name in names}
+
+
 def test_struct_members_of_400_structs_match_bpftool():
     types = kernel_dump()
     btf = running_kernel().vmlinux

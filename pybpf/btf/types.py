@@ -6,10 +6,12 @@ a size or a type id) followed by a tail that depends on its kind: struct members
 array bounds, function parameters... (the kernel's ``include/uapi/linux/btf.h``).
 
 Records differ in size, so finding type *n* means walking the n-1 before it. :class:`BTF`
-walks once, keeping where each record starts and its name offset, and decodes a type only when
-it is asked for (the kernel's 127,000 types are read in tens of milliseconds this way). Every
-record is a whole number of 32-bit words, so the type section is kept as an ``array`` of words:
-the walk reads them without unpacking, and the loader's fix-ups write them in place.
+walks once, keeping where each record starts, and decodes a type only when it is asked for.
+Every record is a whole number of 32-bit words, so the type section is kept as an ``array`` of
+words: the walk reads them without unpacking, and the loader's fix-ups write them in place.
+Finding types by name needs no per-type Python code either: the walk, the name lookups and
+what they search are C loops (``map``, ``bytes.find``) over packed arrays, so the kernel's
+127,000 types are ready for lookups in a few tens of milliseconds.
 
 *Split* BTF (a kernel module's, ``/sys/kernel/btf/<module>``) continues another BTF, its *base*
 (vmlinux): its first type id is the base's count, and string offsets past the end of the base's
@@ -21,9 +23,10 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from bisect import bisect_left
 from enum import IntEnum
 from itertools import accumulate, repeat
-from operator import and_, itemgetter, mul, sub
+from operator import add, itemgetter
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import BTFError
@@ -32,12 +35,11 @@ BTF_MAGIC = 0xEB9F
 MAX_TYPES = 0xFFFFF  # the kernel's BTF_MAX_TYPE
 MAX_RESOLVE_DEPTH = 32  # the kernel's: typedefs, qualifiers and arrays chained to a sized type
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type/str off and len
-_NATIVE = struct.Struct("=I")  # one entry of the name index and of the spread name offsets
-_SPREAD = 0x9E3779B1  # odd: multiplying by it is one-to-one on 32-bit numbers
+_SIGNED = struct.Struct("n")  # a C ssize_t: the size of hash(), packed by _pack_signed
+_CHUNK = 2048  # bytes of string table per count of the string index (see _string_index)
 BTF_INT_SIGNED = 1 << 0
 BTF_INT_CHAR = 1 << 1
 BTF_INT_BOOL = 1 << 2
-_INVALID = 0xFFFFFFFF  # never a valid info word: the walk's end marker
 
 
 class Kind(IntEnum):
@@ -159,18 +161,17 @@ class BTF:
     included); :meth:`type` decodes one.
     """
 
-    def __init__(self, words: array, starts: array, names: array, strings: bytes,
-                 section: str, types_at: int, base: Optional[BTF] = None):
+    def __init__(self, words: array, starts: List[int], strings: bytes, section: str,
+                 types_at: int, base: Optional[BTF] = None):
         self.section = section
         self.strings = strings
         self.base = base
         self.first_id = len(base) if base is not None else 1
         self._words = words  # the type section, one 32-bit word each
         self._starts = starts  # the word where each type's record starts
-        self._names = names  # each type's name offset
-        self._named = None  # see _ids_named
+        self._names = None  # see _name_table
         self._found: Dict[str, List[int]] = {}  # find_all's answers, by name
-        self._index = None  # see _name_index
+        self._index = None  # see _string_index
         self._containing: Dict[bytes, List[int]] = {}
         self._types_at = types_at  # byte offset of the type section in the blob, for messages
         self._strings_base = len(base.strings) + base._strings_base if base is not None else 0
@@ -196,8 +197,7 @@ class BTF:
             words.byteswap()
         strings = bytes(data[strings_at:strings_at + str_len])
         starts = _walk(words, section, types_at, len(base) if base is not None else 1)
-        names = array("I", _gather(words, starts))
-        btf = cls(words, starts, names, strings, section, types_at, base)
+        btf = cls(words, starts, strings, section, types_at, base)
         if check:
             btf.check()
         return btf
@@ -255,8 +255,7 @@ class BTF:
         """The string-table offset of a type's name (0 for anonymous types and void)."""
         if type_id < self.first_id:
             return self.base.name_offset(type_id) if type_id else 0
-        self._start(type_id)  # range check
-        return self._names[type_id - self.first_id]
+        return self._words[self._start(type_id)]
 
     def kind(self, type_id: int) -> Kind:
         """The kind of a type (UNKN for void), read without decoding the type."""
@@ -274,7 +273,7 @@ class BTF:
     def find_all(self, name: str, kinds=None) -> List[int]:
         """The ids of every type called ``name`` (of one of ``kinds`` when given), in order.
 
-        The name's string offset comes from the name index, then the types with that name
+        The name's string offsets come from :meth:`string_offsets`, then the types with each
         offset from a C-speed search of the packed name offsets. Answers are remembered.
         """
         found = self._found.get(name)
@@ -295,59 +294,83 @@ class BTF:
         return found[0] if found else None
 
     def string_offsets(self, text: bytes) -> List[int]:
-        """Every offset (the base's included) at which a type name equal to ``text`` starts:
-        from the name index when the table allows one, else by searching the table."""
+        """Every offset (the base's included) at which a type name equal to ``text`` may
+        start: the strings equal to it, from the string index; or, when some type's name
+        starts inside a string (no compiler writes that), every place ``text`` ends one."""
+        if not self._name_table()[1]:
+            return self._occurrences(text + b"\0")
         offsets = self.base.string_offsets(text) if self.base is not None else []
-        index = self._name_index()
-        if index is None:
-            offsets.extend(self._strings_base + o for o in self._scan(text))
-            return offsets
-        hashes, before = index
-        needle, strings, whole = _NATIVE.pack(hash(text) & 0xFFFFFFFF), self.strings, text + b"\0"
-        position = hashes.find(needle)
-        while position >= 0:
-            part = position // 4
-            start = before[part] + part  # the lengths of the parts before it, and their NULs
-            if position % 4 == 0 and strings.startswith(whole, start):
+        hashes, counts = self._string_index()
+        strings, whole = self.strings, text + b"\0"
+        for position in _every(hashes, _SIGNED.pack(hash(text))[:4], 4):
+            start = self._string_start(position // 4, counts)
+            if strings.startswith(whole, start):  # not just a string with the same hash
                 offsets.append(self._strings_base + start)
-            position = hashes.find(needle, position + 1)
         return offsets
 
-    def _name_index(self):
-        """``(hashes, before)``: a 32-bit hash of every string of the table, packed, and the
-        total length of the strings before each; built on first use at C speed (split the
-        table, hash the parts, running sums of their lengths: 1 MB for the kernel's 124,000
-        strings).
-        A lookup searches the hashes, then checks the strings they point at. None when a
-        type's name starts inside another string (no compiler writes that): then lookups
-        search the table itself."""
+    def _string_index(self):
+        """``(hashes, counts)``, built on first use: the ``hash()`` of each string of the
+        table, packed in table order (a lookup finds its text's hash in them at C speed, and
+        its position is the string's rank), and the number of strings that end before each
+        :data:`_CHUNK` bytes of the table (which turns a rank into an offset by searching one
+        chunk). Two C loops: one split of the table, one map of hash over the parts."""
         if self._index is None:
-            self._index = False
-            if self._names_start_strings():
-                parts = self.strings.split(b"\0")
-                hashes = array("I", map(and_, map(hash, parts), repeat(0xFFFFFFFF)))
-                before = array("I", accumulate(map(len, parts), initial=0))
-                self._index = (hashes.tobytes(), before)
-        return self._index or None
+            strings = self.strings
+            parts = strings.split(b"\0")
+            hashes = _pack_signed(map(hash, parts), len(parts))
+            hashes = memoryview(hashes).cast("I")[::_SIGNED.size // 4].tobytes()  # 4 bytes each
+            bounds = range(0, len(strings), _CHUNK)
+            ends = map(strings.count, repeat(b"\0"), bounds, map(add, bounds, repeat(_CHUNK)))
+            self._index = (hashes, array("I", accumulate(ends, initial=0)))
+        return self._index
 
-    def _names_start_strings(self):
-        """True if every type's name offset starts a string of the table: follows a NUL (the
-        byte at offset -1 is the table's last, a NUL too), or is a base's or the first."""
-        named = filter(None, self._names)  # (offset 0 is "", and anonymous types are many)
-        if self._strings_base:
-            named = map(max, named, repeat(self._strings_base))
-        preceding = list(map(sub, named, repeat(self._strings_base + 1)))
-        return not bytes(_gather(self.strings, preceding)).strip(b"\0")
+    def _string_start(self, rank, counts):
+        """The offset in this blob's table of its string number ``rank`` (from 0): just past
+        the rank-th NUL, found in the chunk :meth:`_string_index` counted it in."""
+        if rank == 0:
+            return 0
+        chunk = bisect_left(counts, rank) - 1  # counts[chunk] < rank <= counts[chunk + 1]
+        position = chunk * _CHUNK - 1
+        for _ in range(rank - counts[chunk]):
+            position = self.strings.find(b"\0", position + 1)
+        return position + 1
 
-    def _scan(self, text):
-        """The offsets of every string equal to ``text``, by searching the table."""
-        strings, needle = self.strings, b"\0" + text + b"\0"
-        if strings.startswith(needle[1:]):  # a split BTF's first string follows no NUL
-            yield 0
-        position = strings.find(needle)
-        while position >= 0:
-            yield position + 1
-            position = strings.find(needle, position + 1)
+    def _name_table(self):
+        """``(named, whole)``, built on first use. ``named``: the low three bytes of each
+        type's name offset (of this blob's types, not the base's), little-endian, for C-speed
+        searches; anonymous types are FE FE FE (offsets above 2**24, which the kernel does
+        not accept, are told apart when checked): the zero bytes that the many anonymous
+        types share with low offsets would keep bytes.find from skipping ahead. ``whole``:
+        whether every name starts a string (follows a NUL in the string tables, the base's
+        included), as the string index needs."""
+        if self._names is None:
+            names = _gather(self._words, self._starts)
+            packed = array("I", names)
+            if sys.byteorder == "big":
+                packed.byteswap()
+            raw = bytearray(packed.tobytes())
+            raw[3::4] = b"\xff" * len(packed)  # a byte no offset has, so that the replace
+            raw = raw.replace(b"\0\0\0\xff", b"\xfe\xfe\xfe\xff")  # matches whole words
+            named = bytearray(3 * len(packed))
+            for byte in range(3):
+                named[byte::3] = raw[byte::4]
+            preceding = b"\0" + self._all_strings()  # preceding[o]: the byte before offset o
+            try:
+                whole = not any(_gather(preceding, names))  # (anonymous: offset 0, a NUL too)
+            except IndexError:  # a name past the tables: found by no lookup, so no index
+                whole = False
+            self._names = (bytes(named), whole)
+        return self._names
+
+    def _all_strings(self):
+        """The string tables as one (the base's, then this blob's): what offsets index."""
+        return self.strings if self.base is None else self.base._all_strings() + self.strings
+
+    def _occurrences(self, needle):
+        """Every offset (the base's included) at which ``needle`` occurs in the tables."""
+        offsets = self.base._occurrences(needle) if self.base is not None else []
+        offsets.extend(self._strings_base + p for p in _every(self.strings, needle))
+        return offsets
 
     def strings_containing(self, fragment: bytes) -> List[int]:
         """The offsets (the base's included) of every string containing ``fragment``, by
@@ -355,31 +378,18 @@ class BTF:
         offsets = self.base.strings_containing(fragment) if self.base is not None else []
         found = self._containing.get(fragment)
         if found is None:
-            found, strings = [], self.strings
-            position = strings.find(fragment)
-            while position >= 0:
-                start = strings.rfind(b"\0", 0, position) + 1
-                if not found or found[-1] != start:
-                    found.append(start)
-                position = strings.find(fragment, position + 1)
+            strings = self.strings
+            found = sorted({strings.rfind(b"\0", 0, p) + 1 for p in _every(strings, fragment)})
             self._containing[fragment] = found
         return offsets + [self._strings_base + o for o in found]
 
     def _ids_named(self, offset):
         """The ids of this blob's types (not the base's) whose name is at ``offset``, by a
-        C-speed search of the name offsets. They are searched multiplied by an odd constant
-        (one-to-one on 32-bit numbers), which spreads their bytes evenly: bytes.find skips
-        ahead on bytes the needle lacks, and plain offsets are mostly zero bytes."""
-        if self._named is None:
-            self._named = array("I", map(and_, map(mul, self._names, repeat(_SPREAD)),
-                                         repeat(0xFFFFFFFF))).tobytes()
-        ids, needle, named = [], _NATIVE.pack(offset * _SPREAD & 0xFFFFFFFF), self._named
-        position = named.find(needle)
-        while position >= 0:
-            if position % 4 == 0:
-                ids.append(self.first_id + position // 4)
-            position = named.find(needle, position + 1)
-        return ids
+        C-speed search of the packed name offsets."""
+        named, _ = self._name_table()
+        needle = (offset & 0xFFFFFF).to_bytes(3, "little")
+        ids = (self.first_id + p // 3 for p in _every(named, needle, 3))
+        return [i for i in ids if self.name_offset(i) == offset]  # not one cut to 3 bytes
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -610,8 +620,7 @@ class BTF:
         """Append a VAR (named by the string at ``name_offset``) of type ``target``; its id."""
         self._starts.append(len(self._words))
         self._words.extend((name_offset, Kind.VAR << 24, target, linkage))
-        self._names.append(name_offset)
-        self._named, self._found, self._index = None, {}, None
+        self._names, self._found = None, {}
         return len(self) - 1
 
     def _changed(self, type_id):
@@ -655,8 +664,8 @@ def _check_header(data, section, base):
     if type_len % 4 or type_off % 4:
         raise BTFError(f"type section ({type_len} bytes at {type_off}) is not made of 32-bit "
                        "words", section, hdr_len + type_off)
-    strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
-    if strings and (strings[-1] != 0 or (base is None and strings[0] != 0)):
+    start = hdr_len + str_off
+    if str_len and (data[start + str_len - 1] != 0 or (base is None and data[start] != 0)):
         raise BTFError("string table must start and end with a NUL byte", section,
                        hdr_len + str_off)
     return hdr_len, type_off, type_len, str_off, str_len
@@ -666,7 +675,7 @@ def _record_words(info):
     """The words a record with this ``info`` word takes: 3, its kind's fixed tail, and vlen
     items of its kind's size; _UnknownKind for a kind this BTF version does not have."""
     kind = info >> 24 & 0x1F
-    if not Kind.INT <= kind <= max(Kind):
+    if not Kind.INT <= kind <= Kind.ENUM64:
         raise _UnknownKind(kind)
     return 3 + _TAIL_WORDS.get(kind, 0) + _ITEM_WORDS.get(kind, 0) * (info & 0xFFFF)
 
@@ -676,41 +685,36 @@ class _UnknownKind(Exception):
 
 
 def _walk(words, section, types_at, first_id):
-    """The word index of each record of a type section: one pass, one step per record.
+    """The word index of each record of a type section (a list: the lookups and the
+    gathers read it without making an int per entry): one pass, one step per record.
 
     The step of each distinct ``info`` word (a BTF has a few thousand) is computed the first
     time it is met, when the plain-dict lookup fails: a plain dict is what CPython's loop
-    runs fastest. A marker word after the section makes a record that starts on the last
-    word step far past the end, so the loop needs no other test."""
+    runs fastest. A record that starts on the last word has no info word: the IndexError
+    ends the walk short of the end."""
     end = len(words)
-    words.append(_INVALID)
-    starts, position, steps = [], 0, {_INVALID: 1 << 40}
+    starts, position, steps = [], 0, {}
     append = starts.append
     try:
-        while True:
+        while position < end:
             try:
                 while position < end:
                     append(position)
                     position += steps[words[position + 1]]
-                break
             except KeyError as missing:
                 starts.pop()  # appended before its step was known: appended again next
                 steps[missing.args[0]] = _record_words(missing.args[0])
     except _UnknownKind as exc:
         raise BTFError(f"type [{first_id + len(starts)}] has an unknown kind {exc}",
                        section, types_at + 4 * position) from None
-    finally:
-        del words[end:]
+    except IndexError:
+        pass
     if position != end:
-        last = starts[-1]
-        problem = "runs past the end of the type section"
-        if last + 1 < end and words[last + 1] == _INVALID:
-            problem = "has an unknown kind 31"
-        raise BTFError(f"type [{first_id + len(starts) - 1}] {problem}", section,
-                       types_at + 4 * last)
+        raise BTFError(f"type [{first_id + len(starts) - 1}] runs past the end of the type "
+                       "section", section, types_at + 4 * starts[-1])
     if len(starts) + first_id - 1 > MAX_TYPES:
         raise BTFError(f"more than {MAX_TYPES} types", section, types_at)
-    return array("I", starts)
+    return starts
 
 
 def _gather(words, positions):
@@ -719,6 +723,22 @@ def _gather(words, positions):
     if len(positions) < 2:
         return [words[p] for p in positions]
     return itemgetter(*positions)(words)
+
+
+def _pack_signed(values, count):
+    """``count`` signed integers packed as C ``ssize_t`` (what ``hash()`` returns), native
+    order: struct converts them faster than ``array("q")`` does."""
+    return struct.pack(f"{count}n", *values)
+
+
+def _every(haystack, needle, align=1):
+    """Every position of ``needle`` in ``haystack`` that is a multiple of ``align``, found by
+    bytes.find (C speed)."""
+    position = haystack.find(needle)
+    while position >= 0:
+        if position % align == 0:
+            yield position
+        position = haystack.find(needle, position + 1)
 
 
 def _references(t):
