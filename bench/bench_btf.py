@@ -3,9 +3,9 @@
 Rows (each run ``--repeat`` times, in one process, beside bpftool in the same run):
 
 - open: ``KernelBTF.load()``: read /sys/kernel/btf/vmlinux, walk its records once (where
-  each type starts and its name offset); no type decoded.
-- open + name index: the same, then a first name lookup, which builds the index of the
-  string table. Target: 60 ms.
+  each type starts); no type decoded.
+- open + name index: the same, then a first name lookup, which packs the types' name offsets
+  and builds the index of the string table. Target: 60 ms.
 - struct + member lookup: ``kernel.struct(name).member(field)`` for a struct not looked up
   before (10 different structs, on an opened instance). Target: under 1 ms each.
 - member lookup on a struct already found.
