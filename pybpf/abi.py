@@ -268,6 +268,7 @@ BPF_STATS_RUN_TIME = 0
 PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
 PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_CPU_CLOCK = 0  # the software event of a CPU's clock (sampling "profile" uses)
 PERF_SAMPLE_RAW = 1 << 10
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400
@@ -278,7 +279,16 @@ PERF_RECORD_LOST = 2  # a perf ring record: samples the kernel dropped because t
 PERF_RECORD_SAMPLE = 9  # a perf ring record: one sample (its PERF_SAMPLE_RAW data)
 # Bits of perf_event_attr's flag word (the bitfield that starts with ``disabled``).
 PERF_ATTR_DISABLED = 1 << 0  # open the event disabled (PERF_EVENT_IOC_ENABLE starts it)
+PERF_ATTR_FREQ = 1 << 10  # sample_period is a frequency (sample_freq, in Hz)
 PERF_ATTR_WATERMARK = 1 << 14  # wake pollers by bytes in the ring (wakeup_watermark)
+
+# Sockets: SO_ATTACH_BPF / SO_DETACH_BPF (asm-generic/socket.h; x86 and arm64 use those)
+SO_ATTACH_BPF = 50
+SO_DETACH_BPF = 27  # the same option as SO_DETACH_FILTER
+# XDP attach modes (include/uapi/linux/if_link.h XDP_FLAGS_*), BPF_LINK_CREATE's flags
+XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP, in the network stack: works on every device
+XDP_FLAGS_DRV_MODE = 1 << 2  # native XDP, in the driver
+XDP_FLAGS_HW_MODE = 1 << 3  # offloaded to the NIC
 
 # BPF ring buffers: the 8-byte header before each record (include/uapi/linux/bpf.h)
 BPF_RINGBUF_BUSY_BIT = 1 << 31  # reserved, not yet submitted or discarded

@@ -76,9 +76,27 @@ BtfLoadAttr = Layout("BtfLoadAttr", "<QQLLLL", (
     "btf", "btf_log_buf", "btf_size", "btf_log_size", "btf_log_level", "btf_log_true_size",
 ))
 
-#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``
+#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``. The
+#: four words are common to every link; the union after them is read per attach type, so each
+#: union member used is declared on its own (below). ``target_fd`` is also ``target_ifindex``.
 LinkCreateAttr = Layout("LinkCreateAttr", "<LLLLQ", (
     "prog_fd", "target_fd", "attach_type", "flags", "bpf_cookie",
+))
+
+#: BPF_LINK_CREATE for an iterator (BPF_TRACE_ITER): ``iter_info`` points to a
+#: ``union bpf_iter_link_info`` (the map of a map iterator...), ``iter_info_len`` its size
+LinkCreateIterAttr = Layout("LinkCreateIterAttr", "<LLLLQL", (
+    "prog_fd", "target_fd", "attach_type", "flags", "iter_info", "iter_info_len",
+))
+
+#: BPF_LINK_CREATE for fentry/fexit/fmod_ret/lsm/tp_btf (its ``tracing`` member)
+LinkCreateTracingAttr = Layout("LinkCreateTracingAttr", "<LLLLL4xQ", (
+    "prog_fd", "target_fd", "attach_type", "flags", "target_btf_id", "cookie",
+))
+
+#: BPF_ITER_CREATE (union member ``iter_create``): a readable fd from an iterator's link
+IterCreateAttr = Layout("IterCreateAttr", "<LL", (
+    "link_fd", "flags",
 ))
 
 #: BPF_ENABLE_STATS (union member ``enable_stats``)

@@ -431,18 +431,41 @@ def btf_info(fd):
 # Links, BTF, stats.
 
 
-def link_create(prog_fd, target_fd, attach_type, flags=0, bpf_cookie=0):
-    """BPF_LINK_CREATE: attach ``prog_fd`` to ``target_fd``; the link's fd (close = detach)."""
-    return bpf(Cmd.LINK_CREATE, layouts.LinkCreateAttr.pack(
-        prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags,
-        bpf_cookie=bpf_cookie), capability="CAP_PERFMON (and CAP_BPF)")
+def link_create(prog_fd, target_fd, attach_type, flags=0, bpf_cookie=0, *, iter_info=None,
+                tracing_cookie=None):
+    """BPF_LINK_CREATE: attach ``prog_fd`` to ``target_fd`` (an fd, an ifindex, or 0 for
+    hooks named at load time); the link's fd (close = detach).
+
+    The attr's union is the perf event's ``bpf_cookie`` by default, an iterator's
+    ``iter_info`` (bytes of ``union bpf_iter_link_info``) when given, or the ``tracing``
+    member's ``cookie`` (fentry/fexit/fmod_ret/lsm/tp_btf) when ``tracing_cookie`` is given.
+    """
+    head = dict(prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags)
+    info_buf = None
+    if iter_info is not None:
+        info_buf = _copy(iter_info)
+        attr = layouts.LinkCreateIterAttr.pack(**head, iter_info=_ptr(info_buf),
+                                               iter_info_len=len(iter_info))
+    elif tracing_cookie is not None:
+        attr = layouts.LinkCreateTracingAttr.pack(**head, cookie=tracing_cookie)
+    else:
+        attr = layouts.LinkCreateAttr.pack(**head, bpf_cookie=bpf_cookie)
+    return bpf(Cmd.LINK_CREATE, attr, capability="CAP_PERFMON (and CAP_BPF)")
 
 
 def raw_tracepoint_open(name, prog_fd):
-    """BPF_RAW_TRACEPOINT_OPEN: attach a raw tracepoint program to tracepoint ``name``."""
-    name_buf = _copy(name.encode() + b"\0")
+    """BPF_RAW_TRACEPOINT_OPEN: attach a raw tracepoint program to tracepoint ``name``; with
+    ``name`` None, a program that names its hook itself (tp_btf, fentry, lsm: its
+    attach_btf_id), the older way to attach those."""
+    name_buf = _copy(name.encode() + b"\0") if name is not None else None
     return bpf(Cmd.RAW_TRACEPOINT_OPEN, layouts.RawTracepointAttr.pack(name=_ptr(name_buf),
                                                                        prog_fd=prog_fd))
+
+
+def iter_create(link_fd):
+    """BPF_ITER_CREATE: a new fd that reading runs the iterator of link ``link_fd`` (each
+    fd reads the objects once, from the start, up to end of file)."""
+    return bpf(Cmd.ITER_CREATE, layouts.IterCreateAttr.pack(link_fd=link_fd))
 
 
 def btf_load(btf, log_level=0, log_size=0):

@@ -36,7 +36,8 @@ KERNEL_SIZES = {
     # offsetofend(union bpf_attr, <last field used>) from include/uapi/linux/bpf.h
     "MapCreateAttr": 72, "MapElemAttr": 32, "BatchAttr": 56, "ProgLoadAttr": 144,
     "TestAttr": 72, "ObjAttr": 16, "GetIdAttr": 12, "InfoAttr": 16, "RawTracepointAttr": 12,
-    "BtfLoadAttr": 32, "LinkCreateAttr": 24, "EnableStatsAttr": 4,
+    "BtfLoadAttr": 32, "LinkCreateAttr": 24, "LinkCreateIterAttr": 28,
+    "LinkCreateTracingAttr": 32, "IterCreateAttr": 8, "EnableStatsAttr": 4,
     # sizeof(struct ...) up to the last field declared
     "PerfEventAttr": 72, "bpf_prog_info": 232, "bpf_map_info": 88, "bpf_link_info": 64,
     "bpf_btf_info": 32,
