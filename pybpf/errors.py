@@ -144,6 +144,11 @@ class TracefsError(AttachError):
     """tracefs is not mounted and could not be mounted; the message says how to mount it."""
 
 
+class SymbolError(AttachError):
+    """A function to probe cannot be found: the binary is missing or not a readable ELF
+    file, or it has no such function (or several different ones of that name)."""
+
+
 class NotSupportedError(BPFError):
     """The running kernel lacks a feature; the message names the minimum kernel version."""
 

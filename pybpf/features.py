@@ -23,6 +23,7 @@ from .errnos import ENOTSUPP
 from .errors import NotSupportedError, SyscallError
 from .helpers import HELPERS
 from .host import kernel_release
+from .tracefs import tracefs_path
 
 _NOT_SUPPORTED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP, errno.E2BIG})
 RET0 = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
@@ -299,3 +300,53 @@ def _perf_link():
         return exc.errno == errno.EBADF
     finally:
         os.close(prog)
+
+
+@feature("cgroup_link", "bpf_links for cgroup programs (BPF_LINK_CREATE with a cgroup fd)",
+         "5.7", "CONFIG_CGROUP_BPF")
+def _cgroup_link():
+    """``BPF_LINK_CREATE`` of a CGROUP_SKB program to cgroup fd -1: EBADF from a kernel that
+    looks the cgroup up, EINVAL from one without the command or cgroup links."""
+    prog = load_probe_program(ProgType.CGROUP_SKB)
+    try:
+        os.close(syscalls.link_create(prog, 0xFFFFFFFF, AttachType.CGROUP_INET_INGRESS))
+        return True  # not expected: fd -1 is never a cgroup
+    except SyscallError as exc:
+        if exc.errno not in (errno.EBADF, errno.EINVAL):
+            raise
+        return exc.errno == errno.EBADF
+    finally:
+        os.close(prog)
+
+
+# -- dynamic probes: kprobes and uprobes --------------------------------------------------
+
+PMU_DEVICES = "/sys/bus/event_source/devices"  # a directory per PMU, with its perf type
+
+
+@feature("kprobe_pmu", "kprobe perf events (the kprobe PMU, " + PMU_DEVICES + "/kprobe)",
+         "4.17", "CONFIG_KPROBES and CONFIG_KPROBE_EVENTS")
+def _kprobe_pmu():
+    """The kernel lists a kprobe PMU: perf_event_open creates kprobes by function name."""
+    return os.path.exists(os.path.join(PMU_DEVICES, "kprobe", "type"))
+
+
+@feature("uprobe_pmu", "uprobe perf events (the uprobe PMU, " + PMU_DEVICES + "/uprobe)",
+         "4.17", "CONFIG_UPROBES and CONFIG_UPROBE_EVENTS")
+def _uprobe_pmu():
+    """The kernel lists a uprobe PMU: perf_event_open creates uprobes by file and offset."""
+    return os.path.exists(os.path.join(PMU_DEVICES, "uprobe", "type"))
+
+
+@feature("kprobe_events", "kprobe events in tracefs (kprobe_events)", "2.6.33",
+         "CONFIG_KPROBES and CONFIG_KPROBE_EVENTS")
+def _kprobe_events():
+    """tracefs has ``kprobe_events``, where kprobes are defined by writing a line."""
+    return os.path.exists(os.path.join(tracefs_path(), "kprobe_events"))
+
+
+@feature("uprobe_events", "uprobe events in tracefs (uprobe_events)", "3.5",
+         "CONFIG_UPROBES and CONFIG_UPROBE_EVENTS")
+def _uprobe_events():
+    """tracefs has ``uprobe_events``, where uprobes are defined by writing a line."""
+    return os.path.exists(os.path.join(tracefs_path(), "uprobe_events"))

@@ -7,11 +7,14 @@ Some names also set load flags: a ``.s`` suffix (``fentry.s``, ``lsm.s``, ``upro
 makes the program *sleepable* (``BPF_F_SLEEPABLE``: it may call helpers that fault user memory
 in), ``xdp.frags`` lets an XDP program see multi-buffer packets (``BPF_F_XDP_HAS_FRAGS``).
 pybpf's ELF loader (:mod:`pybpf.elf`) and :mod:`pybpf.attach` read them with
-:func:`section_program_type` and :func:`section_prog_flags`.
+:func:`section_program_type` (:func:`match_section` also names the kind), and :func:`section_prog_flags`.
 """
+
+import re
 
 from .abi import BPF_F_SLEEPABLE as SLEEPABLE, BPF_F_XDP_HAS_FRAGS as FRAGS
 from .abi import AttachType as A, ProgType as P
+from .errors import AttachError
 
 # libbpf's section names: (name, program type, expected attach type, takes "/<target>",
 # program load flags). A name taking a target matches "name" and "name/<anything>"; the
@@ -116,11 +119,18 @@ def section_program_type(section: str):
 
     The longest matching name wins (``kprobe.multi/x`` over ``kprobe``).
     """
+    found = match_section(section)
+    return None if found is None else found[1:]
+
+
+def match_section(section: str):
+    """``(libbpf name, ProgType, expected attach type, attach target)`` of a section name:
+    the name that matched (``kretprobe`` for ``kretprobe/do_exit``) tells kinds of one program
+    type apart. None when the name is not one of libbpf's."""
     best = _match(section)
     if best is None:
         return None
-    name, prog_type, attach_type, _, _ = best
-    return prog_type, attach_type, section[len(name) + 1:]
+    return best[0], best[1], best[2], section[len(best[0]) + 1:]
 
 
 def section_prog_flags(section: str) -> int:
@@ -145,3 +155,54 @@ def known_sections(kinds=None):
     """libbpf's section names (of program types ``kinds``, when given), for messages."""
     return ", ".join(name + ("[/...]" if target else "") for name, kind, _, target, _ in SECTIONS
                      if kinds is None or kind in kinds)
+
+
+# -- attach targets spelled in section names ----------------------------------------------
+
+# An offset as C's strtol(..., 0) reads it (what libbpf's "%li" accepts): hex, octal, decimal.
+_OFFSET = r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*"
+_KPROBE_TARGET = re.compile(rf"([A-Za-z0-9_.]+)(?:\+({_OFFSET}))?")
+U64_MAX = (1 << 64) - 1
+
+
+def parse_offset(text: str, where: str) -> int:
+    """The integer ``text`` spells in C (``0x10``, ``020``, ``16``); AttachError otherwise."""
+    if not re.fullmatch(_OFFSET, text):
+        raise AttachError(f"{where}: offset {text!r} is not a number (decimal, 0x hex or 0 "
+                          f"octal)")
+    value = int(text, 16) if text[:2] in ("0x", "0X") else int(text, 8 if text[0] == "0" else 10)
+    if value > U64_MAX:
+        raise AttachError(f"{where}: offset {text} does not fit in 64 bits")
+    return value
+
+
+def parse_kprobe_target(section: str, target: str):
+    """``(function, offset)`` of a kprobe section's target: ``do_sys_open`` or
+    ``do_sys_open+0x10`` (libbpf's ``kprobe/FUNC[+OFFSET]``)."""
+    match = _KPROBE_TARGET.fullmatch(target)
+    if match is None:
+        raise AttachError(f"section {section!r}: the target should be FUNCTION or "
+                          f"FUNCTION+OFFSET (letters, digits, _ and . in the name, as "
+                          f"/proc/kallsyms spells it)")
+    function, offset = match.groups()
+    return function, parse_offset(offset, f"section {section!r}") if offset else 0
+
+
+def parse_uprobe_target(section: str, target: str):
+    """``(binary, function, offset)`` of a uprobe section's target, libbpf's
+    ``uprobe/BINARY:FUNCTION[+OFFSET]``: ``/usr/bin/bash:readline``, ``libc.so.6:malloc+4``
+    (``SEC("uprobe//usr/bin/bash:readline")`` spells an absolute path with two slashes)."""
+    binary, colon, function = target.partition(":")
+    if not colon or not binary or not function:
+        raise AttachError(f"section {section!r}: the target should be BINARY:FUNCTION or "
+                          f"BINARY:FUNCTION+OFFSET (e.g. uprobe//usr/bin/bash:readline or "
+                          f"uprobe/libc.so.6:malloc)")
+    if "\0" in target or "\n" in target:
+        raise AttachError(f"section {section!r}: the target holds a NUL or newline")
+    offset = 0
+    name, plus, tail = function.rpartition("+")
+    if plus:
+        if not name:
+            raise AttachError(f"section {section!r}: no function name before +{tail}")
+        function, offset = name, parse_offset(tail, f"section {section!r}")
+    return binary, function, offset

@@ -70,3 +70,37 @@ def tracepoint_id(category, name):
     except PermissionError:
         raise AttachError(f"cannot read tracepoint {category}/{name}'s id: {path} is "
                           f"readable by root only; run as root (e.g. with sudo)") from None
+
+
+def probe_events_file(kind):
+    """``<tracefs>/kprobe_events`` or ``uprobe_events``: where dynamic probes are defined."""
+    return os.path.join(tracefs_path(), f"{kind}_events")
+
+
+def add_probe_event(kind, retprobe, group, name, location):
+    """Define the dynamic event ``group/name`` (a tracepoint, then): a ``kind`` probe
+    (``kprobe`` or ``uprobe``) at ``location`` (``func+0x10``, ``/bin/bash:0x4a0``), or its
+    return probe. Its id, as for any tracepoint, is :func:`tracepoint_id` ``(group, name)``.
+    """
+    _write_probe_events(kind, f"{'r' if retprobe else 'p'}:{group}/{name} {location}")
+
+
+def remove_probe_event(kind, group, name):
+    """Delete the dynamic event ``group/name`` (once no perf event uses it)."""
+    _write_probe_events(kind, f"-:{group}/{name}")
+
+
+def _write_probe_events(kind, line):
+    path = probe_events_file(kind)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError as exc:
+        raise AttachError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, line.encode() + b"\n")
+    except OSError as exc:
+        log = os.path.join(tracefs_path(), "error_log")
+        raise AttachError(f"the kernel refused `{line}` in {path}: {exc.strerror}; "
+                          f"{log} says why") from None
+    finally:
+        os.close(fd)

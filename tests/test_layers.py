@@ -24,9 +24,10 @@ LAYERS = {
     # the system calls and what they need to know about the host
     "pybpf.libc": SYSTEM, "pybpf.host": SYSTEM, "pybpf.errnos": SYSTEM,
     "pybpf.syscalls": SYSTEM, "pybpf.perf": SYSTEM, "pybpf.tracefs": SYSTEM,
-    "pybpf.features": SYSTEM, "pybpf.fd": SYSTEM,
+    "pybpf.features": SYSTEM, "pybpf.fd": SYSTEM, "pybpf.symbols": SYSTEM,
     # kernel objects a user holds
     "pybpf.maps": OBJECTS, "pybpf.program": OBJECTS, "pybpf.attach": OBJECTS,
+    "pybpf.link": OBJECTS, "pybpf.probes": OBJECTS,
     "pybpf.collection": OBJECTS, "pybpf.events": OBJECTS, "pybpf.ringbuf": OBJECTS,
     "pybpf.perfbuf": OBJECTS, "pybpf.ksyms": OBJECTS,
     # the command line

@@ -1,0 +1,216 @@
+"""Shared by the attach tests: the committed test objects, user-space programs built with gcc
+for a test, and child processes that run a workload when told to."""
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+
+from pybpf import syscalls
+from pybpf.abi import MapType, ProgType
+from pybpf.asm import DW, R0, R1, R2, R6, R10, Builder
+from pybpf.collection import Collection
+from pybpf.elf import load_spec
+from pybpf.maps import Map
+from pybpf.program import Program
+
+from conftest import require_tool
+
+OBJECTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attach")
+
+# A program with a function to put uprobes on: pybpf_probe_me(i) returns 2 * i; main calls it
+# for i = 0..N-1 and getpid() N times, N being its first argument, once its stdin closes.
+PROBE_TARGET_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+__attribute__((noinline)) int pybpf_probe_me(int i)
+{
+	__asm__ volatile("" ::: "memory");
+	return 2 * i;
+}
+
+int main(int argc, char **argv)
+{
+	int n = atoi(argv[1]);
+	long sum = 0;
+	char byte;
+
+	while (read(0, &byte, 1) > 0)  /* wait until the test has attached its probes */
+		;
+	for (int i = 0; i < n; i++) {
+		sum += pybpf_probe_me(i);
+		sum += getpid();
+	}
+	printf("%ld\n", sum);
+	return 0;
+}
+"""
+
+
+def build_c(tmp_path, name, source, *flags):
+    """Compile C ``source`` with gcc into ``tmp_path/name``; the executable's path."""
+    gcc = require_tool("gcc")
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    out = tmp_path / name
+    subprocess.run([gcc, "-O2", "-o", str(out), str(src), *flags], check=True)
+    return str(out)
+
+
+def load(name):
+    """A Collection of the committed test object ``tests/attach/<name>.o``."""
+    return Collection(load_spec(os.path.join(OBJECTS, f"{name}.o")))
+
+
+class Waiting:
+    """A child process started now that runs its workload only when :meth:`go` is called
+    (it waits for its stdin to close), so that probes can be attached to it first."""
+
+    def __init__(self, argv):
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        self.pid = self.process.pid
+
+    def go(self, timeout=60):
+        """Let it run; its output."""
+        out, _ = self.process.communicate(timeout=timeout)
+        assert self.process.returncode == 0, self.process.returncode
+        return out
+
+
+@contextmanager
+def waiting(argv):
+    child = Waiting(argv)
+    try:
+        yield child
+    finally:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait()
+
+
+def python_child(code):
+    """argv running ``code`` with this Python, after its stdin closes."""
+    return [sys.executable, "-c", "import sys; sys.stdin.read()\n" + code]
+
+
+# -- small DSL programs that count per process ---------------------------------------------
+
+# Where a KPROBE program's context (struct pt_regs) keeps a function's return value.
+RETURN_REGISTER = {"x86_64": 80, "aarch64": 0}  # pt_regs.ax; user_pt_regs.regs[0]
+
+
+def pid_map():
+    """A hash map from process id (u64) to a u64 the programs below add to."""
+    return Map.create(MapType.HASH, 8, 8, 64, name="pids")
+
+
+def _per_pid(prog_type, pids, add_value):
+    """A program adding to pids[current tgid] when the tgid is in the map: 1, or (with
+    ``add_value``) the u64 at that offset of its context."""
+    b = Builder()
+    b.mov(R6, R1)
+    b.call("get_current_pid_tgid")
+    b.rsh(R0, 32)
+    b.stx(DW, R10, -8, R0)
+    b.ld_map_fd(R1, "pids")
+    b.mov(R2, R10)
+    b.add(R2, -8)
+    b.call("map_lookup_elem")
+    b.jeq(R0, 0, "out")
+    if add_value is None:
+        b.mov(R1, 1)
+    else:
+        b.ldx(DW, R1, R6, add_value)
+    b.atomic_add(DW, R0, 0, R1)
+    b.label("out")
+    b.mov(R0, 0)
+    b.exit()
+    return Program.from_instructions(b.instructions, prog_type, maps={"pids": pids},
+                                     name="per_pid")
+
+
+def count_pids_program(prog_type, pids):
+    """A program adding 1 to pids[current tgid] when the tgid is in the map."""
+    return _per_pid(prog_type, pids, None)
+
+
+def sum_returns_program(pids):
+    """A KPROBE program (for a uretprobe) adding the probed function's return value to
+    pids[current tgid] when the tgid is in the map."""
+    return _per_pid(ProgType.KPROBE, pids, RETURN_REGISTER[os.uname().machine])
+
+
+def watch(pids, pid):
+    """Count process ``pid`` in ``pids`` (from 0)."""
+    syscalls.map_update_elem(pids.fd, pid.to_bytes(8, "little"), bytes(8))
+
+
+def counted(pids, pid):
+    """What the programs added for process ``pid``."""
+    return int.from_bytes(syscalls.map_lookup_elem(pids.fd, pid.to_bytes(8, "little"), 8),
+                          "little")
+
+
+# -- libbpf, the oracle ---------------------------------------------------------------------
+
+# Loads an object with libbpf, sets target[0] to argv[2] (when the object has that map),
+# attaches every program with bpf_program__attach() (libbpf's auto-attach by section name),
+# says "ready", and once its stdin closes prints counts[i] for every index, one per line.
+LIBBPF_ATTACH_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+int main(int argc, char **argv)
+{
+	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
+	struct bpf_program *prog;
+	__u32 key = 0, value;
+	int fd;
+	char byte;
+
+	if (!obj || bpf_object__load(obj))
+		return 2;
+	fd = bpf_object__find_map_fd_by_name(obj, "target");
+	if (argc > 2 && fd >= 0) {
+		value = atoi(argv[2]);
+		bpf_map_update_elem(fd, &key, &value, 0);
+	}
+	bpf_object__for_each_program(prog, obj) {
+		if (!bpf_program__attach(prog)) {
+			fprintf(stderr, "cannot attach %s\n", bpf_program__name(prog));
+			return 3;
+		}
+	}
+	printf("ready\n");
+	fflush(stdout);
+	while (read(0, &byte, 1) > 0)
+		;
+	fd = bpf_object__find_map_fd_by_name(obj, "counts");
+	for (key = 0; key < 16; key++) {
+		__u64 count = 0;
+
+		bpf_map_lookup_elem(fd, &key, &count);
+		printf("%llu\n", (unsigned long long)count);
+	}
+	return 0;
+}
+"""
+
+
+def libbpf_counts(tmp_path, obj, pid, workload):
+    """counts[] after libbpf attached ``obj`` (counting process ``pid``) and ``workload()``
+    ran."""
+    harness = build_c(tmp_path, "libbpf_attach", LIBBPF_ATTACH_C, "-lbpf")
+    with subprocess.Popen([harness, os.path.join(OBJECTS, obj), str(pid)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as run:
+        assert run.stdout.readline() == "ready\n"
+        workload()
+        out, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, run.returncode
+    return [int(line) for line in out.split()]
