@@ -14,7 +14,7 @@ from pybpf.elf import load_spec
 from pybpf.maps import Map
 from pybpf.program import Program
 
-from conftest import require_tool
+from support import require_tool
 
 OBJECTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attach")
 

@@ -10,38 +10,12 @@ import pytest
 
 from pybpf import attach as attach_module
 from pybpf import features, syscalls, tracefs
-from pybpf.abi import MapType, ProgType
-from pybpf.asm import DW, R0, R1, R2, R10, Builder
+from pybpf.abi import ProgType
 from pybpf.attach import Link, attach, attach_raw_tracepoint, attach_tracepoint
 from pybpf.tracefs import tracepoint_id
 from pybpf.errors import AttachError, SyscallError, TracefsError, UsageError
-from pybpf.maps import Map
-from pybpf.program import Program
+from attach_support import count_pids_program, pid_map
 from support import Deadline, require_tool
-
-
-def count_pids_program(prog_type, pids):
-    """A program adding 1 to pids[current tgid] when the tgid is in the map."""
-    b = Builder()
-    b.call("get_current_pid_tgid")
-    b.rsh(R0, 32)
-    b.stx(DW, R10, -8, R0)
-    b.ld_map_fd(R1, "pids")
-    b.mov(R2, R10)
-    b.add(R2, -8)
-    b.call("map_lookup_elem")
-    b.jeq(R0, 0, "out")
-    b.mov(R1, 1)
-    b.atomic_add(DW, R0, 0, R1)
-    b.label("out")
-    b.mov(R0, 0)
-    b.exit()
-    return Program.from_instructions(b.instructions, prog_type, maps={"pids": pids},
-                                     name="count_pids")
-
-
-def pid_map():
-    return Map.create(MapType.HASH, 8, 8, 64, name="pids")
 
 
 def exec_true(pids):
@@ -161,21 +135,47 @@ class FakeProgram:
     fd = -1
 
     class spec:
-        section = "kprobe/do_sys_open"
+        section = "tp_btf"
+        expected_attach_type = 0
 
 
 @pytest.mark.parametrize("section, message", [
-    ("kprobe/do_sys_open", "supported: tracepoint[/...]"),
     ("tracepoint", "tracepoint/<category>/<name>"),
     ("tp/syscalls", "tp/<category>/<name>"),
     ("raw_tp/a/b", "raw_tp/<name>"),
     ("tracepoint/syscalls/", "tracepoint/<category>/<name>"),
     ("raw_tp.w/", "raw_tp.w/<name>"),
-    ("no_such_section", "supported: tracepoint[/...], tp[/...], raw_tracepoint[/...]"),
+    ("no_such_section", "'no_such_section' is not one of libbpf's section names"),
+    ("xdp", "it attaches to a network interface: attach_xdp(prog, 'eth0')"),
+    ("cgroup/sock_create", "it attaches to a cgroup v2 directory: attach_cgroup(prog, path)"),
+    ("sk_msg", "needs a SOCKMAP or SOCKHASH"),
+    ("usdt/x", "USDT probes"),
+    ("struct_ops/x", "registering a struct_ops map"),
+    ("kprobe.multi/x", "CONFIG_FPROBE"),
+    ("tc", "use tcx/ingress or tcx/egress sections instead"),
+    ("syscall", "run with prog.test_run"),
+    ("fentry/x", "a BTF-typed hook (tp_btf, fentry, fexit, fmod_ret, lsm) needs a TRACING or "
+                 "LSM program"),
+    ("iter/task", "an iterator needs a TRACING program"),
+    ("kprobe/x", "a kprobe needs a KPROBE program"),
 ])
 def test_section_names(section, message):
     with pytest.raises(AttachError, match=re.escape(message)):
         attach(FakeProgram(), section)
+
+
+def test_every_libbpf_section_is_attached_or_explained():
+    """The table of section kinds: each of libbpf's names is either attached by name, or
+    unsupported_reason says what it needs, in one line."""
+    from pybpf.attach import _BY_SECTION, unsupported_reason
+    from pybpf.sections import SECTIONS
+
+    for name, *_ in SECTIONS:
+        reason = unsupported_reason(name)
+        if name in _BY_SECTION:
+            assert reason is None
+        else:
+            assert reason and "\n" not in reason and "pybpf does not know" not in reason, name
 
 
 def test_sections_are_read_by_the_elf_loaders_table(monkeypatch):
@@ -183,16 +183,16 @@ def test_sections_are_read_by_the_elf_loaders_table(monkeypatch):
 
     def spy(section):
         seen.append(section)
-        return ProgType.RAW_TRACEPOINT, 0, "a/b"
+        return "raw_tp", ProgType.RAW_TRACEPOINT, 0, "a/b"
 
-    monkeypatch.setattr(attach_module, "section_program_type", spy)
+    monkeypatch.setattr(attach_module, "match_section", spy)
     with pytest.raises(AttachError, match="should be my_raw/<name>"):
         attach(FakeProgram(), "my_raw/a/b")
     assert seen == ["my_raw/a/b"]
 
 
 def test_section_defaults_to_the_spec():
-    with pytest.raises(AttachError, match="kprobe/do_sys_open"):
+    with pytest.raises(AttachError, match="should be tp_btf|BTF-typed hook"):
         attach(FakeProgram())
 
 
