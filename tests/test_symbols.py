@@ -15,7 +15,7 @@ from pybpf.sections import parse_kprobe_target, parse_uprobe_target
 from pybpf.symbols import find_function, ld_cache, parse_ld_cache, resolve_binary
 
 from attach_support import PROBE_TARGET_C, build_c
-from conftest import require_tool
+from support import require_tool
 
 LIBC = ld_cache().get("libc.so.6") or "/lib/x86_64-linux-gnu/libc.so.6"
 

