@@ -1,4 +1,4 @@
-"""argparse types shared by pybpf's command lines: bounded counts and durations.
+"""argparse types shared by pybpf's command lines: bounded counts and durations, NAME=VALUE.
 
 A bad value becomes argparse's usage error (exit status 2) with a message saying what is
 expected, instead of a traceback.
@@ -39,3 +39,11 @@ def positive_seconds(text):
         raise argparse.ArgumentTypeError(
             f"{text!r}: must be more than 0 and at most {MAX_SECONDS} seconds (30 days)")
     return value
+
+
+def name_value(text):
+    """``NAME=VALUE`` as the pair ``(NAME, VALUE)``: NAME not empty, VALUE any text."""
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name.strip(), value

@@ -2,7 +2,8 @@
 
     python -m pybpf asm [FILE] [-o OUT]        text -> one line per instruction (or raw bytes)
     python -m pybpf disasm FILE                raw instruction bytes (or FILE.o) -> listing
-    python -m pybpf load FILE.o [--pin DIR] [--interval N]   load, attach, print maps
+    python -m pybpf load FILE.o [--set NAME=VALUE]... [--interval N] [--event-type T]
+                                load, attach, print events and maps (pybpf.runner)
     python -m pybpf run FILE.s [--data HEX] [--repeat N] [--type socket_filter]
                                 [--verifier-log | --explain-verifier]
     python -m pybpf explain 'r1 = *(u32 *)(r6 + 8)' | 61 61 08 00 00 00 00 00 | FILE
@@ -22,7 +23,7 @@ import re
 import sys
 
 from pybpf.abi import ProgType
-from pybpf.argtypes import positive_int, positive_seconds
+from pybpf.argtypes import name_value, positive_int, positive_seconds
 from pybpf.asm import parse
 from pybpf.asm.link import resolve
 from pybpf.asm.text import format_insn
@@ -33,6 +34,7 @@ from pybpf.errors import (
 from pybpf.limits import (
     MAX_INSN_BYTES, MAX_INSNS, MAX_OBJECT_SIZE, MAX_SOURCE_SIZE, read_file, read_limited,
 )
+from pybpf.runner import DEFAULT_FREQUENCY
 
 
 def _read_text(path):
@@ -80,8 +82,14 @@ def cmd_disasm(args):
 
 
 def cmd_load(args):
-    """Load an ELF object's maps and programs, attach them, print the maps until Ctrl+C."""
-    run_object(args.file, pin=args.pin, interval=args.interval)
+    """Load an ELF object, attach its programs, print its events and maps until Ctrl+C
+    (:mod:`pybpf.runner`)."""
+    from pybpf.runner import Options, run_object
+
+    run_object(args.file, Options(
+        knobs=args.set, event_type=args.event_type, interval=args.interval, pin=args.pin,
+        cgroup=args.cgroup, interface=args.interface, frequency=args.frequency,
+        attach=args.attach, per_cpu=args.per_cpu))
 
 
 def cmd_run(args):
@@ -170,94 +178,6 @@ def _explain_decoded(decoded):
     return "\n".join(out)
 
 
-# -- python -m pybpf load -------------------------------------------------------------------
-
-def run_object(source, *, pin=None, interval=None, out=None):
-    """Load every map and program of an object, attach each by its section name, print the
-    maps every ``interval`` seconds and on exit; run until Ctrl+C or SIGTERM.
-
-    Programs that cannot be attached from their section name alone (xdp, socket...) are
-    loaded and reported. With ``pin`` (a directory on a bpf file system) the maps, programs
-    and links are pinned there and stay after exit; otherwise everything is detached.
-    A signal during loading or attaching ends the run once that step is done, cleanly.
-    """
-    from pybpf.attach import attach_all
-    from pybpf.collection import Collection
-    from pybpf.elf import load_spec
-    from pybpf.signals import StopSignal
-
-    out = out or sys.stdout
-    with StopSignal() as stop, Collection(load_spec(source)) as coll:
-        failures = []
-        links = [] if stop.requested else attach_all(coll.programs, failures)
-        try:
-            failed = dict(failures)
-            for name, program in coll.programs.items():
-                if not links and not failures:
-                    break  # stopped before attaching
-                if name in failed:
-                    print(f"loaded {name} but did not attach it: {failed[name]}", file=out)
-                else:
-                    print(f"attached {name} ({program.spec.section})", file=out)
-            if pin and not stop.requested:
-                _pin_all(pin, coll, links, out)
-            while not stop.requested:
-                stop.sleep(interval)
-                if interval and not stop.requested:
-                    print_maps(coll.maps, out)
-            print_maps(coll.maps, out)
-        finally:
-            for link in links:
-                link.close()
-    return 0
-
-
-def _pin_all(directory, coll, links, out):
-    os.makedirs(directory, exist_ok=True)
-    for name, m in coll.maps.items():
-        m.pin(os.path.join(directory, name))
-    for name, program in coll.programs.items():
-        program.pin(os.path.join(directory, name))
-    for link in links:
-        link.pin(os.path.join(directory, f"link_{link.id}"))
-    print(f"pinned maps, programs and links under {directory}", file=out)
-
-
-def print_maps(maps, out):
-    """Every entry of every map, decoded with the map's key/value types (BTF) where known."""
-    for name, m in maps.items():
-        try:
-            items = list(m.items())
-        except BPFError as exc:  # a map without keys (ring buffer...)
-            print(f"{name}: cannot list ({exc})", file=out)
-            continue
-        print(f"{name} ({m.type_name}, {len(items)} entries)", file=out)
-        for key, value in items:
-            print(f"  {_shown(key)} -> {_shown(value)}", file=out)
-
-
-def _shown(value):
-    """How a key or value prints: strings quoted and escaped (a char array filled by a
-    program is untrusted: an escape sequence in it must not reach the terminal)."""
-    value = _plain(value)
-    return repr(value) if isinstance(value, str) else value
-
-
-def _plain(value):
-    """construct Containers and lists as plain dicts and lists, bytes as hex, for printing.
-
-    construct keeps the stream a value was parsed from under the key ``_io``; that one is
-    dropped, while struct members and globals whose names start with ``_`` are kept.
-    """
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k != "_io"}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    return value
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m pybpf", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -272,12 +192,36 @@ def build_parser():
     dis.add_argument("--no-annotate", action="store_true", help="no helper names after calls")
     dis.set_defaults(func=cmd_disasm)
 
-    load = commands.add_parser("load", help="load, attach and watch a clang-built object")
+    load = commands.add_parser(
+        "load", help="load, attach and watch a clang-built object",
+        description="Load a BPF object as a libbpf-based tool would: set its knobs, attach "
+        "every program by its section name, print the events of its ring and perf buffers "
+        "as they come (decoded with the object's BTF), and its maps (non-zero entries, log2 "
+        "histograms as bar charts) every --interval seconds and on exit. Ctrl+C detaches "
+        "and exits.")
     load.add_argument("file", help="BPF ELF object (clang -O2 -g -target bpf -c)")
-    load.add_argument("--pin", metavar="DIR", help="pin maps, programs and links under DIR "
-                      "(on a bpf file system) and leave them after exit")
+    load.add_argument("--set", action="append", default=[], type=name_value,
+                      metavar="NAME=VALUE", help="set global variable NAME (a const volatile "
+                      "knob, or a .data/.bss variable) before loading; repeatable")
+    load.add_argument("--event-type", metavar="'struct NAME'", help="the type of the event "
+                      "records (MAP='struct NAME' for one map); default: the one struct of "
+                      "the size the programs output")
     load.add_argument("--interval", type=positive_seconds, metavar="N",
                       help="print the maps every N seconds (default: only on exit)")
+    load.add_argument("--per-cpu", action="store_true",
+                      help="show per-CPU maps' values CPU by CPU besides their sum")
+    load.add_argument("--attach", action="append", default=[], type=name_value,
+                      metavar="PROG=SECTION", help="attach program PROG as if its section "
+                      "were SECTION (e.g. probe=uprobe//usr/bin/bash:readline); repeatable")
+    load.add_argument("--cgroup", metavar="DIR", help="attach the cgroup programs to this "
+                      "cgroup v2 directory")
+    load.add_argument("--interface", metavar="IFACE", help="attach the XDP and tcx programs "
+                      "to this network interface")
+    load.add_argument("--frequency", type=positive_int, default=DEFAULT_FREQUENCY,
+                      metavar="HZ", help="perf_event programs sample every CPU's clock this "
+                      f"many times a second (default {DEFAULT_FREQUENCY})")
+    load.add_argument("--pin", metavar="DIR", help="pin maps, programs and links under DIR "
+                      "(on a bpf file system) and leave them after exit")
     load.set_defaults(func=cmd_load)
 
     run = commands.add_parser("run", help="load a snippet and run it with BPF_PROG_TEST_RUN")

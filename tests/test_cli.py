@@ -1,11 +1,8 @@
 """The command line: asm, disasm, run, load, and its error handling."""
 
-import io
 import os
-import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -90,45 +87,6 @@ def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cli, "cmd_asm", interrupted)
     assert main(["asm", str(tmp_path / "a.s")]) == 130
     assert capsys.readouterr().err == ""
-
-
-def _open_fds():
-    return sorted(os.listdir("/proc/self/fd"))
-
-
-@pytest.mark.kernel
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_load_stops_on_a_signal_and_cleans_up(signum):
-    before, handlers = _open_fds(), {s: signal.getsignal(s) for s in (signal.SIGINT,
-                                                                       signal.SIGTERM)}
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
-    timer.start()
-    out = io.StringIO()
-    try:
-        assert cli.run_object(EXECVE_O, out=out) == 0
-    finally:
-        timer.cancel()
-    text = out.getvalue()
-    assert "attached sys_enter_execve" in text and "exec_count (HASH" in text
-    assert _open_fds() == before  # links, programs, maps and the wakeup pipe closed
-    assert {s: signal.getsignal(s) for s in handlers} == handlers
-    assert signal.set_wakeup_fd(-1) == -1  # the wakeup fd is restored too
-
-
-@pytest.mark.kernel
-def test_a_signal_while_loading_ends_the_run_after_loading(monkeypatch):
-    from pybpf import collection
-
-    class SignalledWhileLoading(collection.Collection):
-        def __init__(self, *args, **kwargs):
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C in the middle of loading
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(collection, "Collection", SignalledWhileLoading)
-    before, out = _open_fds(), io.StringIO()
-    assert cli.run_object(EXECVE_O, out=out) == 0
-    assert "attached" not in out.getvalue() and "exec_count" in out.getvalue()
-    assert _open_fds() == before
 
 
 # -- explain ---------------------------------------------------------------------------------

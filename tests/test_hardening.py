@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from construct import Int32ul, Struct
 
-from pybpf import cli
+from pybpf import cli, runner
 from pybpf.abi import MapType, ProgType
 from pybpf.asm import parse
 from pybpf.attach import attach
@@ -68,6 +68,7 @@ def test_closing_a_map_during_iteration_never_reads_the_map_that_reuses_its_fd()
 
 def test_load_shows_names_that_start_with_an_underscore():
     class FakeMap:
+        type = MapType.ARRAY
         type_name = "ARRAY"
 
         def items(self):
@@ -75,9 +76,9 @@ def test_load_shows_names_that_start_with_an_underscore():
             return [(0, value.parse(bytes([5, 0, 0, 0, 6, 0, 0, 0])))]
 
     out = io.StringIO()
-    cli.print_maps({".bss": FakeMap()}, out)
-    assert out.getvalue() == (".bss (ARRAY, 1 entries)\n"
-                              "  0 -> {'_count': 5, 'inner': {'_x': 6}}\n")
+    runner.print_maps({".bss": FakeMap()}, out)
+    assert out.getvalue() == (".bss (ARRAY, 1 entries, 1 non-zero):\n"
+                              "  0: {_count=5 inner={_x=6}}\n")
 
 
 class _Counted:

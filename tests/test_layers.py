@@ -31,7 +31,7 @@ LAYERS = {
     "pybpf.collection": OBJECTS, "pybpf.events": OBJECTS, "pybpf.ringbuf": OBJECTS,
     "pybpf.perfbuf": OBJECTS, "pybpf.ksyms": OBJECTS,
     # the command line
-    "pybpf.cli": CLI, "pybpf.__main__": CLI,
+    "pybpf.cli": CLI, "pybpf.__main__": CLI, "pybpf.runner": CLI,
     "programs": PROGRAMS,
 }
 
