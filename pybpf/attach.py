@@ -409,8 +409,10 @@ _NOT_SUPPORTED = {
     "struct_ops": "registering a struct_ops map (BPF_MAP_TYPE_STRUCT_OPS), which pybpf "
                   "does not do",
     "syscall": "nothing: syscall programs are run with prog.test_run(ctx=...), not attached",
-    "xdp/devmap": "an entry of a DEVMAP (the program runs on packets redirected there)",
-    "xdp/cpumap": "an entry of a CPUMAP (the program runs on packets redirected there)",
+    **dict.fromkeys(("xdp/devmap", "xdp.frags/devmap"),
+                    "an entry of a DEVMAP (the program runs on packets redirected there)"),
+    **dict.fromkeys(("xdp/cpumap", "xdp.frags/cpumap"),
+                    "an entry of a CPUMAP (the program runs on packets redirected there)"),
     "sk_lookup": _NETNS, "flow_dissector": _NETNS,
     "netfilter": "a netfilter hook (BPF_LINK_CREATE with pf, hooknum, priority), which pybpf "
                  "does not do",
