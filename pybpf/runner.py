@@ -84,16 +84,17 @@ def run_object(source, options: Optional[Options] = None, out=None) -> int:
         spec.set_variable(name, text)
     btf = BTF.parse(spec.btf) if spec.btf else None
     record_types = event_record_types(spec, btf, options.event_type)
-    with StopSignal() as stop, Collection(spec) as coll:
-        links, iterators = [], {}
+    with StopSignal() as stop, Collection(spec) as coll, \
+            _EventReaders(coll, record_types, out) as readers:
+        links, iterators = [], {}  # (the readers are ready first: no early event is lost)
         try:
             if not stop.requested:
                 _attach_everything(coll, options, links, iterators, out)
             if options.pin and not stop.requested:
                 _pin_all(options.pin, coll, links, out)
-            with _EventReaders(coll, record_types, out) as readers:
-                _watch(stop, readers, options.interval, out,
-                       lambda: _report(coll, iterators, options, out))
+            out.flush()
+            _watch(stop, readers, options.interval, out,
+                   lambda: _report(coll, iterators, options, out))
             _report(coll, iterators, options, out)
         finally:
             for link in links:
@@ -295,6 +296,10 @@ class _EventReaders:
             for name, type_id in record_types.items():
                 m = coll.maps[name]
                 decode = construct_for(btf, type_id) if type_id else None
+                if decode is None:
+                    print(f"{name}: records shown in hex: the object's BTF has no struct of "
+                          f"their size (a type the programs only use locally is not in BTF: "
+                          f"declare a global pointer to it)", file=out)
                 reader = RingBuffer if m.type == MapType.RINGBUF else PerfBuffer
                 buffer = reader(m)
                 self.buffers.append((buffer, self._printer(name, decode, btf, type_id)))
@@ -351,17 +356,21 @@ def _watch(stop, readers, interval, out, report):
                     and not stop.requested:
                 report()
                 next_report += interval
+        for buffer, show in readers.buffers:  # what arrived before the signal, shown too
+            buffer.consume(show)
 
 
 # -- maps -----------------------------------------------------------------------------------
 
 def _report(coll, iterators, options, out):
+    """The maps, then the text of each iterator."""
     print_maps(coll.maps, out, per_cpu=options.per_cpu)
     for name, link in iterators.items():
         text = link.read_text()
         print(f"{name} ({link.description}):", file=out)
         for line in text.splitlines():
             print(f"  {terminal_safe(line)}", file=out)
+    out.flush()
 
 
 def print_maps(maps, out, per_cpu=False, limit=MAX_SHOWN):

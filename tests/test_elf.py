@@ -671,7 +671,7 @@ def test_cli_load_attaches_prints_maps_and_exits_on_sigterm():
     out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "attached sys_enter_execve (tracepoint/syscalls/sys_enter_execve)" in out
-    assert "exec_count (HASH" in out and f"'comm': '{comm}'" in out
+    assert "exec_count (HASH" in out and f"comm='{comm}'" in out
 
 
 # -- the corpus: externs, maps of maps, program flags (values from the C sources) -------------

@@ -224,8 +224,9 @@ def test_perf_event_runs_once_per_event():
         with link:
             child.go()
             faults = struct.unpack("<Q", os.read(link._perf.fileno(), 8))[0]
-        assert faults >= 300
-        assert sum(coll.maps["samples"][0]) == faults
+        samples = sum(coll.maps["samples"][0])
+        # (a throttled event stops counting and sampling alike: they still agree)
+        assert samples == faults > 0, (samples, faults)
 
 
 def python_touching_pages(pages):
