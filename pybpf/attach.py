@@ -29,7 +29,7 @@ import socket
 from collections.abc import Mapping
 from typing import List, Optional, Union
 
-from . import features, syscalls
+from . import features, layouts, syscalls
 from .abi import (
     PERF_TYPE_TRACEPOINT, SO_ATTACH_BPF, SO_DETACH_BPF, XDP_FLAGS_DRV_MODE, XDP_FLAGS_HW_MODE,
     XDP_FLAGS_SKB_MODE, AttachType, ProgType,
@@ -151,17 +151,24 @@ class IterLink(Link):
         return self.read().decode("utf-8", "replace")
 
 
-def attach_iter(prog, map=None) -> IterLink:
-    """Attach an iterator program (``iter/NAME``); ``map`` is the map a map iterator
-    (``iter/bpf_map_elem``, ``iter/sk_storage_map``...) walks. Read it with
-    :meth:`IterLink.read`."""
+def attach_iter(prog, *, map=None, pid: int = 0, tid: int = 0) -> IterLink:
+    """Attach an iterator program (``iter/NAME``); read it with :meth:`IterLink.read`.
+
+    ``map`` is the map a map iterator (``iter/bpf_map_elem``, ``iter/sk_storage_map``...)
+    walks; ``pid`` or ``tid`` limit a task iterator (``iter/task``, ``iter/task_file``...) to
+    one process or thread (Linux >= 6.1).
+    """
     check_type(prog, (ProgType.TRACING,), "an iterator")
     if prog.spec.expected_attach_type != AttachType.TRACE_ITER:
         raise AttachError(f"program {prog.name!r} is not an iterator (section "
                           f"{prog.spec.section!r}; iterators are iter/NAME)")
-    info = None
-    if map is not None:  # union bpf_iter_link_info: struct { __u32 map_fd; } map
-        info = int(map.fd if hasattr(map, "fd") else map).to_bytes(4, "little")
+    if map is not None and (pid or tid):
+        raise UsageError("an iterator walks a map or tasks: give map, or pid/tid, not both")
+    info = None  # union bpf_iter_link_info
+    if map is not None:
+        info = layouts.IterLinkInfoMap.pack(map_fd=map.fd if hasattr(map, "fd") else map)
+    elif pid or tid:
+        info = layouts.IterLinkInfoTask.pack(tid=tid, pid=pid, pid_fd=0)
     link_fd = syscalls.link_create(prog.fd, 0, AttachType.TRACE_ITER, iter_info=info)
     return IterLink(prog.spec.section or f"iter {prog.name}", link_fd=link_fd)
 

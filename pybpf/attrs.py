@@ -178,6 +178,19 @@ LinkCreateTracingAttr = Struct(
     "cookie" / Int64ul,
 )
 
+#: union bpf_iter_link_info, what an iterator walks (``iter_info`` of BPF_LINK_CREATE): its
+#: ``map`` member (map iterators: the map's fd)...
+IterLinkInfoMap = Struct(
+    "map_fd" / Int32ul,
+)
+
+#: ... and its ``task`` member (task iterators: one thread, or one process, when not 0)
+IterLinkInfoTask = Struct(
+    "tid" / Int32ul,
+    "pid" / Int32ul,
+    "pid_fd" / Int32ul,
+)
+
 #: BPF_ITER_CREATE (union member ``iter_create``): a readable fd from an iterator's link
 IterCreateAttr = Struct(
     "link_fd" / Int32ul,

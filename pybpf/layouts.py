@@ -94,6 +94,17 @@ LinkCreateTracingAttr = Layout("LinkCreateTracingAttr", "<LLLLL4xQ", (
     "prog_fd", "target_fd", "attach_type", "flags", "target_btf_id", "cookie",
 ))
 
+#: union bpf_iter_link_info, what an iterator walks (``iter_info`` of BPF_LINK_CREATE): its
+#: ``map`` member (map iterators: the map's fd)...
+IterLinkInfoMap = Layout("IterLinkInfoMap", "<L", (
+    "map_fd",
+))
+
+#: ... and its ``task`` member (task iterators: one thread, or one process, when not 0)
+IterLinkInfoTask = Layout("IterLinkInfoTask", "<LLL", (
+    "tid", "pid", "pid_fd",
+))
+
 #: BPF_ITER_CREATE (union member ``iter_create``): a readable fd from an iterator's link
 IterCreateAttr = Layout("IterCreateAttr", "<LL", (
     "link_fd", "flags",

@@ -45,6 +45,7 @@ _COUNT_ONLY = {  # map types whose values are fds, ids or stacks: listed by coun
     MapType.CGROUP_ARRAY: "cgroups", MapType.STACK_TRACE: "stacks",
     MapType.DEVMAP: "devices", MapType.DEVMAP_HASH: "devices", MapType.CPUMAP: "CPUs",
     MapType.XSKMAP: "sockets", MapType.SOCKMAP: "sockets", MapType.SOCKHASH: "sockets"}
+_NO_KEYS = (MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER)
 _HISTOGRAM_NAME = re.compile(r"hist|slot|dist|lat", re.I)
 # helper: (argument register of the map, of the record's size)
 _OUTPUT_HELPERS = {HELPERS["ringbuf_output"]: (1, 3), HELPERS["ringbuf_reserve"]: (1, 2),
@@ -105,7 +106,8 @@ def run_object(source, options: Optional[Options] = None, out=None) -> int:
 # -- attaching ------------------------------------------------------------------------------
 
 def _attach_everything(coll, options, links, iterators, out):
-    """Attach each program as its section (or ``--attach``) says; one line per program."""
+    """Attach each program as its section (or ``--attach``) says; one line per program, the
+    ones that cannot be attached with the reason. AttachError when none could be."""
     from .attach import IterLink, attach, attach_cgroup, attach_tcx, attach_xdp
     from .probes import attach_perf_event
 
@@ -114,6 +116,7 @@ def _attach_everything(coll, options, links, iterators, out):
     if unknown:
         raise UsageError(f"--attach names no program of the object: {', '.join(unknown)} "
                          f"(programs: {', '.join(coll.programs)})")
+    failed = []
     for name, prog in coll.programs.items():
         section = overrides.get(name, prog.spec.section)
         try:
@@ -130,13 +133,19 @@ def _attach_everything(coll, options, links, iterators, out):
                 made, how = [link], link.description
             else:
                 made, how = [attach(prog, section)], section
-        except AttachError as exc:  # not attachable (here, or without a target): say why
+        except BPFError as exc:  # not attachable (here, or without a target): say why
             print(f"loaded {name} but did not attach it: {exc}", file=out)
+            failed.append(name)
             continue
         links.extend(made)
         if isinstance(made[0], IterLink):
             iterators[name] = made[0]
         print(f"attached {name} ({how})", file=out)
+    if failed and not links:
+        raise AttachError(f"none of the programs could be attached ({', '.join(failed)}: "
+                          f"the reasons are above)")
+    print(f"running {len(coll.programs) - len(failed)} of {len(coll.programs)} programs; "
+          f"Ctrl+C stops", file=out)
 
 
 def _is_cgroup_program(prog):
@@ -386,6 +395,10 @@ def print_maps(maps, out, per_cpu=False, limit=MAX_SHOWN):
 
 
 def _print_map(name, m, out, per_cpu, limit):
+    if m.type in _NO_KEYS:
+        print(f"{name} ({m.type_name}): no keys to list (its values are read by popping "
+              f"or testing them)", file=out)
+        return
     if m.type in _COUNT_ONLY:
         print(f"{name} ({m.type_name}): {len(m)} {_COUNT_ONLY[m.type]}", file=out)
         return

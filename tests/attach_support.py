@@ -156,59 +156,92 @@ def counted(pids, pid):
 
 # -- libbpf, the oracle ---------------------------------------------------------------------
 
-# Loads an object with libbpf, sets target[0] to argv[2] (when the object has that map),
-# attaches every program with bpf_program__attach() (libbpf's auto-attach by section name),
-# says "ready", and once its stdin closes prints counts[i] for every index, one per line.
+# Loads an object with libbpf, sets target[0] to argv[3] (when the object has that map) and
+# the 4-byte .rodata knobs given as NAME=VALUE after it, attaches every program it can with
+# bpf_program__attach() (libbpf's auto-attach by section name), says "ready", and once its
+# stdin closes prints the u64 values of the array map named argv[2], one per line.
 LIBBPF_ATTACH_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
+
+static int set_knob(struct bpf_object *obj, const char *name, __u32 value)
+{
+	struct btf *btf = bpf_object__btf(obj);
+	struct bpf_map *rodata = bpf_object__find_map_by_name(obj, ".rodata");
+	int id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	const struct btf_var_secinfo *var;
+	size_t size;
+	char *data;
+	int i;
+
+	if (!rodata || id < 0)
+		return -1;
+	data = bpf_map__initial_value(rodata, &size);
+	var = btf_var_secinfos(btf__type_by_id(btf, id));
+	for (i = 0; i < btf_vlen(btf__type_by_id(btf, id)); i++, var++) {
+		if (!strcmp(btf__name_by_offset(btf, btf__type_by_id(btf, var->type)->name_off),
+			    name) && var->size == 4) {
+			memcpy(data + var->offset, &value, 4);
+			return 0;
+		}
+	}
+	return -1;
+}
 
 int main(int argc, char **argv)
 {
 	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
 	struct bpf_program *prog;
 	__u32 key = 0, value;
-	int fd;
+	__u64 count;
+	int fd, i;
 	char byte;
 
-	if (!obj || bpf_object__load(obj))
+	if (!obj)
+		return 2;
+	for (i = 4; i < argc; i++) {
+		char *equals = strchr(argv[i], '=');
+
+		*equals = 0;
+		if (set_knob(obj, argv[i], strtoul(equals + 1, NULL, 0)))
+			return 4;
+	}
+	if (bpf_object__load(obj))
 		return 2;
 	fd = bpf_object__find_map_fd_by_name(obj, "target");
-	if (argc > 2 && fd >= 0) {
-		value = atoi(argv[2]);
+	if (fd >= 0) {
+		value = atoi(argv[3]);
 		bpf_map_update_elem(fd, &key, &value, 0);
 	}
 	bpf_object__for_each_program(prog, obj) {
-		if (!bpf_program__attach(prog)) {
+		if (!bpf_program__attach(prog))  /* as pybpf load: say so, attach the others */
 			fprintf(stderr, "cannot attach %s\n", bpf_program__name(prog));
-			return 3;
-		}
 	}
 	printf("ready\n");
 	fflush(stdout);
 	while (read(0, &byte, 1) > 0)
 		;
-	fd = bpf_object__find_map_fd_by_name(obj, "counts");
-	for (key = 0; key < 16; key++) {
-		__u64 count = 0;
-
-		bpf_map_lookup_elem(fd, &key, &count);
+	fd = bpf_object__find_map_fd_by_name(obj, argv[2]);
+	for (key = 0; bpf_map_lookup_elem(fd, &key, &count) == 0; key++)
 		printf("%llu\n", (unsigned long long)count);
-	}
 	return 0;
 }
 """
 
 
-def libbpf_counts(tmp_path, obj, pid, workload):
-    """counts[] after libbpf attached ``obj`` (counting process ``pid``) and ``workload()``
-    ran."""
+def libbpf_counts(tmp_path, obj, pid, workload, map_name="counts", knobs=()):
+    """The u64 values of array ``map_name`` after libbpf attached ``obj`` (counting process
+    ``pid`` in its target map, or with the ``.rodata`` knobs ``NAME=VALUE``) and
+    ``workload()`` ran."""
     harness = build_c(tmp_path, "libbpf_attach", LIBBPF_ATTACH_C, "-lbpf")
-    with subprocess.Popen([harness, os.path.join(OBJECTS, obj), str(pid)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as run:
+    with subprocess.Popen([harness, os.path.join(OBJECTS, obj), map_name, str(pid), *knobs],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as run:
         assert run.stdout.readline() == "ready\n"
         workload()
         out, _ = run.communicate(timeout=60)

@@ -37,7 +37,8 @@ KERNEL_SIZES = {
     "MapCreateAttr": 72, "MapElemAttr": 32, "BatchAttr": 56, "ProgLoadAttr": 144,
     "TestAttr": 72, "ObjAttr": 16, "GetIdAttr": 12, "InfoAttr": 16, "RawTracepointAttr": 12,
     "BtfLoadAttr": 32, "LinkCreateAttr": 24, "LinkCreateIterAttr": 28,
-    "LinkCreateTracingAttr": 32, "IterCreateAttr": 8, "EnableStatsAttr": 4,
+    "LinkCreateTracingAttr": 32, "IterCreateAttr": 8, "IterLinkInfoMap": 4,
+    "IterLinkInfoTask": 12, "EnableStatsAttr": 4,
     # sizeof(struct ...) up to the last field declared
     "PerfEventAttr": 72, "bpf_prog_info": 232, "bpf_map_info": 88, "bpf_link_info": 64,
     "bpf_btf_info": 32,
@@ -126,7 +127,7 @@ def _btf_members():
     by_name = {names[t]: t for t in kinds if kinds[t] in ("STRUCT", "UNION")}
     structs = {name: flatten(by_name[name], 0, {}) for name in
                ("perf_event_attr", "bpf_prog_info", "bpf_map_info", "bpf_link_info",
-                "bpf_btf_info", "perf_event_mmap_page")}
+                "bpf_btf_info", "perf_event_mmap_page", "bpf_iter_link_info")}
     for index, (name, sub, _) in enumerate(members[by_name["bpf_attr"]]):
         structs[f"bpf_attr.{name}#{index}"] = flatten(sub, 0, {})
     return structs
@@ -154,7 +155,8 @@ def test_every_field_offset_matches_the_kernels_btf():
     kernel = _btf_members()
     named = {"PerfEventAttr": "perf_event_attr", "bpf_prog_info": "bpf_prog_info",
              "bpf_map_info": "bpf_map_info", "bpf_link_info": "bpf_link_info",
-             "bpf_btf_info": "bpf_btf_info", "perf_event_mmap_page": "perf_event_mmap_page"}
+             "bpf_btf_info": "bpf_btf_info", "perf_event_mmap_page": "perf_event_mmap_page",
+             "IterLinkInfoMap": "bpf_iter_link_info", "IterLinkInfoTask": "bpf_iter_link_info"}
     for name in DECLARED:
         ours = _offsets(name)
         if name in named:

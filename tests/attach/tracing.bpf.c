@@ -1,22 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Programs whose hook is named at load time (attach_btf_id): fentry, fexit, fmod_ret,
- * lsm, tp_btf, an iterator; and a kprobe and ksyscall, which a kernel without
- * CONFIG_KPROBES loads but cannot attach. Only the process whose id is in target[0] is
- * counted; deny[0] != 0 makes getsid() fail with EPERM for it (fmod_ret, lsm). */
+/* A tp_btf program and a task iterator, whose hooks are named at load time (attach_btf_id);
+ * and a kprobe and ksyscall, which a kernel without CONFIG_KPROBES loads but cannot
+ * attach. Only the process whose id is in target[0] is counted or listed (the iterator
+ * lists every task it is given when target[0] is 0). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "counts.h"
 
-#define EPERM 1
 #define NR_getppid 110  /* x86_64 */
 
-enum { FENTRY, FEXIT, FEXIT_RET, TP_BTF, FMOD_RET, LSM, KPROBE, KSYSCALL };
+enum { TP_BTF, KPROBE, KSYSCALL };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);  /* [0] the process to count, [1] != 0: deny getsid() */
+	__uint(max_entries, 1);  /* the process to count */
 	__type(key, __u32);
 	__type(value, __u32);
 } target SEC(".maps");
@@ -33,24 +32,6 @@ static __always_inline int is_target(void)
 	return setting(0) == bpf_get_current_pid_tgid() >> 32;
 }
 
-SEC("fentry/do_nanosleep")
-int BPF_PROG(nanosleep_entry, struct hrtimer_sleeper *sleeper, enum hrtimer_mode mode)
-{
-	if (is_target())
-		count(FENTRY, 1);
-	return 0;
-}
-
-SEC("fexit/do_nanosleep")
-int BPF_PROG(nanosleep_exit, struct hrtimer_sleeper *sleeper, enum hrtimer_mode mode, int ret)
-{
-	if (is_target()) {
-		count(FEXIT, 1);
-		count(FEXIT_RET, ret == 0);
-	}
-	return 0;
-}
-
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
@@ -59,31 +40,13 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
-SEC("fmod_ret/security_task_getsid")
-int BPF_PROG(getsid_fmod_ret, struct task_struct *p)
-{
-	if (!is_target())
-		return 0;
-	count(FMOD_RET, 1);
-	return setting(1) ? -EPERM : 0;  /* non-zero: security_task_getsid is skipped */
-}
-
-SEC("lsm/task_getsid")
-int BPF_PROG(getsid_lsm, struct task_struct *p, int ret)
-{
-	if (!is_target())
-		return ret;
-	count(LSM, 1);
-	return setting(1) ? -EPERM : ret;
-}
-
 SEC("iter/task")
 int list_threads(struct bpf_iter__task *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = ctx->task;
 
-	if (task && task->tgid == setting(0))
+	if (task && (!setting(0) || task->tgid == setting(0)))
 		BPF_SEQ_PRINTF(seq, "%d %s\n", task->pid, task->comm);
 	return 0;
 }
