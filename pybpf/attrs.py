@@ -145,34 +145,33 @@ BtfLoadAttr = Struct(
     "btf_log_true_size" / Int32ul,
 )
 
-#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``. The
-#: four words are common to every link; the union after them is read per attach type, so each
-#: union member used is declared on its own (below). ``target_fd`` is also ``target_ifindex``.
-LinkCreateAttr = Struct(
+#: The four words every BPF_LINK_CREATE attr starts with; the union after them is read per
+#: attach type, so each union member used is declared on its own. ``target_fd`` is also
+#: ``target_ifindex``.
+_LINK_CREATE_HEAD = (
     "prog_fd" / Int32ul,
     "target_fd" / Int32ul,
     "attach_type" / Int32ul,
     "flags" / Int32ul,
+)
+
+#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``
+LinkCreateAttr = Struct(
+    *_LINK_CREATE_HEAD,
     "bpf_cookie" / Int64ul,
 )
 
 #: BPF_LINK_CREATE for an iterator (BPF_TRACE_ITER): ``iter_info`` points to a
 #: ``union bpf_iter_link_info`` (the map of a map iterator...), ``iter_info_len`` its size
 LinkCreateIterAttr = Struct(
-    "prog_fd" / Int32ul,
-    "target_fd" / Int32ul,
-    "attach_type" / Int32ul,
-    "flags" / Int32ul,
+    *_LINK_CREATE_HEAD,
     "iter_info" / Int64ul,
     "iter_info_len" / Int32ul,
 )
 
 #: BPF_LINK_CREATE for fentry/fexit/fmod_ret/lsm/tp_btf (its ``tracing`` member)
 LinkCreateTracingAttr = Struct(
-    "prog_fd" / Int32ul,
-    "target_fd" / Int32ul,
-    "attach_type" / Int32ul,
-    "flags" / Int32ul,
+    *_LINK_CREATE_HEAD,
     "target_btf_id" / Int32ul,
     Padding(4),
     "cookie" / Int64ul,

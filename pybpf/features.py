@@ -290,16 +290,7 @@ def _perf_link():
     """libbpf's probe: ``BPF_LINK_CREATE`` with attach type ``BPF_PERF_EVENT`` and target fd
     -1. A kernel that knows the attach type gets as far as looking the perf event up and
     fails with EBADF; an older one refuses the attach type with EINVAL."""
-    prog = load_probe_program(ProgType.TRACEPOINT)
-    try:
-        os.close(syscalls.link_create(prog, 0xFFFFFFFF, AttachType.PERF_EVENT))
-        return True  # not expected: fd -1 is never a perf event
-    except SyscallError as exc:
-        if exc.errno not in (errno.EBADF, errno.EINVAL):
-            raise
-        return exc.errno == errno.EBADF
-    finally:
-        os.close(prog)
+    return _links_to_bad_fd(ProgType.TRACEPOINT, AttachType.PERF_EVENT)
 
 
 @feature("cgroup_link", "bpf_links for cgroup programs (BPF_LINK_CREATE with a cgroup fd)",
@@ -307,10 +298,16 @@ def _perf_link():
 def _cgroup_link():
     """``BPF_LINK_CREATE`` of a CGROUP_SKB program to cgroup fd -1: EBADF from a kernel that
     looks the cgroup up, EINVAL from one without the command or cgroup links."""
-    prog = load_probe_program(ProgType.CGROUP_SKB)
+    return _links_to_bad_fd(ProgType.CGROUP_SKB, AttachType.CGROUP_INET_INGRESS)
+
+
+def _links_to_bad_fd(prog_type, attach_type):
+    """Whether ``BPF_LINK_CREATE`` of a ``prog_type`` program with ``attach_type`` to fd -1
+    gets as far as looking the target up (EBADF), rather than refusing the kind (EINVAL)."""
+    prog = load_probe_program(prog_type)
     try:
-        os.close(syscalls.link_create(prog, 0xFFFFFFFF, AttachType.CGROUP_INET_INGRESS))
-        return True  # not expected: fd -1 is never a cgroup
+        os.close(syscalls.link_create(prog, 0xFFFFFFFF, attach_type))
+        return True  # not expected: fd -1 is never a target
     except SyscallError as exc:
         if exc.errno not in (errno.EBADF, errno.EINVAL):
             raise

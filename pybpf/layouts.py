@@ -76,9 +76,7 @@ BtfLoadAttr = Layout("BtfLoadAttr", "<QQLLLL", (
     "btf", "btf_log_buf", "btf_size", "btf_log_size", "btf_log_level", "btf_log_true_size",
 ))
 
-#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``. The
-#: four words are common to every link; the union after them is read per attach type, so each
-#: union member used is declared on its own (below). ``target_fd`` is also ``target_ifindex``.
+#: BPF_LINK_CREATE (union member ``link_create``), with its ``perf_event.bpf_cookie``
 LinkCreateAttr = Layout("LinkCreateAttr", "<LLLLQ", (
     "prog_fd", "target_fd", "attach_type", "flags", "bpf_cookie",
 ))

@@ -181,11 +181,13 @@ static int set_knob(struct bpf_object *obj, const char *name, __u32 value)
 
 	if (!rodata || id < 0)
 		return -1;
-	data = bpf_map__initial_value(rodata, &size);
+	data = (char *)bpf_map__initial_value(rodata, &size);
 	var = btf_var_secinfos(btf__type_by_id(btf, id));
 	for (i = 0; i < btf_vlen(btf__type_by_id(btf, id)); i++, var++) {
-		if (!strcmp(btf__name_by_offset(btf, btf__type_by_id(btf, var->type)->name_off),
-			    name) && var->size == 4) {
+		const char *var_name = btf__name_by_offset(btf,
+			btf__type_by_id(btf, var->type)->name_off);
+
+		if (!strcmp(var_name, name) && var->size == 4) {
 			memcpy(data + var->offset, &value, 4);
 			return 0;
 		}

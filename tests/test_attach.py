@@ -7,13 +7,15 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pybpf import attach as attach_module
 from pybpf import features, syscalls, tracefs
 from pybpf.abi import ProgType
 from pybpf.attach import Link, attach, attach_raw_tracepoint, attach_tracepoint
 from pybpf.tracefs import tracepoint_id
-from pybpf.errors import AttachError, SyscallError, TracefsError, UsageError
+from pybpf.errors import AttachError, BPFError, SyscallError, TracefsError, UsageError
+from pybpf.sections import SECTIONS, match_section
 from attach_support import count_pids_program, pid_map
 from support import Deadline, require_tool
 
@@ -242,3 +244,31 @@ def test_link_close_is_idempotent():
         _ = link.fd
     with pytest.raises(OSError):
         os.fstat(read_end)
+
+
+_SECTION_TEXT = st.sampled_from([row[0] for row in SECTIONS]).flatmap(
+    lambda name: st.tuples(st.just(name), st.sampled_from(["", "/"]),
+                           st.text(max_size=30))).map("".join) | st.text(max_size=40)
+
+
+@pytest.mark.kernel
+@given(section=_SECTION_TEXT)
+@settings(max_examples=400, deadline=None)
+def test_fuzz_section_names(section):
+    """Any section text, on a program of the type it names (its fd is no open file: the
+    kernel answers EBADF where it gets that far): a clear BPFError, never an internal
+    exception, and no fd left open."""
+    found = match_section(section)
+    before = sorted(os.listdir("/proc/self/fd"))
+
+    class Fake(FakeProgram):
+        type = found[1] if found else ProgType.KPROBE
+        fd = 2**31 - 1
+
+        class spec:
+            expected_attach_type = found[2] if found else 0
+
+    Fake.spec.section = section
+    with pytest.raises(BPFError) as info:
+        attach(Fake())
+    assert str(info.value) and sorted(os.listdir("/proc/self/fd")) == before

@@ -8,29 +8,11 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "counts.h"
+#include "target.h"
 
 #define NR_getppid 110  /* x86_64 */
 
 enum { TP_BTF, KPROBE, KSYSCALL };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);  /* the process to count */
-	__type(key, __u32);
-	__type(value, __u32);
-} target SEC(".maps");
-
-static __always_inline __u32 setting(__u32 index)
-{
-	__u32 *value = bpf_map_lookup_elem(&target, &index);
-
-	return value ? *value : 0;
-}
-
-static __always_inline int is_target(void)
-{
-	return setting(0) == bpf_get_current_pid_tgid() >> 32;
-}
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)

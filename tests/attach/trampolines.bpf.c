@@ -8,29 +8,11 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "counts.h"
+#include "target.h"
 
 #define EPERM 1
 
 enum { FENTRY, FEXIT, FEXIT_RET, FMOD_RET, LSM };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);  /* [0] the process to count, [1] != 0: deny getsid() */
-	__type(key, __u32);
-	__type(value, __u32);
-} target SEC(".maps");
-
-static __always_inline __u32 setting(__u32 index)
-{
-	__u32 *value = bpf_map_lookup_elem(&target, &index);
-
-	return value ? *value : 0;
-}
-
-static __always_inline int is_target(void)
-{
-	return setting(0) == bpf_get_current_pid_tgid() >> 32;
-}
 
 SEC("fentry/do_nanosleep")
 int BPF_PROG(nanosleep_entry, struct hrtimer_sleeper *sleeper, enum hrtimer_mode mode)

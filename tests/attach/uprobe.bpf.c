@@ -6,22 +6,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "counts.h"
+#include "target.h"
 
 enum { GETPID_CALLS, GETPID_RETURNS, GETPID_RETURNED };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} target SEC(".maps");
-
-static __always_inline int is_target(void)
-{
-	__u32 zero = 0, *tgid = bpf_map_lookup_elem(&target, &zero);
-
-	return tgid && *tgid == bpf_get_current_pid_tgid() >> 32;
-}
 
 SEC("uprobe/libc.so.6:getpid")
 int BPF_KPROBE(getpid_entry)
