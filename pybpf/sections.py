@@ -7,7 +7,8 @@ Some names also set load flags: a ``.s`` suffix (``fentry.s``, ``lsm.s``, ``upro
 makes the program *sleepable* (``BPF_F_SLEEPABLE``: it may call helpers that fault user memory
 in), ``xdp.frags`` lets an XDP program see multi-buffer packets (``BPF_F_XDP_HAS_FRAGS``).
 pybpf's ELF loader (:mod:`pybpf.elf`) and :mod:`pybpf.attach` read them with
-:func:`section_program_type` (:func:`match_section` also names the kind), and :func:`section_prog_flags`.
+:func:`section_program_type` (:func:`match_section` also names the kind) and
+:func:`section_prog_flags`.
 """
 
 import re
