@@ -51,8 +51,10 @@ _SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym: st_name, st_info, st_other, st_shn
 _VERDEF_SIZE = 20  # sizeof(Elf64_Verdef)
 _VERSYM = struct.Struct("<H")  # Elf64_Versym: a version index per dynamic symbol
 STT_FUNC, STT_GNU_IFUNC, STB_WEAK, SHN_UNDEF = 2, 10, 2, 0
+# What pyelftools raises on a corrupt file; TypeError too: 0.32 reads a section header past
+# the end of the file as None, then subscripts it (e_shnum 0 sends it to header 0)
 _PYELF_ERRORS = (_PyElfError, _PyElfConstructError, struct.error, ValueError, KeyError,
-                 IndexError, UnicodeDecodeError, OverflowError)
+                 IndexError, UnicodeDecodeError, OverflowError, TypeError)
 
 
 class FunctionSymbol(NamedTuple):
