@@ -16,7 +16,7 @@ from pybpf import syscalls
 from pybpf.attach import IterLink, attach, attach_iter, attach_tracing
 from pybpf.errors import AttachError, BPFPermissionError, SyscallError, UsageError
 
-from attach_support import build_c, libbpf_counts, load, waiting
+from attach_support import OBJECTS, build_c, libbpf_counts, load, waiting
 from support import require_tool
 
 pytestmark = pytest.mark.kernel
@@ -150,10 +150,11 @@ def test_task_iterator_limited_to_one_process(three_threads):
             attach_tracing(coll.programs["list_threads"])
 
 
-def test_trampolines_attach_or_the_refusal_is_clear():
+def test_trampolines_attach_or_the_refusal_is_clear(bpffs):
     """fentry, fexit, fmod_ret and lsm need BPF trampolines, which this VM's kernel refuses
-    to load (EPERM although every capability is there: a security policy). Elsewhere they
-    attach: fentry and fexit see each time.sleep(), fmod_ret and lsm make getsid() fail."""
+    to load (EPERM although every capability is there: a security policy), to libbpf too.
+    Elsewhere they attach: fentry and fexit see each time.sleep(), fmod_ret and lsm make
+    getsid() fail."""
     try:
         coll = load("trampolines")
     except BPFPermissionError as exc:
@@ -161,6 +162,11 @@ def test_trampolines_attach_or_the_refusal_is_clear():
         assert "a security policy forbids it" in message
         assert "fentry/fexit/fmod_ret/lsm programs (BPF trampolines)" in message
         assert "\n" not in message
+        libbpf = subprocess.run([require_tool("bpftool"), "-d", "prog", "loadall",
+                                 os.path.join(OBJECTS, "trampolines.o"), str(bpffs / "t")],
+                                capture_output=True, text=True)
+        assert libbpf.returncode != 0
+        assert "BPF program load failed: Operation not permitted" in libbpf.stderr
         return
     with coll:
         coll.maps["target"][0] = os.getpid()

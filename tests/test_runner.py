@@ -375,7 +375,9 @@ def test_profile_samples_and_iterators_print():
     start = out.index("dump_task (iter/task):")
     listing = out[start:out.index("dump_bpf_map (iter/bpf_map):", start)].splitlines()
     mine = [line for line in listing if line.startswith(f"  {os.getpid()} ")]
-    assert f"  {os.getpid()} {os.getpid()} python3" in mine
+    with open("/proc/self/comm") as f:  # python3, or python in a venv
+        comm = f.read().strip()
+    assert f"  {os.getpid()} {os.getpid()} {comm}" in mine
     assert len(mine) == len(os.listdir("/proc/self/task"))  # its threads, no other task
 
 
