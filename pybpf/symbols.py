@@ -26,10 +26,6 @@ import os
 import struct
 from typing import NamedTuple, Optional
 
-from elftools.common.exceptions import ELFError as _PyElfError
-from elftools.construct import ConstructError as _PyElfConstructError
-from elftools.elf.elffile import ELFFile
-
 from .errors import SymbolError
 
 LD_SO_CACHE = "/etc/ld.so.cache"
@@ -51,10 +47,6 @@ _SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym: st_name, st_info, st_other, st_shn
 _VERDEF_SIZE = 20  # sizeof(Elf64_Verdef)
 _VERSYM = struct.Struct("<H")  # Elf64_Versym: a version index per dynamic symbol
 STT_FUNC, STT_GNU_IFUNC, STB_WEAK, SHN_UNDEF = 2, 10, 2, 0
-# What pyelftools raises on a corrupt file; TypeError too: 0.32 reads a section header past
-# the end of the file as None, then subscripts it (e_shnum 0 sends it to header 0)
-_PYELF_ERRORS = (_PyElfError, _PyElfConstructError, struct.error, ValueError, KeyError,
-                 IndexError, UnicodeDecodeError, OverflowError, TypeError)
 
 
 class FunctionSymbol(NamedTuple):
@@ -204,6 +196,16 @@ def find_function(path: str, name: str) -> FunctionSymbol:
     """
     if not isinstance(name, str) or not name or "\0" in name:
         raise SymbolError(f"invalid function name {name!r}")
+    # pyelftools is imported when a binary is read, not with pybpf.attach: programs that
+    # attach no uprobe (the execve tracker) start without it (and the pdb its construct loads)
+    from elftools.common.exceptions import ELFError
+    from elftools.construct import ConstructError
+    from elftools.elf.elffile import ELFFile
+
+    # what pyelftools raises on a corrupt file; TypeError too: 0.32 reads a section header
+    # past the end of the file as None, then subscripts it (e_shnum 0 sends it to header 0)
+    corrupt = (ELFError, ConstructError, struct.error, ValueError, KeyError, IndexError,
+               UnicodeDecodeError, OverflowError, TypeError)
     base, _, version = name.partition("@")
     version = version.lstrip("@")
     try:
@@ -211,7 +213,7 @@ def find_function(path: str, name: str) -> FunctionSymbol:
             return _find(ELFFile(f), path, name, base, version)
     except OSError as exc:
         raise SymbolError(f"cannot read {path}: {exc.strerror}") from None
-    except _PYELF_ERRORS as exc:
+    except corrupt as exc:
         raise SymbolError(f"{path} is not a readable ELF file ({type(exc).__name__}: "
                           f"{exc}); a uprobe needs an ELF executable or shared library"
                           ) from None

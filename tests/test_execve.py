@@ -152,12 +152,14 @@ print(" ".join(sorted(set(sys.modules) - before)))
 
 @pytest.mark.kernel
 def test_the_tracker_starts_without_construct_or_its_debugging_tools():
-    """Importing construct would cost a third of the start; --dump and --compare-c's modules
-    and subprocess (only to mount tracefs) are not needed before the first exec is counted."""
+    """Importing construct would cost a third of the start; --dump and --compare-c's modules,
+    subprocess (only to mount tracefs) and pyelftools (only for uprobes: its construct brings
+    pdb) are not needed before the first exec is counted."""
     imported = subprocess.run([sys.executable, "-c", _START], cwd=ROOT, capture_output=True,
                               text=True, timeout=60, check=True).stdout.split()
     assert "pybpf.maps" in imported
-    unwanted = {"construct", "pybpf.attrs", "pybpf.disasm", "programs.compare", "subprocess"}
+    unwanted = {"construct", "pybpf.attrs", "pybpf.disasm", "programs.compare", "subprocess",
+                "elftools", "pdb"}
     assert unwanted.isdisjoint(imported)
 
 
