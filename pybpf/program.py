@@ -117,8 +117,10 @@ class Program(KernelObject):
                 size = min(most, max(size * 4, getattr(exc, "log_true_size", 0)))
 
     def _explain(self, exc):
-        """``exc`` with the failing instruction mapped back to the DSL and its comment."""
+        """``exc`` naming the program; a verifier rejection with the failing instruction
+        mapped back to the DSL and its comment."""
         if not isinstance(exc, VerifierError):
+            exc.strerror = f"program {self.name!r}: {exc.strerror}"
             return exc
         index = where = source = None
         written = self.spec.insns  # CO-RE relocation keeps every slot where it was

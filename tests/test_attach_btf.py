@@ -6,6 +6,7 @@ refusal is one clear error."""
 import errno
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -159,6 +160,7 @@ def test_trampolines_attach_or_the_refusal_is_clear(bpffs):
         coll = load("trampolines")
     except BPFPermissionError as exc:
         message = str(exc)
+        assert re.match(r"program '\w+': BPF_PROG_LOAD: ", message), message
         assert "a security policy forbids it" in message
         assert "fentry/fexit/fmod_ret/lsm programs (BPF trampolines)" in message
         assert "\n" not in message
