@@ -117,12 +117,28 @@ def test_the_listing_shows_each_relocation():
     (lambda b: b.core_read(R7, R6, TASK, "comm", stack=-8), "is a array: a CO-RE read"),
     (lambda b: b.core_read(R7, R6, TASK, "tgid->x", stack=-8), "tgid is not a pointer"),
     (lambda b: b.core_read(R7, R6, TASK, "tgid", stack=-4), "multiple of 8"),
+    (lambda b: b.core_read(R7, R6, TASK, "tgid", stack=-8.0), "multiple of 8"),
+    (lambda b: b.core_read(R7, R6, TASK, "tgid", stack=True), "multiple of 8"),
     (lambda b: b.core_load(R7, R6, TASK, "sched_reset_on_fork"), "pass scratch="),
     (lambda b: b.ldx(W, R1, R6, TASK.offsetof("nope")), "has no member 'nope'"),
 ])
 def test_misplaced_or_unknown_operands_are_assembler_errors(call, message):
     with pytest.raises(AssemblerError, match=message):
         call(Builder())
+
+
+def test_an_int_like_stack_slot_reads_as_its_int():
+    """An int-like stack offset (``__index__``, as numpy's ints) builds what the int builds."""
+    class Slot:
+        def __index__(self):
+            return -8
+
+    built = []
+    for stack in (-8, Slot()):
+        b = Builder()
+        b.core_read(R7, R6, TASK, "real_parent->tgid", stack=stack)
+        built.append(disassemble(b.instructions))
+    assert built[0] == built[1] and "r10 - 8" in built[0]
 
 
 @pytest.mark.parametrize("text, message", [

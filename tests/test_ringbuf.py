@@ -231,7 +231,22 @@ def test_ringbuf_reserve_macro_instructions():
         "goto +1", "r6 = r0", "exit"]
 
 
-@pytest.mark.parametrize("size", [0, -8, 1 << 31, "64", True])
+def test_ringbuf_reserve_macro_takes_an_int_like_size():
+    class Size:
+        def __index__(self):
+            return 64
+
+    built = []
+    for size in (64, Size()):
+        b = Builder()
+        macros.ringbuf_reserve(b, "events", size, drops="drops", on_failure="out")
+        b.label("out")
+        b.exit()
+        built.append([format_insn(i) for i in resolve(b.instructions, {"events": 7, "drops": 8})])
+    assert built[0] == built[1] and "r2 = 64" in built[1]
+
+
+@pytest.mark.parametrize("size", [0, -8, 1 << 31, "64", True, 64.0])
 def test_ringbuf_reserve_macro_wants_a_constant_size(size):
     with pytest.raises(AssemblerError, match="size must be a constant number of bytes"):
         macros.ringbuf_reserve(Builder(), "events", size, drops="drops", on_failure="out")

@@ -63,6 +63,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from pybpf.asm.builder import CoreOperand
+from pybpf.asm.operands import int_like
 from pybpf.btf.core import CoreKind, CoreRelo, local_value
 from pybpf.btf.types import BTF, Kind
 from pybpf.btf.writer import BTFWriter
@@ -257,10 +258,10 @@ def emit_read(b, dst, src, struct, path, stack):
     from pybpf.asm.insn import DW, R1, R2, R3, R10
 
     steps = _chain(struct, path)
-    if isinstance(stack, bool) or not isinstance(stack, int) or stack % 8 or \
-            not -512 <= stack <= -8:
+    given, stack = stack, int_like(stack)
+    if stack is None or stack % 8 or not -512 <= stack <= -8:
         raise AssemblerError(f"stack must be a multiple of 8 in -512..-8 (the 8 bytes at "
-                             f"r10 + stack), not {stack!r}")
+                             f"r10 + stack), not {given!r}")
     parts = [part.strip() for part in path.split("->")]
     b.comment(f"r{int(dst)} = BPF_CORE_READ((struct {struct.name} *)r{int(src)}, "
               f"{', '.join(parts)})")

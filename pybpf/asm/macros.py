@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pybpf.asm.builder import Builder
 from pybpf.asm.insn import DW, R0, R1, R2, R3, R10, W
+from pybpf.asm.operands import int_like
 from pybpf.errors import AssemblerError
 
 
@@ -24,9 +25,11 @@ def ringbuf_reserve(b: Builder, ringbuf, size: int, *, drops, on_failure: str,
     path. ``ringbuf`` and ``drops`` are map names (or fds); ``size`` is a constant (the
     verifier wants one). Clobbers r1-r5 and the 4 stack bytes at ``r10 + key_offset``.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < 1 << 31:
+    given = size
+    size = int_like(size)
+    if size is None or not 0 < size < 1 << 31:
         raise AssemblerError(f"ringbuf_reserve: size must be a constant number of bytes "
-                             f"> 0 (the verifier wants a constant), not {size!r}")
+                             f"> 0 (the verifier wants a constant), not {given!r}")
     if not isinstance(on_failure, str):
         raise AssemblerError(f"ringbuf_reserve: on_failure must be a label name, not "
                              f"{on_failure!r}")
@@ -56,3 +59,4 @@ def count(b: Builder, counters, index: int = 0, key_offset: int = -4) -> None:
     b.atomic_add(DW, R0, 0, R1)
     b.label(done)
     b.mov(R0, 0)
+

@@ -22,12 +22,21 @@ def integer(value, expected):
     only ever see a plain int. A bool is refused (``True`` as an operand is a slip, not 1),
     as is what is not an integer at all (a float, a string): AssemblerError saying
     ``expected`` and what was given."""
-    if not isinstance(value, bool):
-        try:
-            return int(operator.index(value))  # int(): Python 3.9 returns int subclasses
-        except TypeError:
-            pass
-    raise AssemblerError(f"expected {expected}, got {shown(value)}")
+    number = int_like(value)
+    if number is None:
+        raise AssemblerError(f"expected {expected}, got {shown(value)}")
+    return number
+
+
+def int_like(value):
+    """``value`` as a plain int when it is an int or int-like (``__index__``) but not a
+    bool, else None: for callers that word their own error."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(operator.index(value))  # int(): Python 3.9 returns int subclasses
+    except TypeError:
+        return None
 
 
 def _immediate(value, bits, accepted):
